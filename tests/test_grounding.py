@@ -1,0 +1,87 @@
+"""Grounding (paper Section IV-E3; MedKLIP Section 4.5): heatmaps, pointing game, IoU/Dice."""
+
+import numpy as np
+import pytest
+import torch
+
+from unichest_lib import grounding as G
+
+
+def _gaussian(h, w, cy, cx, sigma=4.0):
+    ys, xs = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    return torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sigma**2))
+
+
+def test_heatmap_centred_on_box_scores_one_in_pointing_game():
+    box = np.array([[20.0, 30.0, 40.0, 50.0]])  # x0, y0, x1, y1
+    gt = G.boxes_to_masks(box, 64, 64)
+    on = _gaussian(64, 64, cy=40, cx=30)[None]
+    off = _gaussian(64, 64, cy=10, cx=55)[None]
+    assert G.pointing_game(on, gt).tolist() == [True]
+    assert G.pointing_game(off, gt).tolist() == [False]
+
+
+def test_boxes_to_masks_area_and_nan_box():
+    m = G.boxes_to_masks(np.array([[2, 3, 6, 5], [np.nan] * 4]), 10, 10)
+    assert m[0].sum() == 4 * 2  # x 2..6 -> centres 2.5..5.5 (4), y 3..5 -> 3.5, 4.5 (2)
+    assert m[0, 3, 2] and not m[0, 5, 2]
+    assert m[1].sum() == 0
+
+
+def test_iou_dice_against_slow_reference():
+    rng = np.random.default_rng(0)
+    heat = torch.from_numpy(rng.random((5, 12, 12))).float()
+    gt = torch.from_numpy(rng.random((5, 12, 12)) > 0.6)
+    iou, dice = G.iou_dice_curve(heat, gt)
+    for ti in (0, 37, 80, 100):
+        t = G.THRESHOLDS[ti]
+        ref_i, ref_d = [], []
+        for h, g in zip(heat.numpy(), gt.numpy()):
+            p = h >= t
+            inter = np.logical_and(p, g).sum()
+            union = np.logical_or(p, g).sum()
+            ref_i.append(inter / union if union else 0.0)
+            ref_d.append(2 * inter / (p.sum() + g.sum()) if (p.sum() + g.sum()) else 0.0)
+        assert iou[ti] == pytest.approx(np.mean(ref_i), abs=1e-6)
+        assert dice[ti] == pytest.approx(np.mean(ref_d), abs=1e-6)
+
+
+def test_exact_heatmap_gives_dice_one():
+    gt = G.boxes_to_masks(np.array([[4, 4, 20, 12], [30, 30, 50, 60]]), 64, 64)
+    s = G.grounding_scores(gt.float(), gt)
+    assert s["pointing_game"] == 1.0 and s["Dice"] == pytest.approx(1.0) and s["IoU"] == pytest.approx(1.0)
+    off = G.grounding_scores(torch.roll(gt.float(), 32, dims=2), gt)
+    assert off["pointing_game"] == 0.0 and off["Dice"] < 0.6
+
+
+def test_combine_attention_follows_eq5():
+    torch.manual_seed(0)
+    att = torch.rand(2, 3, 4, 5, 5)
+    gate = torch.softmax(torch.randn(2, 2), -1)
+    got = G.combine_attention(att, gate, lam=0.3)
+    ref = 0.3 * att[:, 0] + 0.7 * (gate[:, 0, None, None, None] * att[:, 1]
+                                   + gate[:, 1, None, None, None] * att[:, 2])
+    assert torch.allclose(got, ref, atol=1e-6)
+    assert torch.equal(G.combine_attention(att[:, :1]), att[:, 0])
+    with pytest.raises(ValueError, match="gate"):
+        G.combine_attention(att)
+
+
+def test_heatmaps_from_output_upsamples_and_normalises():
+    att = torch.zeros(1, 1, 2, 4, 4)
+    att[0, 0, 0, 1, 2] = 1.0
+    hm = G.heatmaps_from_output({"attention": att}, 32)
+    assert hm.shape == (1, 2, 32, 32)
+    assert hm[0, 0].max() == 1.0 and hm[0, 0].min() == 0.0
+    y, x = divmod(int(hm[0, 0].argmax()), 32)
+    assert 8 <= y < 16 and 16 <= x < 24  # the hot patch (row 1, col 2) of an 8-pixel grid
+    assert hm[0, 1].abs().max() == 0.0  # a constant map becomes zeros
+
+
+def test_overlay_returns_rgb_uint8_and_checks_shapes():
+    img = np.linspace(0, 1, 64 * 64).reshape(64, 64)
+    rgb = G.overlay(img, _gaussian(64, 64, 32, 32).numpy())
+    assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8
+    assert rgb[32, 32, 0] > rgb[32, 32, 2]  # hot centre is red, not blue
+    with pytest.raises(ValueError, match="upsample"):
+        G.overlay(img, np.zeros((8, 8)))

@@ -1,0 +1,165 @@
+"""Lesion grounding from the query networks' cross-attention (paper Section IV-E3, Fig. 7),
+scored as MedKLIP does (MedKLIP Section 4.5): pointing game, and IoU / Dice at the best
+threshold.
+
+A query network's cross-attention from a class query to the patch grid says where the model
+looked for that class. The model returns it averaged over decoder layers and heads
+(``out["attention"]``, shape (B, K_active, c, h, w)). Here it becomes a heatmap per image and
+class: the experts are combined the way Eq. 5 combines their scores,
+
+    A^All = lam * A^1 + (1 - lam) * sum_{k>=2} omega^k A^k,
+
+(in the Conquer stage there is one query network, so A^All = A^1), upsampled bilinearly to the
+image size and min-max normalised to [0, 1] per map.
+
+Scores, per (image, class) with a non-empty ground-truth region:
+
+- **pointing game**: hit when the single pixel of maximum heat (first in raster order on ties)
+  lies inside the ground-truth mask;
+- **IoU / Dice at the best threshold**: the heatmap is binarised at thresholds 0, 0.01, ..., 1
+  (MedKLIP's search), the threshold maximising the mean Dice over all instances is kept and
+  mean IoU and Dice are reported at that one threshold.
+
+Introduced in ``notebooks/05_grounding.ipynb``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: MedKLIP's threshold search grid for zero-shot segmentation (step 0.01).
+THRESHOLDS = np.round(np.arange(0.0, 1.0 + 1e-9, 0.01), 2)
+
+
+def combine_attention(attention: torch.Tensor, gate: torch.Tensor | None = None,
+                      lam: float = 0.5) -> torch.Tensor:
+    """Combine the query networks' attention maps as Eq. 5 combines their scores.
+
+    ``attention`` (B, K_active, c, h, w); ``gate`` (B, K_active - 1) = omega, needed when
+    K_active > 1. Returns (B, c, h, w).
+    """
+    if attention.ndim != 5:
+        raise ValueError(f"attention has shape {tuple(attention.shape)}; expected "
+                         "(B, K_active, c, h, w) from model(..., return_attention=True)")
+    k_active = attention.shape[1]
+    if k_active == 1:
+        return attention[:, 0]
+    if gate is None or gate.shape != (attention.shape[0], k_active - 1):
+        got = None if gate is None else tuple(gate.shape)
+        raise ValueError(f"gate has shape {got}; expected ({attention.shape[0]}, {k_active - 1}) "
+                         "to combine the experts' attention (Eq. 5)")
+    experts = torch.einsum("bk,bkchw->bchw", gate.to(attention.dtype), attention[:, 1:])
+    return lam * attention[:, 0] + (1.0 - lam) * experts
+
+
+def normalise(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each map (last two dims) to [0, 1]; a constant map becomes 0."""
+    flat = maps.flatten(-2)
+    lo = flat.min(-1, keepdim=True).values
+    hi = flat.max(-1, keepdim=True).values
+    span = (hi - lo).clamp_min(1e-12)
+    return ((flat - lo) / span).view_as(maps)
+
+
+def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of (..., h, w) maps to ``size`` (H, W)."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    lead = maps.shape[:-2]
+    x = maps.reshape(-1, 1, *maps.shape[-2:]).float()
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return x.view(*lead, *size)
+
+
+def heatmaps_from_output(out: dict, image_size: int | tuple[int, int], lam: float = 0.5) -> torch.Tensor:
+    """(B, c, H, W) heatmaps in [0, 1] from a model output made with ``return_attention=True``."""
+    if "attention" not in out:
+        raise KeyError("model output has no 'attention'; call the model with return_attention=True")
+    maps = combine_attention(out["attention"].float(), out.get("gate"), lam)
+    return normalise(upsample(maps, image_size))
+
+
+def boxes_to_masks(boxes: np.ndarray | torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Boolean (N, H, W) masks of (N, 4) boxes ``x0, y0, x1, y1`` in pixels (NaN box = empty).
+    Pixel (i, j) is inside when its centre (j + .5, i + .5) lies in the box."""
+    b = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    ys = torch.arange(height, dtype=torch.float32) + 0.5
+    xs = torch.arange(width, dtype=torch.float32) + 0.5
+    inside_y = (ys[None, :] >= b[:, 1:2]) & (ys[None, :] <= b[:, 3:4])
+    inside_x = (xs[None, :] >= b[:, 0:1]) & (xs[None, :] <= b[:, 2:3])
+    return inside_y[:, :, None] & inside_x[:, None, :]
+
+
+def pointing_game(heatmaps: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Hits (N,) bool: the maximum-heat pixel of each (H, W) heatmap lies inside its mask."""
+    if heatmaps.shape != gt.shape:
+        raise ValueError(f"heatmaps {tuple(heatmaps.shape)} and ground truth {tuple(gt.shape)} "
+                         "must have the same (N, H, W) shape")
+    flat_idx = heatmaps.flatten(1).argmax(1)
+    return gt.flatten(1).bool().gather(1, flat_idx[:, None]).squeeze(1)
+
+
+def iou_dice_curve(heatmaps: torch.Tensor, gt: torch.Tensor,
+                   thresholds: np.ndarray = THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
+    """Mean IoU and mean Dice over the N instances at each threshold (pixel on: heat >= t).
+
+    Returns two arrays of ``len(thresholds)``.
+    """
+    if heatmaps.shape != gt.shape:
+        raise ValueError(f"heatmaps {tuple(heatmaps.shape)} and ground truth {tuple(gt.shape)} "
+                         "must have the same (N, H, W) shape")
+    h = heatmaps.flatten(1).float()
+    g = gt.flatten(1).bool()
+    g_area = g.sum(1).float()
+    ious, dices = [], []
+    for t in thresholds:  # a loop over 101 thresholds, each vectorised over instances
+        pred = h >= float(t)
+        inter = (pred & g).sum(1).float()
+        p_area = pred.sum(1).float()
+        union = p_area + g_area - inter
+        ious.append((inter / union.clamp_min(1)).mean().item())
+        dices.append((2 * inter / (p_area + g_area).clamp_min(1)).mean().item())
+    return np.array(ious), np.array(dices)
+
+
+def grounding_scores(heatmaps: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
+    """Pointing game accuracy, and mean IoU and Dice at the Dice-maximising threshold."""
+    if len(heatmaps) == 0:
+        nan = float("nan")
+        return dict(pointing_game=nan, IoU=nan, Dice=nan, threshold=nan, n=0)
+    hits = pointing_game(heatmaps, gt)
+    iou, dice = iou_dice_curve(heatmaps, gt)
+    best = int(np.argmax(dice))
+    return dict(pointing_game=hits.float().mean().item(), IoU=float(iou[best]),
+                Dice=float(dice[best]), threshold=float(THRESHOLDS[best]), n=int(len(heatmaps)))
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """A blue-cyan-yellow-red ramp for values in [0, 1] -> float RGB (..., 3) in [0, 1]
+    (the "spectrum" colouring of the paper's Fig. 7, without a plotting dependency)."""
+    v = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)
+    stops = np.array([0.0, 0.33, 0.66, 1.0], dtype=np.float32)
+    rgb = np.array([[0, 0, 0.6], [0, 0.85, 1.0], [1.0, 0.9, 0], [0.85, 0, 0]], dtype=np.float32)
+    return np.stack([np.interp(v, stops, rgb[:, ch]) for ch in range(3)], axis=-1)
+
+
+def overlay(image: np.ndarray | torch.Tensor, heatmap: np.ndarray | torch.Tensor,
+            alpha: float = 0.45) -> np.ndarray:
+    """RGB uint8 (H, W, 3): the grayscale image with the coloured heatmap blended on top
+    (``alpha`` = heatmap weight). ``image`` (H, W) or (1, H, W) in 0..1; ``heatmap`` (H, W)."""
+    img = np.asarray(image, dtype=np.float32).squeeze()
+    hm = np.asarray(heatmap, dtype=np.float32).squeeze()
+    if img.shape != hm.shape or img.ndim != 2:
+        raise ValueError(f"image {img.shape} and heatmap {hm.shape} must both be (H, W); "
+                         "upsample the heatmap to the image first (grounding.upsample)")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha = {alpha} must lie in [0, 1]")
+    gray = np.repeat(np.clip(img, 0, 1)[..., None], 3, axis=-1)
+    mixed = (1 - alpha) * gray + alpha * colormap(hm)
+    return (mixed * 255).round().astype(np.uint8)
+
+
+__all__ = ["THRESHOLDS", "boxes_to_masks", "colormap", "combine_attention", "grounding_scores",
+           "heatmaps_from_output", "iou_dice_curve", "normalise", "overlay", "pointing_game",
+           "upsample"]

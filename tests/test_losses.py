@@ -1,0 +1,247 @@
+"""The losses of Eqs. 3-7 against slow, obvious per-sample / per-pair references."""
+
+import math
+
+import pytest
+import torch
+
+from unichest_lib import resolve
+from unichest_lib import losses as L
+
+torch.manual_seed(0)
+
+
+# ---- slow references (float64, Python loops, straight from the equations) -------------
+def ref_bcl(img, txt, tau, variant):
+    m = img.shape[0]
+    if variant == "paper":
+        img = img / img.norm(dim=1, keepdim=True)
+        txt = txt / txt.norm(dim=1, keepdim=True)
+        scale = 1.0 / tau
+    else:
+        scale = math.log(1 / 0.07)
+    total = 0.0
+    for i in range(m):
+        row_i2t = [scale * float(img[i] @ txt[j]) for j in range(m)]
+        row_t2i = [scale * float(txt[i] @ img[j]) for j in range(m)]
+        i2t = -(row_i2t[i] - math.log(sum(math.exp(v) for v in row_i2t)))
+        t2i = -(row_t2i[i] - math.log(sum(math.exp(v) for v in row_t2i)))
+        total += (i2t + t2i) if variant == "paper" else 0.5 * (i2t + t2i)
+    return total / m
+
+
+def ref_asl(x, y, mask, gn, gp, clip, eps, reduction):
+    total, n = 0.0, 0
+    for i in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            if not mask[i, c]:
+                continue
+            p = 1 / (1 + math.exp(-float(x[i, c])))
+            if y[i, c] > 0.5:
+                term = -((1 - p) ** gp) * math.log(max(p, eps))
+            else:
+                pm = max(p - clip, 0.0)
+                term = -(pm ** gn) * math.log(max(1 - pm, eps))
+            total += term
+            n += 1
+    return total / max(n, 1) if reduction == "mean" else total
+
+
+def ref_scl(z, src, tau, variant):
+    m = z.shape[0]
+    z = z / z.norm(dim=1, keepdim=True)
+    s = [[float(z[i] @ z[j]) / tau for j in range(m)] for i in range(m)]
+    losses = []
+    for i in range(m):
+        denom = sum(math.exp(s[i][k]) for k in range(m) if k != i)
+        partners = [j for j in range(m) if j != i and src[j] == src[i]]
+        if not partners:
+            continue
+        if variant == "paper":
+            losses.append(-math.log(sum(math.exp(s[i][j]) for j in partners) / denom))
+        else:
+            losses.extend(-math.log(math.exp(s[i][j]) / denom) for j in partners)
+    return sum(losses) / len(losses) if losses else 0.0
+
+
+# ---- L_BCL (Eq. 3) -----------------------------------------------------------------------
+@pytest.mark.parametrize("variant,tau", [("paper", 1.0), ("paper", 0.1), ("code", 1.0)])
+def test_bcl_matches_per_sample_reference(variant, tau):
+    img, txt = torch.randn(9, 16, dtype=torch.float64), torch.randn(9, 16, dtype=torch.float64)
+    got = L.bcl_loss(img, txt, tau, variant)
+    assert got.item() == pytest.approx(ref_bcl(img, txt, tau, variant), abs=1e-5)
+
+
+def test_bcl_is_small_when_pairs_align_and_large_when_shuffled():
+    img = torch.randn(16, 32)
+    aligned = L.bcl_loss(img, img, 0.05)
+    shuffled = L.bcl_loss(img, img[torch.randperm(16)], 0.05)
+    assert aligned < 0.1 < shuffled
+
+
+# ---- ASL / BCE on observed classes ---------------------------------------------------------
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("gn,gp,clip", [(6.0, 0.0, 0.05), (4.0, 1.0, 0.0), (0.0, 0.0, 0.0)])
+def test_asl_matches_per_element_reference(reduction, gn, gp, clip):
+    x = 3 * torch.randn(8, 7, dtype=torch.float64)
+    y = (torch.rand(8, 7) < 0.4).double()
+    mask = torch.rand(8, 7) < 0.7
+    got = L.asl_loss(x, y, mask, gamma_neg=gn, gamma_pos=gp, clip=clip, reduction=reduction)
+    want = ref_asl(x, y, mask, gn, gp, clip, 1e-8, reduction)
+    assert got.item() == pytest.approx(want, rel=1e-6, abs=1e-6)
+
+
+def test_asl_without_focusing_or_clip_is_bce():
+    x, y = torch.randn(6, 5), (torch.rand(6, 5) < 0.5).float()
+    mask = torch.rand(6, 5) < 0.8
+    a = L.asl_loss(x, y, mask, gamma_neg=0, gamma_pos=0, clip=0)
+    b = L.bce_loss(x, y, mask)
+    assert a.item() == pytest.approx(b.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("fn", [L.asl_loss, L.bce_loss])
+def test_missing_classes_receive_exactly_zero_gradient(fn):
+    x = torch.randn(10, 6, requires_grad=True)
+    y = (torch.rand(10, 6) < 0.5).float()
+    mask = torch.rand(10, 6) < 0.5
+    mask[0, 0] = True
+    fn(x, y, mask).backward()
+    assert torch.all(x.grad[~mask] == 0)
+    assert torch.any(x.grad[mask] != 0)
+    # a missing label's value must not matter either
+    y2 = y.clone()
+    y2[~mask] = 1 - y2[~mask]
+    assert fn(x, y2, mask).item() == pytest.approx(fn(x, y, mask).item())
+
+
+def test_asl_does_not_change_global_grad_mode():
+    assert torch.is_grad_enabled()
+    L.asl_loss(torch.randn(3, 3), torch.ones(3, 3))
+    assert torch.is_grad_enabled()
+    with torch.no_grad():
+        L.asl_loss(torch.randn(3, 3), torch.ones(3, 3))
+        assert not torch.is_grad_enabled()
+
+
+def test_asl_with_nothing_observed_is_zero_not_nan():
+    x = torch.randn(4, 3, requires_grad=True)
+    loss = L.asl_loss(x, torch.ones(4, 3), torch.zeros(4, 3, dtype=torch.bool))
+    loss.backward()
+    assert loss.item() == 0 and torch.all(x.grad == 0)
+
+
+# ---- L_SCL (Eq. 6) -------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", ["paper", "outside"])
+@pytest.mark.parametrize("tau", [1.0, 0.2])
+def test_scl_matches_per_pair_reference(variant, tau):
+    z = torch.randn(20, 8, dtype=torch.float64)
+    src = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 1, 0, 2, 4, 5, 5, 0, 1, 2, 6])  # 4, 6 alone
+    got = L.scl_loss(z, src, tau, variant)
+    assert got.item() == pytest.approx(ref_scl(z, src, tau, variant), abs=1e-6)
+
+
+def test_scl_variants_differ_when_sources_are_unbalanced():
+    z = torch.randn(12, 8, dtype=torch.float64)
+    src = torch.tensor([0] * 8 + [1, 1, 2, 2])
+    assert abs(L.scl_loss(z, src, variant="paper") - L.scl_loss(z, src, variant="outside")) > 1e-3
+
+
+@pytest.mark.parametrize("variant", ["paper", "outside"])
+def test_scl_without_any_partner_is_zero_with_gradient(variant):
+    z = torch.randn(5, 4, requires_grad=True)
+    loss = L.scl_loss(z, torch.arange(5), variant=variant)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(z.grad).all()
+    one = torch.randn(1, 4, requires_grad=True)
+    assert L.scl_loss(one, torch.zeros(1, dtype=torch.long)).requires_grad
+
+
+def test_scl_is_lower_when_projections_cluster_by_source():
+    src = torch.arange(4).repeat_interleave(8)
+    centres = torch.eye(4, 8) * 5
+    clustered = centres[src] + 0.1 * torch.randn(32, 8)
+    mixed = torch.randn(32, 8)
+    assert L.scl_loss(clustered, src, 0.2) < L.scl_loss(mixed, src, 0.2)
+
+
+def test_scl_gradient_is_finite_with_lonely_anchors():
+    z = torch.randn(6, 4, requires_grad=True)
+    L.scl_loss(z, torch.tensor([0, 0, 1, 2, 3, 4]), 0.1).backward()
+    assert torch.isfinite(z.grad).all()
+
+
+# ---- Eq. 5 ------------------------------------------------------------------------------------
+def test_combine_scores_is_eq5_on_scores():
+    s1, sk = torch.randn(4, 6), torch.randn(4, 3, 6)
+    gate = torch.softmax(torch.randn(4, 3), -1)
+    got = L.combine_scores(s1, sk, gate, 0.3)
+    want = torch.stack([0.3 * s1[b] + 0.7 * sum(gate[b, k] * sk[b, k] for k in range(3))
+                        for b in range(4)])
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_combine_probabilities_returns_logit_of_the_probability_mix():
+    s1, sk = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 3, 6, dtype=torch.float64)
+    gate = torch.softmax(torch.randn(4, 3, dtype=torch.float64), -1)
+    got = L.combine_scores(s1, sk, gate, 0.4, "probabilities")
+    p = 0.4 * torch.sigmoid(s1) + 0.6 * (gate[..., None] * torch.sigmoid(sk)).sum(1)
+    assert torch.allclose(torch.sigmoid(got), p, atol=1e-9)
+
+
+def test_lam_one_makes_s_all_equal_s1():
+    s1, sk = torch.randn(4, 6), torch.randn(4, 3, 6)
+    gate = torch.softmax(torch.randn(4, 3), -1)
+    assert torch.equal(L.combine_scores(s1, sk, gate, 1.0), s1)
+    assert torch.allclose(L.combine_scores(s1, sk, gate, 1.0, "probabilities"), s1, atol=1e-4)
+
+
+# ---- Eqs. 4 and 7 -------------------------------------------------------------------------
+def _out_and_batch(m=8, c=5, d=16, k=3, divide=False):
+    out = {"image_emb": torch.randn(m, d, requires_grad=True),
+           "text_emb": torch.randn(m, d, requires_grad=True),
+           "logits": torch.randn(m, c, requires_grad=True)}
+    if divide:
+        out["gate_proj"] = torch.randn(m, 32, requires_grad=True)
+    batch = {"labels": (torch.rand(m, c) < 0.4).float(), "mask": torch.rand(m, c) < 0.7,
+             "source": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])[:m]}
+    return out, batch
+
+
+def test_conquer_loss_is_bcl_plus_multilabel_eq4():
+    cfg = resolve("smoke")
+    out, batch = _out_and_batch()
+    terms = L.conquer_loss(out, batch, cfg)
+    assert set(terms) == {"bcl_loss", "bce_loss", "loss"}
+    want = L.bcl_loss(out["image_emb"], out["text_emb"]) + L.asl_loss(
+        out["logits"], batch["labels"], batch["mask"])
+    assert terms["loss"].item() == pytest.approx(want.item(), rel=1e-6)
+    cfg_bce = resolve("smoke", multilabel_loss="bce")
+    assert L.conquer_loss(out, batch, cfg_bce)["bce_loss"].item() == pytest.approx(
+        L.bce_loss(out["logits"], batch["labels"], batch["mask"]).item())
+
+
+def test_divide_loss_is_eq7_and_bcl_carries_no_gradient():
+    cfg = resolve("smoke")
+    out, batch = _out_and_batch(divide=True)
+    terms = L.divide_loss(out, batch, cfg)
+    assert set(terms) == {"bcl_loss", "bce_loss", "scl_loss", "loss"}
+    total = terms["bcl_loss"] + terms["bce_loss"] + terms["scl_loss"]
+    assert terms["loss"].item() == pytest.approx(total.item())
+    assert not terms["bcl_loss"].requires_grad
+    terms["loss"].backward()
+    assert out["image_emb"].grad is None and out["text_emb"].grad is None
+    assert out["gate_proj"].grad is not None and out["logits"].grad is not None
+
+
+def test_divide_loss_without_gate_has_zero_scl():
+    out, batch = _out_and_batch()
+    assert L.divide_loss(out, batch, resolve("smoke", K=1))["scl_loss"].item() == 0.0
+
+
+def test_bad_variant_names_are_clear_errors():
+    with pytest.raises(ValueError, match="bcl variant"):
+        L.bcl_loss(torch.randn(2, 3), torch.randn(2, 3), variant="nope")
+    with pytest.raises(ValueError, match="scl variant"):
+        L.scl_loss(torch.randn(4, 3), torch.tensor([0, 0, 1, 1]), variant="nope")
+    with pytest.raises(ValueError, match="reduction"):
+        L.asl_loss(torch.randn(2, 3), torch.ones(2, 3), reduction="max")

@@ -1,0 +1,49 @@
+"""notebook.setup validates parameters before any work and picks the profile in a fixed order."""
+
+import pytest
+
+from unichest_lib import notebook
+from unichest_lib.config import ConfigError
+
+
+def test_explicit_profile_parameter_wins_over_environment(monkeypatch, capsys):
+    monkeypatch.setenv(notebook.PROFILE_ENV, "smoke")
+    cfg = notebook.setup("tutorial")
+    assert cfg.profile == "tutorial"
+    assert "profile from parameter" in capsys.readouterr().out
+
+
+def test_environment_sets_profile_when_parameter_is_none(monkeypatch, capsys):
+    monkeypatch.setenv(notebook.PROFILE_ENV, "smoke")
+    cfg = notebook.setup(None, seed=3)
+    assert (cfg.profile, cfg.seed) == ("smoke", 3)
+    out = capsys.readouterr().out
+    assert notebook.PROFILE_ENV in out and "embedded procedural world" in out
+
+
+def test_default_profile_is_tutorial(monkeypatch):
+    monkeypatch.delenv(notebook.PROFILE_ENV, raising=False)
+    assert notebook.setup(None, quiet=True).profile == "tutorial"
+
+
+def test_bad_environment_profile_is_named(monkeypatch):
+    monkeypatch.setenv(notebook.PROFILE_ENV, "huge")
+    with pytest.raises(ConfigError, match="UNICHEST_PROFILE"):
+        notebook.setup(None)
+
+
+@pytest.mark.parametrize("params, word", [({"K": 0}, "'K'"), ({"lamda": 0.5}, "lam"),
+                                          ({"heterogeneity": 2.0}, "heterogeneity")])
+def test_bad_parameters_fail_before_any_work(params, word):
+    with pytest.raises(ConfigError, match=word):
+        notebook.setup("smoke", quiet=True, **params)
+
+
+def test_none_parameters_keep_the_profile_value():
+    assert notebook.setup("smoke", quiet=True, K=None).K == 4
+
+
+def test_finish_reports_wall_time(capsys):
+    notebook.setup("smoke", quiet=True)
+    t = notebook.finish()
+    assert t >= 0 and "Wall time" in capsys.readouterr().out

@@ -1,0 +1,106 @@
+"""The two calls that open and close every chapter notebook.
+
+``cfg = setup(profile, seed=seed, ...)`` validates the notebook's parameters through
+:func:`unichest_lib.config.resolve` *before any work* (a bad value stops the notebook with a
+message naming it), seeds the random generators, registers the offline plotly renderer
+(:func:`unichest_lib.figures.register_renderer`) and prints the hardware, the configuration
+and where the numbers come from. ``finish()`` prints the chapter's wall time.
+
+The profile: an explicit ``profile`` parameter (``papermill ... -p profile smoke``) wins;
+a parameter left at ``None`` falls back to the ``UNICHEST_PROFILE`` environment variable
+(``make book PROFILE=smoke`` sets it), then to ``"tutorial"``.
+
+Introduced in ``notebooks/00_data.ipynb``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Any
+
+from .config import PROFILES, Config, ConfigError, describe, resolve
+
+PROFILE_ENV = "UNICHEST_PROFILE"
+DEFAULT_PROFILE = "tutorial"
+_START: list[float] = []
+
+
+def choose_profile(profile: str | None) -> tuple[str, str]:
+    """The profile to use and where it came from ("parameter", the env variable, "default")."""
+    if profile is not None:
+        return profile, "parameter"
+    env = os.environ.get(PROFILE_ENV, "").strip()
+    if env:
+        if env not in PROFILES:
+            raise ConfigError(f"environment variable {PROFILE_ENV}={env!r} is not a profile; "
+                              f"choose one of {PROFILES} or unset it")
+        return env, PROFILE_ENV
+    return DEFAULT_PROFILE, "default"
+
+
+def hardware() -> str:
+    """One line: CPU cores, torch threads, accelerator, Python and torch versions."""
+    import torch
+
+    gpu = (f"CUDA {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+           if torch.cuda.is_available() else "no GPU")
+    return (f"{platform.machine()} CPU, {os.cpu_count()} cores visible, torch threads "
+            f"{torch.get_num_threads()}; {gpu}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
+
+
+def banner(cfg: Config) -> str:
+    """Where this chapter's numbers come from, in one sentence."""
+    if cfg.data == "embedded":
+        return ("Numbers in this chapter come from the embedded procedural world "
+                f"(world_seed={cfg.world_seed}, heterogeneity={cfg.heterogeneity}); they show "
+                "how the method behaves, not clinical performance.")
+    return f"Numbers in this chapter come from the real datasets described by {cfg.data!r}."
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (the data order and model init are seeded by ``cfg``)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def setup(profile: str | None = None, *, quiet: bool = False, **params: Any) -> Config:
+    """Validate the notebook's parameters and prepare the session; returns the :class:`Config`.
+
+    ``params`` are configuration values by name (``None`` = keep the profile's value). Any
+    unknown name or invalid value raises :class:`~unichest_lib.config.ConfigError` first."""
+    name, origin = choose_profile(profile)
+    cfg = resolve(name, **params)
+    _START[:] = [time.perf_counter()]
+    seed_everything(cfg.seed)
+    from .figures import register_renderer
+
+    register_renderer()
+    if not quiet:
+        print(f"Hardware : {hardware()}")
+        print(f"Config   : {describe(cfg)}  [profile from {origin}]")
+        print(f"Data     : {banner(cfg)}")
+    return cfg
+
+
+def elapsed() -> float:
+    """Seconds since the last :func:`setup` (0 if it was never called)."""
+    return time.perf_counter() - _START[0] if _START else 0.0
+
+
+def finish() -> float:
+    """Print and return the wall time since :func:`setup`."""
+    t = elapsed()
+    print(f"Wall time: {t:.1f} s on {os.cpu_count()} CPU cores ({hardware()})")
+    return t
+
+
+__all__ = ["PROFILE_ENV", "banner", "choose_profile", "elapsed", "finish", "hardware", "setup"]

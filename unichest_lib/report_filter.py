@@ -39,7 +39,7 @@ from .labels import ALL_CLASSES, SYNONYMS
 from .samples import SEP, Triplet
 
 #: Bumped whenever a rule changes, so cached filtered texts are recomputed.
-VERSION = "rules-1"
+VERSION = "rules-2"
 UNCERTAIN_POLICIES = ("exists", "absent", "drop")
 
 #: Lexicon entries that are too ambiguous as bare words ("line" in "pleural line", "normal"
@@ -66,6 +66,7 @@ EXTRA_TARGETS: dict[str, str] = {
     "elevation of the hemidiaphragm": "elevated hemidiaphragm",
     "elevated right hemidiaphragm": "elevated hemidiaphragm",
     "elevated left hemidiaphragm": "elevated hemidiaphragm",
+    "emphysematous": "emphysema", "emphysematous changes": "emphysema",
     "cavitation": "tuberculosis", "cavitary": "tuberculosis",
     "mediastinal widening": "enlarged cardiomediastinum",
 }
@@ -84,7 +85,7 @@ NEGATED_TARGETS: dict[str, str] = {
 NEG_FORWARD = ("no", "not", "without", "no evidence of", "no signs of", "no sign of",
                "negative for", "free of", "absence of", "resolution of", "resolved",
                "no definite", "no new", "no focal", "no acute", "there is no", "there are no",
-               "no longer", "removal of", "clear of")
+               "no longer", "removal of", "clear of", "clearing of", "interval clearing of")
 NEG_BACKWARD = ("is not seen", "are not seen", "not seen", "is absent", "are absent", "absent",
                 "has resolved", "have resolved", "resolved", "is not present", "not present",
                 "is not identified", "are not identified", "not identified", "not visualized",
@@ -116,10 +117,11 @@ _POSITION = re.compile(
     rf"\b(?:{_SIDE}(?:\s+{_ZONE})?(?:\s+{_PART})?|{_ZONE}\s+{_PART}|{_ZONE}(?=\s)|{_SIDE})\b")
 
 
-def _alternation(phrases) -> re.Pattern:
+def _alternation(phrases, plurals: bool = False) -> re.Pattern:
     ordered = sorted(set(phrases), key=lambda p: (-len(p), p))
     body = "|".join(re.escape(p).replace(r"\ ", r"\s+") for p in ordered)
-    return re.compile(rf"(?<![\w-])(?:{body})(?![\w-])")
+    tail = "(?:e?s)?" if plurals else ""  # "granulomas", "effusions"
+    return re.compile(rf"(?<![\w-])(?:{body}){tail}(?![\w-])")
 
 
 @lru_cache(maxsize=1)
@@ -140,7 +142,7 @@ def _lexicon() -> tuple[dict[str, tuple[str, bool]], re.Pattern]:
     for s in _AMBIGUOUS & set(lex):
         if s not in ALL_CLASSES and s not in EXTRA_TARGETS:
             del lex[s]
-    return lex, _alternation(lex)
+    return lex, _alternation(lex, plurals=True)
 
 
 @lru_cache(maxsize=1)
@@ -185,10 +187,19 @@ def _position(sent: str, start: int, end: int, spans: list[tuple[int, int]]) -> 
     return _CLEAN.sub(" ", best)
 
 
+def _phrase(text: str, lex) -> str:
+    """The lexicon entry a match stands for (a plural ending stripped when needed)."""
+    t = _CLEAN.sub(" ", text)
+    for cut in (0, 1, 2):
+        if t[:len(t) - cut] in lex:
+            return t[:len(t) - cut]
+    raise KeyError(t)
+
+
 def _sentence_triplets(sent: str, uncertain: str) -> list[Triplet]:
     lex, target_re = _lexicon()
     trig_re, kinds = _modifiers()
-    targets = [(m.start(), m.end(), _CLEAN.sub(" ", m.group(0))) for m in target_re.finditer(sent)]
+    targets = [(m.start(), m.end(), _phrase(m.group(0), lex)) for m in target_re.finditer(sent)]
     if not targets:
         return []
     spans = [(s, e) for s, e, _ in targets]

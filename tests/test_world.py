@@ -243,3 +243,17 @@ def test_preview_cli_writes_a_grid(tmp_path):
     assert main(["preview", "--profile", "smoke", "--out", str(out), "--n", "2",
                  "--set", f"cache_dir={tmp_path}"]) == 0
     assert out.stat().st_size > 10_000
+
+
+def test_embedded_data_cards_are_current_and_readable():
+    from unichest_lib import cards
+    from unichest_lib.world.card import card_text
+
+    stats = priors.real_statistics(PRIORS_CACHE)
+    for s in SPECS:
+        path = cards.CARDS_DIR / f"embedded_{s}.md"
+        assert path.read_text(encoding="utf-8") == card_text(s, stats), (
+            f"{path.name} is stale: run python -m unichest_lib.world cards")
+        meta, body = cards.read_card(path)
+        assert meta["kind"] == "embedded" and meta["label_space"] == list(L.SOURCE_CLASSES[s])
+        assert "SYNTHETIC" in meta["notice"] and "not a clinical claim" in body.splitlines()[2]

@@ -1,4 +1,5 @@
-"""``python -m unichest_lib.world preview --profile smoke --out grid.png``"""
+"""``python -m unichest_lib.world preview --profile smoke --out grid.png`` and
+``python -m unichest_lib.world cards`` (rewrite the embedded data cards)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,17 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=4, help="images per source")
     p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                    help="config overrides, e.g. heterogeneity=0 image_size=128")
+    c = sub.add_parser("cards", help="(re)write data_cards/embedded_<source>.md from the code")
+    c.add_argument("--out", default=None, help="folder (default: the repository's data_cards/)")
+    c.add_argument("--cache-dir", default=".cache/unichest")
     args = ap.parse_args(argv)
+    if args.cmd == "cards":
+        from ..cards import CARDS_DIR
+        from .card import write_cards
+
+        for p in write_cards(args.out or CARDS_DIR, args.cache_dir):
+            print(p)
+        return 0
     overrides = {}
     for kv in args.set:
         if "=" not in kv:

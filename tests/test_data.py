@@ -77,3 +77,21 @@ def test_make_dataset_rejects_bad_split_and_sources():
         data.make_dataset(cfg, ["chestxray14", "chestxray14"], "train")
     with pytest.raises(ValueError, match="empty"):
         data.make_dataset(cfg, [], "train")
+
+
+def test_embedded_dispatch_filters_report_texts():
+    from unichest_lib.labels import union_classes
+
+    cfg = resolve("smoke")  # the shared cache: the world's priors and images are reused
+    ds = data.make_dataset(cfg, ["mimic", "chestxray14"], "train")
+    assert ds.sources == ("mimic", "chestxray14")
+    assert ds.classes == union_classes(["mimic", "chestxray14"])
+    mimic_rows = [i for i in range(len(ds)) if ds.table.source_ids[i] == 0]
+    assert mimic_rows
+    for i in mimic_rows:
+        t = ds.table.texts[i]
+        assert "FINDINGS" not in t and "IMPRESSION" not in t and not t.endswith(".")
+    item = ds[0]
+    assert item["image"].shape == (1, cfg.image_size, cfg.image_size)
+    batch = next(iter(data.make_loader(ds, cfg, train=True)))
+    assert len(batch["text"]) == cfg.batch_size

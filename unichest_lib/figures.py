@@ -140,6 +140,21 @@ def image_grid(images: Mapping[str, Sequence[np.ndarray]],
     return fig
 
 
+def source_examples(datasets: Mapping[str, object], n: int = 4
+                    ) -> tuple[dict[str, list], dict[str, list[str]]]:
+    """The first ``n`` images of each dataset and their observed positive labels, ready for
+    :func:`image_grid` (``datasets`` maps a name to a ``MultiSourceDataset``)."""
+    from .samples import labels_to_text
+
+    images, captions = {}, {}
+    for name, ds in datasets.items():
+        items = [ds[i] for i in range(min(n, len(ds)))]
+        images[name] = [it["image"].numpy() for it in items]
+        captions[name] = [labels_to_text(it["labels"].numpy(), it["mask"].numpy(), ds.classes)
+                          for it in items]
+    return images, captions
+
+
 def class_distribution(prevalence: pd.DataFrame, *, value: str = "prevalence",
                        title: str = "Class prevalence per source") -> go.Figure:
     """Grouped bars: for each class, the fraction of each source's images that are positive
@@ -319,6 +334,6 @@ def heatmap_overlay(image: np.ndarray, heatmap: np.ndarray, *, title: str = "",
 
 __all__ = [
     "PALETTE", "RENDERER", "class_distribution", "embedding_scatter", "heatmap_overlay",
-    "image_grid", "loss_curves", "overlay_rgb", "register_renderer", "results_bar",
+    "image_grid", "loss_curves", "source_examples", "overlay_rgb", "register_renderer", "results_bar",
     "results_radar", "separability_curve", "to_book_html",
 ]

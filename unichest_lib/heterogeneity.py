@@ -164,9 +164,12 @@ def separability(features: np.ndarray, groups: Sequence, *, folds: int = 5,
 
 def heterogeneity_sweep(cfg: Config, levels: Sequence[float], *, split: str = "train",
                         kind: str = "pixels", per_source: int | None = 100,
-                        progress: bool = True) -> pd.DataFrame:
+                        n_per_source: int | None = None, progress: bool = True) -> pd.DataFrame:
     """:func:`separability` of ``cfg.sources`` at each ``heterogeneity`` level of the
-    embedded world; a tidy DataFrame (heterogeneity, measure, value)."""
+    embedded world; a tidy DataFrame (heterogeneity, measure, value).
+
+    ``n_per_source`` (default: ``cfg``'s) sets the size of each swept world, so a sweep can
+    render smaller worlds than the chapter's own; ``per_source`` caps the images measured."""
     from tqdm.auto import tqdm
 
     from .data import make_dataset
@@ -175,7 +178,8 @@ def heterogeneity_sweep(cfg: Config, levels: Sequence[float], *, split: str = "t
         raise ValueError("levels is empty; give e.g. [0.0, 0.5, 1.0]")
     rows = []
     for h in tqdm(list(levels), desc="heterogeneity", disable=not progress):
-        c = cfg.replace(heterogeneity=float(h))  # validated: 0 <= h <= 1
+        c = cfg.replace(heterogeneity=float(h),  # validated: 0 <= h <= 1
+                        n_per_source=n_per_source or cfg.n_per_source)
         ds = make_dataset(c, c.sources, split)
         idx = balanced_indices(ds.table.source_ids, per_source, c.seed)
         feats = image_features(ds, idx, kind=kind, backbone=c.backbone, seed=c.seed)
@@ -185,5 +189,30 @@ def heterogeneity_sweep(cfg: Config, levels: Sequence[float], *, split: str = "t
     return pd.DataFrame(rows)
 
 
+def real_prevalence(cache_dir: str | None = None) -> pd.DataFrame:
+    """Class prevalence of each real dataset whose label metadata torchxrayvision ships
+    (paper Fig. 1, left): a tidy DataFrame (source, class, prevalence), classes canonical."""
+    from .world import priors
+
+    stats = priors.real_statistics(cache_dir)
+    rows = [{"source": name, "class": c, "prevalence": float(p)}
+            for name, st in stats.items() for c, p in st["prevalence"].items()]
+    return pd.DataFrame(rows)
+
+
+def dataset_prevalence(dataset) -> pd.DataFrame:
+    """Class prevalence per source of a :class:`~unichest_lib.samples.MultiSourceDataset`
+    among the images whose source observes the class (missing classes are left out)."""
+    t = dataset.table
+    rows = []
+    for si, s in enumerate(t.sources):
+        y = t.labels[t.source_ids == si]
+        observed = ~np.isnan(y).all(0)
+        prev = np.nanmean(np.where(np.isnan(y), np.nan, y)[:, observed], axis=0)
+        rows += [{"source": s, "class": c, "prevalence": float(p)}
+                 for c, p in zip(np.asarray(t.classes)[observed], prev)]
+    return pd.DataFrame(rows)
+
+
 __all__ = ["FEATURE_KINDS", "MAP_METHODS", "balanced_indices", "embed_2d", "heterogeneity_sweep",
-           "image_features", "random_encoder", "separability"]
+           "dataset_prevalence", "image_features", "random_encoder", "real_prevalence", "separability"]

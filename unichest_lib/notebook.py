@@ -91,6 +91,44 @@ def setup(profile: str | None = None, *, quiet: bool = False, **params: Any) -> 
     return cfg
 
 
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """A notebook-only integer parameter, validated like the configuration's."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"parameter {name!r} = {value!r} must be an integer >= {minimum}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices) -> Any:
+    """A notebook-only parameter (or each item of a list of them) that must be one of ``choices``."""
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if v not in choices:
+            raise ConfigError(f"parameter {name!r} has value {v!r}; choose from {tuple(choices)}")
+    return value
+
+
+_CARD_FIELDS = ("role", "access", "licence", "provenance", "citation")
+
+
+def cards_markdown(table, kind: str) -> str:
+    """The data cards of one ``kind`` ("real" or "embedded") of
+    :func:`unichest_lib.cards.load_cards` as Markdown: per card, a heading, a short field
+    list and the card's own text with its headings demoted under the heading."""
+    import re
+
+    if len(table) == 0 or "kind" not in table:
+        return "*No data cards found in `data_cards/`.*"
+    parts = []
+    for _, card in table[table["kind"] == kind].iterrows():
+        body = re.sub(r"^(#+) ", lambda m: "#" * min(len(m.group(1)) + 2, 6) + " ",
+                      card["body"], flags=re.M)
+        body = re.sub(r"\A### [^\n]*\n", "", body)  # the card's own title: we print ours
+        fields = [f"* **{f}**: {card[f]}" for f in _CARD_FIELDS
+                  if f in card and isinstance(card[f], str) and card[f]]
+        parts.append(f"### {card['title']} (`{card['name']}`)\n\n" + "\n".join(fields)
+                     + f"\n\n{body}\n")
+    return "\n".join(parts) or f"*No data cards of kind {kind!r}.*"
+
+
 def elapsed() -> float:
     """Seconds since the last :func:`setup` (0 if it was never called)."""
     return time.perf_counter() - _START[0] if _START else 0.0
@@ -103,4 +141,4 @@ def finish() -> float:
     return t
 
 
-__all__ = ["PROFILE_ENV", "banner", "choose_profile", "elapsed", "finish", "hardware", "setup"]
+__all__ = ["PROFILE_ENV", "banner", "cards_markdown", "check_choice", "check_int", "choose_profile", "elapsed", "finish", "hardware", "setup"]

@@ -1,0 +1,94 @@
+"""Every chapter notebook runs alone at the smoke profile and shows its key outputs.
+
+Parametrised over ``notebooks/*.ipynb``: a new chapter is executed as soon as it exists.
+Chapters listed in :data:`KEY_OUTPUTS` are also checked for the figures and text they
+promise; every chapter must state where its numbers come from and its wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+PLOTLY = "application/vnd.plotly.v1+json"
+
+#: per chapter: the least number of plotly figures, and text that must appear in the outputs
+KEY_OUTPUTS = {
+    "00_data": (3, ["union classes", "text for the model:", "entity"]),
+    "01_source_heterogeneity": (4, ["source_accuracy", "silhouette"]),
+}
+
+
+def _outputs_text(nb) -> tuple[str, int]:
+    text, figures = [], 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                text.append(out["text"])
+            data = out.get("data", {})
+            figures += PLOTLY in data
+            text.append(data.get("text/plain", "") + data.get("text/html", "")[:2000])
+    return "\n".join(text), figures
+
+
+def _execute(path: Path, out: Path, **params):
+    import papermill as pm
+
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    old = {k: os.environ.get(k) for k in [*env, "UNICHEST_PROFILE"]}
+    os.environ.update(env)
+    os.environ.pop("UNICHEST_PROFILE", None)
+    try:
+        return pm.execute_notebook(str(path), str(out), parameters=params, cwd=str(ROOT),
+                                   kernel_name="python3", progress_bar=False)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_is_stored_without_outputs_and_has_one_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    assert all(not c.get("outputs") and not c.get("execution_count")
+               for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    assert "profile" in tagged[0].source and "seed" in tagged[0].source
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_at_smoke_profile_and_shows_key_outputs(path, tmp_path):
+    nb = _execute(path, tmp_path / path.name, profile="smoke")
+    text, figures = _outputs_text(nb)
+    assert "embedded procedural world" in text or "real datasets" in text
+    assert "Wall time" in text
+    n_fig, phrases = KEY_OUTPUTS.get(path.stem, (0, []))
+    assert figures >= n_fig, f"{path.name}: {figures} plotly figures, expected >= {n_fig}"
+    for phrase in phrases:
+        assert phrase in text, f"{path.name}: output lacks {phrase!r}"
+    html = [o["data"]["text/html"] for c in nb.cells for o in c.get("outputs", [])
+            if PLOTLY in o.get("data", {})]
+    assert all("cdn" not in h.lower() for h in html), "figures must not load plotly.js from a CDN"
+    json.dumps(nb)  # the executed notebook is valid JSON for the book builder
+
+
+@pytest.mark.notebooks
+def test_bad_parameter_fails_before_any_work(tmp_path):
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError, match="images_per_source"):
+        _execute(ROOT / "notebooks" / "00_data.ipynb", tmp_path / "bad.ipynb",
+                 profile="smoke", images_per_source=0)

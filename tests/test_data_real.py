@@ -185,6 +185,7 @@ def test_mimic_reads_official_report_files(tmp_path):
     cfg = resolve("smoke", data=write_yaml(tmp_path, spec), cache_dir=str(tmp_path / "cache"))
     ds = data.make_dataset(cfg, ["mimic"], "train")
     assert ds.table.texts == ["left pleural effusion"]
+    assert ds.reports[0].startswith("FINDINGS: Small left")  # the raw report is kept
     i = ds.classes.index("pleural effusion")
     assert ds[0]["labels"][i] == 1 and ds[0]["labels"][ds.classes.index("edema")] == 0
 

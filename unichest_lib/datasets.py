@@ -273,7 +273,9 @@ def _to_dataset(parts, sources, classes, size, with_masks) -> MultiSourceDataset
     if with_masks:
         boxes = [b for _, _, f in parts for b in f["boxes"]]
         masks_fn = _BoxMasks(boxes, classes, size)
-    return MultiSourceDataset(table, image_fn, masks_fn=masks_fn, name="+".join(sources))
+    ds = MultiSourceDataset(table, image_fn, masks_fn=masks_fn, name="+".join(sources))
+    ds.reports, ds.paths = reports, paths  # raw report (or None) and image file of each row
+    return ds
 
 
 def _check_images(f: pd.DataFrame, name: str, on_missing: str) -> pd.DataFrame:

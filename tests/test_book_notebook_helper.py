@@ -47,3 +47,26 @@ def test_finish_reports_wall_time(capsys):
     notebook.setup("smoke", quiet=True)
     t = notebook.finish()
     assert t >= 0 and "Wall time" in capsys.readouterr().out
+
+
+def test_notebook_only_parameters_are_checked_with_named_errors():
+    assert notebook.check_int("n", 3) == 3
+    for bad in (0, 2.5, True, "3"):
+        with pytest.raises(ConfigError, match="'n'"):
+            notebook.check_int("n", bad)
+    assert notebook.check_choice("maps", ["tsne"], ("tsne", "umap")) == ["tsne"]
+    with pytest.raises(ConfigError, match="pca"):
+        notebook.check_choice("maps", ["tsne", "pca"], ("tsne", "umap"))
+
+
+def test_cards_markdown_demotes_card_headings_under_its_own():
+    import pandas as pd
+
+    table = pd.DataFrame([
+        {"name": "x", "title": "X data", "kind": "real", "licence": "CC-BY",
+         "body": "# X data\n\nSome text.\n\n## Pitfalls\n\nMany."},
+        {"name": "y", "title": "Y", "kind": "embedded", "licence": "MIT", "body": "Text."}])
+    md = notebook.cards_markdown(table, "real")
+    assert md.startswith("### X data (`x`)") and "* **licence**: CC-BY" in md
+    assert "#### Pitfalls" in md and "\n# X data" not in md and "(`y`)" not in md
+    assert "No data cards" in notebook.cards_markdown(table.iloc[:0], "real")

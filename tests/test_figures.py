@@ -116,3 +116,14 @@ def test_book_renderer_emits_json_and_library_free_html():
     assert "Plotly.newPlot" in html
     assert "<script src" not in html and "cdn" not in html.lower()
     assert len(html) < 20_000  # plotly.js itself (~4.8 MB) is not embedded
+
+
+def test_source_examples_caption_each_image_with_its_positive_labels():
+    from unichest_lib.samples import MultiSourceDataset, SampleTable
+
+    table = SampleTable(classes=("a", "b"), sources=("s",), labels=np.array([[1, 0], [0, 0]], np.float32),
+                        source_ids=np.zeros(2, np.int64), patients=np.array(["p", "q"]), texts=["", ""])
+    ds = MultiSourceDataset(table, lambda i: np.full((4, 4), i / 2, np.float32))
+    images, captions = figures.source_examples({"s": ds}, n=5)
+    assert len(images["s"]) == 2 and images["s"][1].shape == (1, 4, 4)
+    assert captions["s"] == ["a", "no finding"]

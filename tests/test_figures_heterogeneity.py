@@ -73,3 +73,14 @@ def test_bad_arguments_are_named():
         het.embed_2d(np.zeros((10, 3)), "pca")
     with pytest.raises(ValueError, match="rows each"):
         het.separability(np.zeros((4, 2)), ["a", "a", "b", "b"])
+
+
+def test_dataset_prevalence_counts_only_observed_classes():
+    labels = np.array([[1, np.nan], [0, np.nan], [1, 1], [1, 0]], np.float32)
+    table = SampleTable(classes=("x", "y"), sources=("a", "b"), labels=labels,
+                        source_ids=np.array([0, 0, 1, 1]), patients=np.arange(4).astype(str),
+                        texts=[""] * 4)
+    ds = MultiSourceDataset(table, lambda i: np.zeros((4, 4), np.float32))
+    df = het.dataset_prevalence(ds)
+    got = {(r.source, r["class"]): r.prevalence for _, r in df.iterrows()}
+    assert got == {("a", "x"): 0.5, ("b", "x"): 1.0, ("b", "y"): 0.5}

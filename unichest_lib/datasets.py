@@ -331,34 +331,52 @@ def read_image(path: str, size: int, *, dataset: str = "") -> np.ndarray:
         raise FileNotFoundError(f"image {path!r}{where} does not exist{url}")
     try:
         if path.lower().endswith((".dcm", ".dicom")):
-            arr = _read_dicom(path)
+            im = Image.fromarray(_read_dicom(path), mode="F")
         else:
-            with Image.open(path) as im:
-                im.load()
-                arr = _to_float(im, dataset)
+            with Image.open(path) as f:
+                f.load()
+                im = _grayscale(f, dataset)
+        return _square_resize(im, size)
     except (ImportError, FileNotFoundError):
         raise
     except Exception as e:  # PIL raises many types for broken files
         raise ValueError(f"cannot read image {path!r}{where}: {type(e).__name__}: {e}; the file "
                          "is corrupt or not an image") from None
-    return _square_resize(arr, size)
 
 
-def _to_float(im, dataset: str) -> np.ndarray:
-    if im.mode not in ("L", "I", "I;16", "I;16B", "I;16L", "F", "1"):
-        if (dataset, im.mode) not in _NOTED:
-            _NOTED.add((dataset, im.mode))
-            log.info("dataset %s: converting %s images to grayscale", dataset or "?", im.mode)
-        im = im.convert("L")
-    a = np.asarray(im)
-    if a.dtype == np.uint8 or a.dtype == bool:
-        return a.astype(np.float32) / (1.0 if a.dtype == bool else 255.0)
-    return _minmax(a.astype(np.float32))
+def _grayscale(im, dataset: str):
+    """An 8-bit "L" image, or an "F" image min-max scaled to 0..1 for deeper pixel types."""
+    from PIL import Image
+
+    if im.mode in ("L", "1"):
+        return im.convert("L")
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        return Image.fromarray(_minmax(np.asarray(im).astype(np.float32)), mode="F")
+    if (dataset, im.mode) not in _NOTED:
+        _NOTED.add((dataset, im.mode))
+        log.info("dataset %s: converting %s images to grayscale", dataset or "?", im.mode)
+    return im.convert("L")
 
 
 def _minmax(a: np.ndarray) -> np.ndarray:
     lo, hi = float(a.min()), float(a.max())
     return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def _square_resize(im, size: int) -> np.ndarray:
+    """Centre square crop, bilinear resize (PIL, with its fast reducing step), float 0..1."""
+    from PIL import Image
+
+    w, h = im.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    im = im.crop((left, top, left + s, top + s))
+    if s != size:
+        im = im.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
+    a = np.asarray(im, dtype=np.float32)
+    if im.mode == "L":
+        a = a / 255.0
+    return np.clip(a, 0.0, 1.0)
 
 
 def _read_dicom(path: str) -> np.ndarray:
@@ -372,18 +390,6 @@ def _read_dicom(path: str) -> np.ndarray:
     if getattr(ds, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         a = 1.0 - a
     return a if a.ndim == 2 else a.mean(-1)
-
-
-def _square_resize(a: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    h, w = a.shape
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    a = np.ascontiguousarray(a[top:top + s, left:left + s], dtype=np.float32)
-    if s != size:
-        a = np.asarray(Image.fromarray(a, mode="F").resize((size, size), Image.BILINEAR))
-    return np.clip(a, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 # ---- loaders, one per dataset (torchxrayvision parses the metadata) -----------------------

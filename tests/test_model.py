@@ -233,3 +233,25 @@ def test_bad_inputs_raise_clear_errors(images, conquer_model):
         m.encode_text("edema")
     with pytest.raises(ValueError, match="duplicates"):
         UniChest(resolve("smoke"), ("edema", "edema"))
+
+
+def test_loading_weights_invalidates_cached_queries(images):
+    m = make(K=1).start_divide()
+    q1 = m.class_queries().clone()
+    state = m.state_dict()
+    state["text_encoder.proj.weight"] = state["text_encoder.proj.weight"] * 2
+    state["text_encoder.proj.bias"] = state["text_encoder.proj.bias"] * 2
+    m.load_state_dict(state)
+    assert torch.allclose(m.class_queries(), 2 * q1, atol=1e-5)
+
+
+def test_bf16_autocast_forward_and_backward_are_finite(images, conquer_model):
+    m = conquer_model
+    m.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(images, TEXTS, return_attention=True)
+    loss = out["logits"].float().sum() + out["text_emb"].float().pow(2).mean()
+    loss.backward()
+    grads = [p.grad for p in m.trainable_parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    m.zero_grad(set_to_none=True)

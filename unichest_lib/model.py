@@ -350,6 +350,16 @@ class UniChest(nn.Module):
             self.text_encoder.eval()
         return self
 
+    def clear_caches(self) -> None:
+        """Forget cached text embeddings (done on every ``load_state_dict``)."""
+        self._query_cache.clear()
+        self.text_encoder.clear_cache()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.clear_caches()
+        return result
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters the current stage trains (build the optimiser from these)."""
         return [p for p in self.parameters() if p.requires_grad]

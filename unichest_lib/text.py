@@ -110,6 +110,15 @@ class TextEncoder(nn.Module):
         self.proj.requires_grad_(False)
         self.proj.eval()
 
+    def clear_cache(self) -> None:
+        """Forget the cached pooled features (after the backbone's weights change)."""
+        self._cache.clear()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.clear_cache()
+        return result
+
     @property
     def frozen(self) -> bool:
         """True when no part of the encoder trains (then whole embeddings may be cached)."""

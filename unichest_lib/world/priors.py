@@ -54,10 +54,15 @@ FLOOR = 0.005
 
 
 def txv_data_dir() -> Path:
-    """The folder of label metadata that ``torchxrayvision`` ships."""
-    import torchxrayvision
+    """The folder of label metadata that ``torchxrayvision`` ships (found without importing
+    the package, which would pull in torch and scikit-image)."""
+    import importlib.util
 
-    return Path(torchxrayvision.__file__).parent / "data"
+    spec = importlib.util.find_spec("torchxrayvision")
+    if spec is None or not spec.origin:
+        raise ModuleNotFoundError("torchxrayvision is not installed; the embedded world derives "
+                                  "its class prevalences from its metadata: pip install torchxrayvision")
+    return Path(spec.origin).parent / "data"
 
 
 def _canon(name: str):

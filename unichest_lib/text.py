@@ -79,11 +79,13 @@ class TextEncoder(nn.Module):
     ``name`` is a hub name or folder (see :func:`resolve_text_model`), ``embed_dim`` the
     shared width d, ``freeze_backbone`` freezes the BERT-style backbone and caches its pooled
     features, ``max_length`` truncates long reports (in tokens), ``chunk`` is the number of
-    texts tokenised and encoded per backbone call.
+    texts tokenised and encoded per backbone call, ``max_cache`` bounds the number of cached
+    strings (class names and the first reports seen; later ones are encoded each time) so a
+    large real dataset cannot fill the memory.
     """
 
     def __init__(self, name: str, embed_dim: int, *, freeze_backbone: bool = True,
-                 max_length: int = 128, chunk: int = 256):
+                 max_length: int = 128, chunk: int = 256, max_cache: int = 100_000):
         super().__init__()
         self.name = name
         self.tokenizer, self.backbone = _load_backbone(name)
@@ -91,6 +93,7 @@ class TextEncoder(nn.Module):
         self.proj = nn.Linear(self.hidden_dim, embed_dim)
         self.max_length = max_length
         self.chunk = chunk
+        self.max_cache = max_cache
         self._cache: dict[str, torch.Tensor] = {}
         self.backbone_frozen = False
         if freeze_backbone:
@@ -149,12 +152,14 @@ class TextEncoder(nn.Module):
         if not self.backbone_frozen:
             return self._pool(texts)
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        fresh = {}
         if missing:
             with torch.no_grad():
-                feats = self._pool(missing)
-            self._cache.update(zip(missing, feats))
+                fresh = dict(zip(missing, self._pool(missing)))
+            room = max(self.max_cache - len(self._cache), 0)
+            self._cache.update(list(fresh.items())[:room])
         device = self.proj.weight.device
-        return torch.stack([self._cache[t] for t in texts]).to(device)
+        return torch.stack([self._cache[t] if t in self._cache else fresh[t] for t in texts]).to(device)
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         """T = proj(meanpool(backbone(t))) for each text: (n, d)."""

@@ -26,14 +26,23 @@ def _block_mean(img: np.ndarray, k: int) -> np.ndarray:
     return np.repeat(np.repeat(m, k, axis=1), k, axis=2)
 
 
-def acquire(A: np.ndarray, acq: Acquisition, rng: np.random.Generator) -> np.ndarray:
-    """8-bit images (B, S, S) from attenuation maps ``A`` (B, S, S) under ``acq``."""
-    n, s, _ = A.shape
-    px = s / 128.0  # parameters are written for 128 px images
-    img = np.clip(A / F32(0.75), 0, 1) ** F32(acq.gamma)
+def acquire(A: np.ndarray, acq: Acquisition, rng: np.random.Generator, *, upsample=None) -> np.ndarray:
+    """8-bit images (B, S, S) from attenuation maps ``A`` under ``acq``.
+
+    The intensity curve and the blur are smooth, so they run at ``A``'s resolution; when the
+    anatomy was drawn at a lower resolution, ``upsample`` (a function) brings the image to
+    the output size before the full-resolution steps (grid, noise, artefacts, markers).
+    """
+    px = A.shape[1] / 128.0  # parameters are written for 128 px images
+    img = np.clip(A / F32(0.75), 0, 1)
+    if acq.gamma != 1:
+        img = img ** F32(acq.gamma)
     img = F32(0.5) + F32(acq.contrast) * (img - F32(0.5)) + F32(acq.exposure)
     if acq.blur > 0:
         img = ndimage.gaussian_filter(img, sigma=(0, acq.blur * px, acq.blur * px), mode="nearest")
+    if upsample is not None:
+        img = upsample(img)
+    n, s, _ = img.shape
     if acq.downsample > 1 and s % (2 * acq.downsample) == 0:
         img = _block_mean(img, int(acq.downsample))
     if acq.grid > 0:

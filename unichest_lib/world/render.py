@@ -103,9 +103,7 @@ def _render_batch(pop: Population, rows: np.ndarray, spec: SourceSpec, size: int
         masks.append(np.packbits(m.reshape(len(idx), -1), axis=1))
     markings = P.smooth_noise(rng, n, size, 24)
     A = P.render_base(a, x, y, keep, markings) + layers
-    if scale > 1:
-        A = upsample2(A)
-    images = acquire(A, acq, rng)
+    images = acquire(A, acq, rng, upsample=upsample2 if scale > 1 else None)
     bits_len = (full * full + 7) // 8
     pairs = np.concatenate(pairs).astype(np.int32) if pairs else np.zeros((0, 2), np.int32)
     bits = np.concatenate(masks) if masks else np.zeros((0, bits_len), np.uint8)

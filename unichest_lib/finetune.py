@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Subset
 from . import metrics
 from .config import Config
 from .data import collate, make_dataset, make_loader
-from .evaluate import COLUMNS
+from .evaluate import COLUMNS, autocast
 
 PORTIONS = (0.01, 0.1, 1.0)
 
@@ -72,8 +72,7 @@ def image_features(model, dataset, cfg: Config) -> np.ndarray:
     encoder.eval()
     feats = []
     try:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                                    enabled=cfg.amp):
+        with torch.inference_mode(), autocast(cfg, device):
             for batch in make_loader(dataset, cfg, train=False):
                 patches, _ = encoder(batch["image"].to(device))
                 feats.append(patches.float().mean(1).cpu())
@@ -164,7 +163,7 @@ def _train_classifier(net, dataset, idx, cfg: Config, epochs: int, lr: float) ->
         for batch in loader:
             if len(batch["image"]) < 2:  # batch norm needs two images in training mode
                 continue
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+            with autocast(cfg, device):
                 logits = net(batch["image"].to(device))
             loss = masked_bce(logits, batch["labels"].to(device), batch["mask"].to(device))
             if not torch.isfinite(loss):
@@ -178,7 +177,7 @@ def _predict_classifier(net, dataset, cfg: Config) -> np.ndarray:
     device = _device(net)
     net.eval()
     out = []
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+    with torch.inference_mode(), autocast(cfg, device):
         for batch in make_loader(dataset, cfg, train=False):
             out.append(torch.sigmoid(net(batch["image"].to(device)).float()).cpu())
     return torch.cat(out).numpy()

@@ -37,8 +37,9 @@ class World:
     """The embedded world of one configuration (only the ``world_seed``, ``heterogeneity``,
     ``image_size``, ``n_per_source``, ``n_downstream`` and ``cache_dir`` fields matter)."""
 
-    def __init__(self, cfg: C.Config):
+    def __init__(self, cfg: C.Config, *, progress: bool = True):
         self.cfg = cfg
+        self.progress = progress  # show a progress bar while rendering missing chunks
         self.dials = S.dials(cfg.heterogeneity)
         self._pops: dict[str, Population] = {}
         self._chunks: dict[tuple[str, int], dict] = {}
@@ -203,9 +204,7 @@ class World:
         texts = [rep if rep is not None else labels_to_text(np.nan_to_num(y), m, classes)
                  for rep, y, m in zip(reports, labels, mask)]
         table = SampleTable(classes, sources, labels.astype(np.float32), src_ids, patients, texts)
-        for s in sources:  # render (or load) every chunk now, not inside DataLoader workers
-            for k in np.unique(self.rows(s, split) // CHUNK):
-                self._chunk(s, int(k))
+        self.prepare(sources, split)
 
         def image_fn(i: int) -> np.ndarray:
             return self.images(names[i], [rows[i]])[0]
@@ -217,6 +216,23 @@ class World:
                                 name=f"embedded {'+'.join(sources)} {split}")
         ds.reports, ds.world_rows, ds.patients = reports, rows, patients
         return ds
+
+    def prepare(self, sources: Sequence[str], split: str | None = None) -> None:
+        """Render (or load from the cache) every chunk that ``sources``' ``split`` needs, now
+        rather than inside DataLoader workers; a progress bar when rendering takes a while."""
+        todo = [(s, int(k)) for s in sources for k in np.unique(self.rows(s, split) // CHUNK)]
+        missing = sum((s, k) not in self._chunks for s, k in todo)
+        bar = None
+        if self.progress and missing > 1:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc="embedded world", unit="chunk", leave=False)
+        for s, k in todo:
+            self._chunk(s, k)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
 
     def seg_and_boxes(self, source: str, row: int, classes: Sequence[str]):
         """Per-class masks (c, S, S) bool and boxes (c, 4) x0, y0, x1, y1 (NaN if absent)."""

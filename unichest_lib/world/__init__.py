@@ -101,7 +101,7 @@ class World:
         pop, size = self.population(source), self.cfg.image_size
         rows = np.arange(k * CHUNK, min((k + 1) * CHUNK, self.size(source)))
         params = self.chunk_params(source, k, rows)
-        folder = Path(self.cfg.cache_dir) / "world" / f"{source}-{cache.key(params)}"
+        folder = self._chunk_folder(source, k)
         expected = {"images": ("uint8", (len(rows), size, size)), "mask_pairs": ("int32", (None, 2)),
                     "mask_bits": ("uint8", (None, (size * size + 7) // 8))}
         arrays = cache.load(folder, expected)
@@ -112,6 +112,11 @@ class World:
             arrays = {"images": images, "mask_pairs": pairs, "mask_bits": bits}
         self._chunks[(source, k)] = arrays
         return arrays
+
+    def _chunk_folder(self, source: str, k: int) -> Path:
+        rows = np.arange(k * CHUNK, min((k + 1) * CHUNK, self.size(source)))
+        params = self.chunk_params(source, k, rows)
+        return Path(self.cfg.cache_dir) / "world" / f"{source}-{cache.key(params)}"
 
     def chunk_params(self, source: str, k: int, rows: np.ndarray) -> dict:
         """Everything that changes the pixels of chunk ``k`` (the cache key)."""
@@ -221,7 +226,8 @@ class World:
         """Render (or load from the cache) every chunk that ``sources``' ``split`` needs, now
         rather than inside DataLoader workers; a progress bar when rendering takes a while."""
         todo = [(s, int(k)) for s in sources for k in np.unique(self.rows(s, split) // CHUNK)]
-        missing = sum((s, k) not in self._chunks for s, k in todo)
+        missing = sum((s, k) not in self._chunks and not (self._chunk_folder(s, k) / "meta.json").exists()
+                      for s, k in todo)
         bar = None
         if self.progress and missing > 1:
             from tqdm.auto import tqdm

@@ -246,12 +246,12 @@ def tuberculosis(a, p, x, y, noise):
 def support_devices(a, p, x, y, noise):
     """ET tube down the midline, a central line from the clavicle, a pacemaker box."""
     k = p.device_kind[:, None, None]
-    tube = ((k & 1) > 0) * soft(0.012 - np.abs(x - 0.01 - 0.02 * y), 0.006) * (y > -1) * (y < -0.35)
+    tube = ((k & 1) > 0) * soft(0.015 - np.abs(x - 0.01 - 0.02 * y), 0.006) * (y > -1) * (y < -0.35)
     cl_x = -0.35 + 0.35 * np.clip((y + 0.7) / 0.5, 0, 1) ** 0.7
-    line = ((k & 2) > 0) * soft(0.008 - np.abs(x - cl_x), 0.004) * (y > -0.72) * (y < -0.1)
+    line = ((k & 2) > 0) * soft(0.012 - np.abs(x - cl_x), 0.005) * (y > -0.72) * (y < -0.1)
     box = ((k & 4) > 0) * ((np.abs(x - 0.45) < 0.08) & (np.abs(y + 0.62) < 0.06))
     lead_x = 0.45 - 0.4 * np.clip((y + 0.56) / 0.8, 0, 1)
-    lead = ((k & 4) > 0) * soft(0.007 - np.abs(x - lead_x), 0.004) * (y > -0.56) * (y < 0.25)
+    lead = ((k & 4) > 0) * soft(0.011 - np.abs(x - lead_x), 0.005) * (y > -0.56) * (y < 0.25)
     layer = 0.5 * np.maximum(np.maximum(tube, line), np.maximum(lead, 1.5 * box))
     return layer.astype(F32), layer > 0.15
 

@@ -25,7 +25,7 @@ from .config import PROFILES, Config, ConfigError, describe, resolve
 
 PROFILE_ENV = "UNICHEST_PROFILE"
 DEFAULT_PROFILE = "tutorial"
-WIDTH = 88  # characters per printed line (the book's code cells show about 90)
+WIDTH = 76  # characters per printed line (the book shows about 80 without scrolling)
 _START: list[float] = []
 
 
@@ -128,6 +128,8 @@ def cards_markdown(table, kind: str) -> str:
         body = re.sub(r"\A### [^\n]*\n", "", body)  # the card's own title: we print ours
         fields = [f"* **{f}**: {card[f]}" for f in _CARD_FIELDS
                   if f in card and isinstance(card[f], str) and card[f]]
+        if isinstance(card.get("stats_command"), str):
+            fields.append(f"* **stats_command**: `{card['stats_command']}`")
         parts.append(f"### {card['title']} (`{card['name']}`)\n\n" + "\n".join(fields)
                      + f"\n\n{body}\n")
     return "\n".join(parts) or f"*No data cards of kind {kind!r}.*"

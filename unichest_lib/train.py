@@ -232,6 +232,19 @@ class Trainer:
         self.rows: list[dict] = []
         self._augment = None
 
+    def _warm_text_cache(self) -> None:
+        """Encode every training text and class name once, in a fixed (sorted) order, when
+        the text backbone is frozen. Its pooled features are cached per text, and a feature
+        computed inside a padded batch depends (in the last float bits) on the batch's other
+        texts; filling the cache in one fixed order makes a resumed run, or any new process,
+        see exactly the features an uninterrupted run sees."""
+        enc = getattr(self.model, "text_encoder", None)
+        if enc is None or not getattr(enc, "backbone_frozen", False):
+            return
+        enc.clear_cache()
+        texts = sorted(set(self.train_set.table.texts) | set(self.model.classes))
+        enc.pooled(texts)
+
     # -- data --------------------------------------------------------------------------
     def _train_loader(self):
         from . import data
@@ -317,7 +330,8 @@ class Trainer:
         """Train the remaining epochs (all of them unless resuming); returns a TrainResult."""
         if resume and checkpoints.exists(self.last_path):
             self.restore(self.last_path)
-        elif self.epochs == 0 and self.epoch == 0:
+        self._warm_text_cache()  # after restoring: loading weights clears the model's caches
+        if self.epochs == 0 and self.epoch == 0:
             self._end_epoch()
         while self.epoch < self.epochs:
             self._run_epoch()

@@ -70,3 +70,13 @@ def test_cards_markdown_demotes_card_headings_under_its_own():
     assert md.startswith("### X data (`x`)") and "* **licence**: CC-BY" in md
     assert "#### Pitfalls" in md and "\n# X data" not in md and "(`y`)" not in md
     assert "No data cards" in notebook.cards_markdown(table.iloc[:0], "real")
+
+
+def test_relative_cache_dir_is_anchored_at_the_checkout_root(tmp_path):
+    from pathlib import Path
+
+    root = Path(notebook.__file__).resolve().parent.parent
+    cfg = notebook.setup("smoke", quiet=True)
+    assert Path(cfg.cache_dir) == root / ".cache" / "unichest"
+    explicit = notebook.setup("smoke", quiet=True, cache_dir=str(tmp_path))
+    assert explicit.cache_dir == str(tmp_path)

@@ -113,8 +113,12 @@ def _standardise(features: np.ndarray) -> np.ndarray:
     return (f - f.mean(0)) / (f.std(0) + 1e-8)
 
 
-def embed_2d(features: np.ndarray, method: str = "tsne", *, seed: int = 0) -> np.ndarray:
-    """A 2-D map (N, 2) of standardised features, by t-SNE or UMAP (after PCA to <= 50 dims)."""
+def embed_2d(features: np.ndarray, method: str = "tsne", *, seed: int = 0,
+             perplexity: float | None = None) -> np.ndarray:
+    """A 2-D map (N, 2) of standardised features, by t-SNE or UMAP (after PCA to <= 50 dims).
+
+    ``perplexity`` (t-SNE only; default min(30, (N - 1) / 3)) is the effective number of
+    neighbours each point attends to."""
     from sklearn.decomposition import PCA
 
     if method not in MAP_METHODS:
@@ -123,7 +127,10 @@ def embed_2d(features: np.ndarray, method: str = "tsne", *, seed: int = 0) -> np
     if len(f) < 5:
         raise ValueError(f"embed_2d needs at least 5 points, got {len(f)}")
     f = PCA(n_components=min(50, *f.shape), random_state=seed).fit_transform(f)
-    perplexity = float(min(30, max(2, (len(f) - 1) // 3)))
+    if perplexity is None:
+        perplexity = float(min(30, max(2, (len(f) - 1) // 3)))
+    elif not 0 < perplexity < len(f):
+        raise ValueError(f"perplexity = {perplexity!r} must lie in (0, {len(f)}), the number of points")
     if method == "tsne":
         from sklearn.manifold import TSNE
 

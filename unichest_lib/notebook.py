@@ -19,6 +19,7 @@ import os
 import platform
 import textwrap
 import time
+from pathlib import Path
 from typing import Any
 
 from .config import PROFILES, Config, ConfigError, describe, resolve
@@ -40,6 +41,16 @@ def choose_profile(profile: str | None) -> tuple[str, str]:
                               f"choose one of {PROFILES} or unset it")
         return env, PROFILE_ENV
     return DEFAULT_PROFILE, "default"
+
+
+def anchor_cache(cfg: Config) -> Config:
+    """In a source checkout, a relative ``cache_dir`` is taken from the repository root, so a
+    chapter run by the book builder (whose working folder is ``notebooks/``) shares the world
+    and checkpoints with papermill, the tests and the command line run from the root."""
+    root = Path(__file__).resolve().parent.parent
+    if Path(cfg.cache_dir).is_absolute() or not (root / "pyproject.toml").is_file():
+        return cfg
+    return cfg.replace(cache_dir=str(root / cfg.cache_dir))
 
 
 def hardware() -> str:
@@ -81,6 +92,8 @@ def setup(profile: str | None = None, *, quiet: bool = False, **params: Any) -> 
     unknown name or invalid value raises :class:`~unichest_lib.config.ConfigError` first."""
     name, origin = choose_profile(profile)
     cfg = resolve(name, **params)
+    if params.get("cache_dir") is None:
+        cfg = anchor_cache(cfg)
     _START[:] = [time.perf_counter()]
     seed_everything(cfg.seed)
     from .figures import register_renderer

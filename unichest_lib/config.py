@@ -90,7 +90,7 @@ class Config:
     divide_epochs: int = 4  # epochs of the Divide stage (paper: 20)
     fourier_mixup_p: float = 0.5  # probability of Fourier amplitude mixup per batch
     augment: bool = True  # random resized crop / flip / intensity jitter before mixup
-    amp: bool = True  # bfloat16 autocast (CPU and GPU)
+    amp: bool = True  # bfloat16 autocast where native (CUDA, AMX/AVX512-BF16 CPUs); see hardware.py
     channels_last: bool = True  # channels-last memory format for the image encoder
     deterministic: bool = False  # torch deterministic algorithms (slower)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import descriptions, grounding as G, metrics
+from . import descriptions, grounding as G, hardware, metrics
 from .config import Config
 from .data import make_dataset, make_loader
 
@@ -93,21 +93,10 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _cpu_has_native_bf16() -> bool:
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # older torch: assume emulated
-        return False
-
-
 def autocast(cfg: Config, device: torch.device):
-    """bfloat16 autocast when ``cfg.amp`` *and* the device computes bfloat16 natively (CUDA,
-    or a CPU with AVX512-BF16 / AMX). On other CPUs bfloat16 is emulated: a ResNet-18 forward
-    at 128 px measured ~50x slower than float32 on the project's AVX2 machine, so evaluation
-    runs in float32 there (the scores differ only by rounding)."""
-    native = device.type == "cuda" or (device.type == "cpu" and _cpu_has_native_bf16())
-    enabled = cfg.amp and native
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    """bfloat16 autocast when ``cfg.amp`` and the device computes bfloat16 natively
+    (see :mod:`unichest_lib.hardware`)."""
+    return hardware.autocast(cfg.amp, device)
 
 
 def predict(model, dataset, cfg: Config, *, by: str = "name") -> Predictions:

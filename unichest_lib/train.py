@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import checkpoints, distributed
+from . import checkpoints, distributed, hardware
 from .config import Config
 
 STAGES = ("conquer", "divide")
@@ -168,7 +168,7 @@ def predict(model, loader, device, *, amp: bool = False, class_index=None):
     try:
         for batch in loader:
             images = batch["image"].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            with hardware.autocast(amp, device):
                 logits = net(images, queries=queries)["logits"].float()
             if class_index is not None:
                 logits = logits[:, class_index]
@@ -300,7 +300,7 @@ class Trainer:
         """One optimiser step on ``batch``; returns the loss terms as floats."""
         images = batch["image"].to(self.device, non_blocking=True)
         images = self.augment(images)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp):
+        with hardware.autocast(self.cfg.amp, self.device):
             out = self.net(images, texts=batch["text"])
         terms = self.loss_terms(out, batch)
         self._check_finite(terms, batch)

@@ -55,6 +55,10 @@ def make_dataset(cfg: Config, sources: Sequence[str], split: str, *,
         from . import datasets
 
         ds = datasets.make_real_dataset(cfg, sources, split, with_masks=with_masks)
+    if len(ds) == 0:  # an empty split would train nothing or score NaN without saying why
+        raise ValueError(f"the {split!r} split of source(s) {list(sources)} has no samples "
+                         f"(data = {cfg.data!r}); check the image folders, 'on_missing: skip' "
+                         "and the split fractions, or use more images per source")
     filter_report_texts(ds, cache_dir=cfg.cache_dir)
     return ds
 

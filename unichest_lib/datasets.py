@@ -125,6 +125,7 @@ def harmonise(frame: pd.DataFrame, name: str, classes: Sequence[str]) -> np.ndar
     the dataset does not observe are NaN.
     """
     mapping = label_mapping(name)
+    check_label_values(frame, name, [lab for lab in mapping if lab in frame])
     out = np.full((len(frame), len(classes)), np.nan, dtype=np.float32)
     for j, c in enumerate(classes):
         cols = [(lab, len(cs) > 1) for lab, cs in mapping.items() if c in cs]
@@ -135,6 +136,20 @@ def harmonise(frame: pd.DataFrame, name: str, classes: Sequence[str]) -> np.ndar
         anynan = np.isnan(vals).any(1)
         out[:, j] = np.where(anypos, 1.0, np.where(anynan, np.nan, 0.0))
     return out
+
+
+def check_label_values(frame: pd.DataFrame, name: str, columns: Sequence[str],
+                       allowed=(0.0, 1.0)) -> None:
+    """A clear error when a label column holds anything but ``allowed`` numbers or NaN (a
+    stray 2 or "yes" would otherwise be read as positive or crash deep inside NumPy)."""
+    for col in columns:
+        raw = frame[col]
+        num = pd.to_numeric(raw, errors="coerce")
+        bad = raw[(num.isna() & raw.notna()) | (num.notna() & ~num.isin(allowed))]
+        if len(bad):
+            raise ValueError(f"dataset {name!r}: label column {col!r} holds {len(bad)} value(s) "
+                             f"outside {list(allowed)} or empty, e.g. {bad.unique()[:3].tolist()}; "
+                             "fix the CSV (CheXpert-style files may also use -1 = uncertain)")
 
 
 def _ambiguous(v: np.ndarray, ambiguous: bool) -> np.ndarray:
@@ -452,6 +467,7 @@ def _chexpert_labels(csv: pd.DataFrame, opts, dataset: str) -> np.ndarray:
     if unc not in _UNCERTAIN or blank not in ("negative", "missing"):
         raise ConfigError(f"dataset {dataset!r}: uncertain = {unc!r} (use ignore, ones, zeros) "
                           f"/ blank = {blank!r} (use negative, missing)")
+    check_label_values(csv, dataset, _CHEX_COLS, allowed=(-1.0, 0.0, 1.0))
     raw = csv[_CHEX_COLS].to_numpy(np.float32)
     v = np.where(raw == -1, _UNCERTAIN[unc], raw)
     if blank == "negative":
@@ -671,7 +687,7 @@ def get(name: str) -> RealDataset:
     return REAL_DATASETS[name]
 
 
-__all__ = ["REAL_DATASETS", "RealDataset", "get", "harmonise", "label_mapping",
-           "label_mapping_table", "load_frame", "make_real_dataset", "mimic_reports",
-           "openi_reports", "patient_split", "read_image", "read_spec", "require_columns",
-           "source_classes", "union_classes"]
+__all__ = ["REAL_DATASETS", "RealDataset", "check_label_values", "get", "harmonise",
+           "label_mapping", "label_mapping_table", "load_frame", "make_real_dataset",
+           "mimic_reports", "openi_reports", "patient_split", "read_image", "read_spec",
+           "require_columns", "source_classes", "union_classes"]

@@ -8,6 +8,10 @@ its encoders are frozen (no backward through them) and its class queries are cac
     .venv/bin/python bench/bench_train_step.py                       # both profiles
     .venv/bin/python bench/bench_train_step.py --profiles tutorial --steps 5
     .venv/bin/python bench/bench_train_step.py --paper-batch 32 --device cuda
+    .venv/bin/python bench/bench_train_step.py --profiles tutorial --amps fp32 --channels-last on
+
+bf16 autocast is emulated (very slow) on CPUs without AVX512-BF16/AMX; measure it there with
+few steps.
 
 On a CPU the paper shape uses a smaller batch by default (``--paper-batch``); the table says
 what was used. ``--threads N`` calls ``torch.set_num_threads(N)`` (default: leave torch's).
@@ -66,7 +70,8 @@ def time_steps(trainer, batch, steps: int) -> float:
     return (time.perf_counter() - t) / steps
 
 
-def bench_profile(profile: str, batch: int, steps: int, device: str, out_dir: str) -> list[dict]:
+def bench_profile(profile: str, batch: int, steps: int, device: str, out_dir: str,
+                  amps=("fp32", "bf16"), layouts=(False, True)) -> list[dict]:
     from unichest_lib.model import UniChest
 
     cfg = resolve(profile, batch_size=batch, device=device, num_workers=0, max_steps_per_epoch=0)
@@ -76,8 +81,8 @@ def bench_profile(profile: str, batch: int, steps: int, device: str, out_dir: st
     proto = UniChest(cfg, data.classes)
     rows = []
     for stage in ("conquer", "divide"):
-        for amp in (False, True):
-            for cl in (False, True):
+        for amp in [a == "bf16" for a in amps]:
+            for cl in layouts:
                 c = cfg.replace(amp=amp, channels_last=cl)
                 model = copy.deepcopy(proto)
                 if stage == "divide":
@@ -102,6 +107,8 @@ def main(argv=None) -> int:
     p.add_argument("--tutorial-batch", type=int, default=32)
     p.add_argument("--paper-batch", type=int, default=None,
                    help="paper-shape batch (default: 32 on CUDA, 4 on CPU)")
+    p.add_argument("--amps", default="fp32,bf16", help="fp32 and/or bf16 autocast")
+    p.add_argument("--channels-last", default="off,on", help="off and/or on")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
@@ -115,7 +122,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as out:
         for prof in args.profiles.split(","):
             batch = args.tutorial_batch if prof == "tutorial" else paper_batch
-            rows += bench_profile(prof, batch, args.steps, str(dev), out)
+            rows += bench_profile(prof, batch, args.steps, str(dev), out,
+                                  amps=args.amps.split(","),
+                                  layouts=[v == "on" for v in args.channels_last.split(",")])
     import pandas as pd
 
     df = pd.DataFrame(rows)

@@ -12,6 +12,7 @@ builder                     shows
 :func:`embedding_scatter`   t-SNE / UMAP of representations by source (Fig. 1, right)
 :func:`separability_curve`  a separability measure against a dial (e.g. heterogeneity)
 :func:`loss_curves`         each named ``*_loss`` term of a training history
+:func:`gate_heatmap`        mean gate weights ω per source and expert (Divide stage)
 :func:`results_bar`         one metric per class and model from a tidy result table
 :func:`results_radar`       the same as a radar chart (paper Figs. 4-6)
 :func:`heatmap_overlay`     a grounding heatmap over its radiograph (paper Fig. 7)
@@ -238,6 +239,22 @@ def loss_curves(history: pd.DataFrame, *, x: str = "step") -> go.Figure:
     return fig
 
 
+# ---- the Divide stage ------------------------------------------------------------------
+def gate_heatmap(gates: pd.DataFrame, *, title: str = "Mean gate weight ω per source") -> go.Figure:
+    """Rows (sources) x columns (experts) of mean gate weights ω (Eq. 5), annotated; which
+    expert each source uses. ``gates`` as :func:`unichest_lib.notebook.mean_gate_by_source`."""
+    if gates.empty:
+        raise ValueError("gate_heatmap: `gates` is empty; it needs one row per source")
+    z = gates.to_numpy(dtype=float)
+    fig = go.Figure(go.Heatmap(z=z, x=[str(c) for c in gates.columns], y=[str(i) for i in gates.index],
+                               zmin=0, zmax=1, colorscale="Blues", text=np.round(z, 2),
+                               texttemplate="%{text}", colorbar=dict(title="ω")))
+    fig.update_layout(title=title, xaxis_title="expert query network", yaxis_title="source",
+                      height=120 + 45 * len(gates), width=200 + 90 * gates.shape[1])
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
 # ---- results ---------------------------------------------------------------------------
 _TIDY = ("source", "class", "metric", "value", "model")
 
@@ -333,7 +350,7 @@ def heatmap_overlay(image: np.ndarray, heatmap: np.ndarray, *, title: str = "",
 
 
 __all__ = [
-    "PALETTE", "RENDERER", "class_distribution", "embedding_scatter", "heatmap_overlay",
+    "PALETTE", "RENDERER", "class_distribution", "embedding_scatter", "gate_heatmap", "heatmap_overlay",
     "image_grid", "loss_curves", "source_examples", "overlay_rgb", "register_renderer", "results_bar",
     "results_radar", "separability_curve", "to_book_html",
 ]

@@ -160,4 +160,67 @@ def finish() -> float:
     return t
 
 
-__all__ = ["PROFILE_ENV", "banner", "cards_markdown", "check_choice", "check_int", "choose_profile", "elapsed", "finish", "hardware", "setup"]
+# ---- helpers of chapters 02-04 (training results and the MoE-QN) -------------------------
+def training_history(cfg: Config, stage: str) -> "pd.DataFrame":
+    """The training history (one row per step, one validation row per epoch) of the store's
+    ``stage`` checkpoint for ``cfg``, read from the run's last checkpoint (trains if missing).
+    Introduced in ``notebooks/02_conquer.ipynb``."""
+    import pandas as pd
+
+    from . import checkpoints, store
+
+    store.checkpoint(cfg, stage)
+    last = store.artifact_dir(cfg, stage) / "run" / "last"
+    if not checkpoints.exists(last):
+        raise FileNotFoundError(f"no training run for the {stage} artifact of this configuration "
+                                f"at {last}; delete {last.parent.parent} to retrain it")
+    return pd.DataFrame(checkpoints.read_meta(last)["extra"]["history"])
+
+
+def query_network_table(model) -> "pd.DataFrame":
+    """Trainable parameters of each query network of ``model`` (QN¹ = shared, then the K−1
+    experts, which are stored stacked and share nothing), plus the gate Φ1 and projection Φ2.
+    Introduced in ``notebooks/03_divide.ipynb``."""
+    import pandas as pd
+
+    def n(m):
+        return 0 if m is None else sum(p.numel() for p in m.parameters())
+
+    k = model.cfg.K
+    rows = [dict(part="QN1 (shared)", role="query network", parameters=n(model.qn1))]
+    per_expert = n(model.experts) // (k - 1) if k > 1 else 0
+    rows += [dict(part=f"QN{j} (expert)", role="query network", parameters=per_expert)
+             for j in range(2, k + 1)]
+    if k > 1:
+        rows += [dict(part="gate Φ1", role="ω = softmax(Φ1(Ī))", parameters=n(model.gate)),
+                 dict(part="projection Φ2", role="ω̄ = Φ2(ω), for L_SCL", parameters=n(model.scl_proj))]
+    return pd.DataFrame(rows).set_index("part")
+
+
+def mean_gate_by_source(model, cfg: Config, sources=None, split: str = "valid") -> "pd.DataFrame":
+    """Mean gate weights ω (Eq. 5) per source: rows sources, columns experts QN2..QNK.
+    Each row sums to 1; a source that leans on one expert has one large value.
+    Introduced in ``notebooks/03_divide.ipynb``."""
+    import pandas as pd
+    import torch
+
+    from .data import make_dataset, make_loader
+    from .evaluate import autocast
+
+    if model.stage != "divide" or model.cfg.K < 2:
+        raise ValueError(f"mean_gate_by_source needs a Divide-stage model with K >= 2 "
+                         f"(got stage {model.stage!r}, K={model.cfg.K})")
+    device = next(model.parameters()).device
+    rows = {}
+    model.eval()
+    for src in tuple(cfg.sources if sources is None else sources):
+        gates = []
+        with torch.inference_mode(), autocast(cfg, device):
+            for batch in make_loader(make_dataset(cfg, [src], split), cfg, train=False):
+                gates.append(model(batch["image"].to(device))["gate"].float().cpu())
+        rows[src] = torch.cat(gates).mean(0).numpy()
+    return pd.DataFrame.from_dict(rows, orient="index",
+                                  columns=[f"QN{j}" for j in range(2, model.cfg.K + 1)])
+
+
+__all__ = ["PROFILE_ENV", "banner", "cards_markdown", "check_choice", "check_int", "choose_profile", "elapsed", "finish", "hardware", "mean_gate_by_source", "query_network_table", "setup", "training_history"]

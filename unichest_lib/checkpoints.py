@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import pathlib
+import pickle
 import tempfile
 from typing import Any, Mapping, Sequence
 
@@ -348,7 +349,15 @@ def _load_legacy(path, cfg, *, strict: bool = True):
 
     if cfg is None:
         raise CheckpointError(f"legacy checkpoint {path} has no configuration record; pass cfg")
-    obj = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().split(".")[0]  # torch's full text is a page long
+        raise CheckpointError(
+            f"refusing to load legacy checkpoint {path}: it holds objects other than tensors and "
+            f"plain containers, which could run code when unpickled (torch.load weights_only=True "
+            f"said: {first}). Re-save it as a state dict of tensors, or load it yourself only if "
+            "you trust where it came from") from None
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict):
         raise CheckpointError(f"legacy checkpoint {path} holds no state dict")

@@ -148,8 +148,9 @@ def check_label_values(frame: pd.DataFrame, name: str, columns: Sequence[str],
         bad = raw[(num.isna() & raw.notna()) | (num.notna() & ~num.isin(allowed))]
         if len(bad):
             raise ValueError(f"dataset {name!r}: label column {col!r} holds {len(bad)} value(s) "
-                             f"outside {list(allowed)} or empty, e.g. {bad.unique()[:3].tolist()}; "
-                             "fix the CSV (CheXpert-style files may also use -1 = uncertain)")
+                             f"other than {[int(a) for a in allowed]} or blank, e.g. "
+                             f"{bad.unique()[:3].tolist()}; fix the CSV (labels are 1 = present, "
+                             "0 = absent, blank = not stated; CheXpert-style files: -1 = uncertain)")
 
 
 def _ambiguous(v: np.ndarray, ambiguous: bool) -> np.ndarray:
@@ -479,6 +480,8 @@ def _chexpert(opts) -> pd.DataFrame:
     csvpath = _csv(opts)
     if "csvpath" in opts:
         require_columns(csvpath, ["Path", "Frontal/Lateral", "AP/PA"] + _CHEX_COLS, "chexpert")
+        check_label_values(pd.read_csv(csvpath, usecols=_CHEX_COLS), "chexpert", _CHEX_COLS,
+                           allowed=(-1.0, 0.0, 1.0))
         if not any(k in os.path.basename(str(csvpath)) for k in ("train", "valid")):
             raise ValueError(f"dataset 'chexpert': csvpath {csvpath!r} must be CheXpert's "
                              "train.csv or valid.csv (torchxrayvision reads the patient id "
@@ -498,6 +501,8 @@ def _mimic(opts) -> pd.DataFrame:
                               f"{'mimic-cxr-2.0.0-chexpert.csv.gz' if key == 'csvpath' else 'mimic-cxr-2.0.0-metadata.csv.gz'}; "
                               f"{REAL_DATASETS['mimic'].access})")
         require_columns(opts[key], cols, "mimic")
+    check_label_values(pd.read_csv(opts["csvpath"], usecols=_CHEX_COLS), "mimic", _CHEX_COLS,
+                       allowed=(-1.0, 0.0, 1.0))
     d = _xrv().MIMIC_Dataset(opts["imgpath"], opts["csvpath"], opts["metacsvpath"],
                              views=_views(opts), unique_patients=False)
     c = d.csv

@@ -59,7 +59,24 @@ def make_dataset(cfg: Config, sources: Sequence[str], split: str, *,
         raise ValueError(f"the {split!r} split of source(s) {list(sources)} has no samples "
                          f"(data = {cfg.data!r}); check the image folders, 'on_missing: skip' "
                          "and the split fractions, or use more images per source")
-    filter_report_texts(ds, cache_dir=cfg.cache_dir)
+    if cfg.report_text == "labels":
+        label_texts(ds)  # Table VII ablation: label concatenation for every sample
+    else:
+        filter_report_texts(ds, cache_dir=cfg.cache_dir)
+    return ds
+
+
+def label_texts(ds: MultiSourceDataset) -> MultiSourceDataset:
+    """Replace the texts of report sources by their label concatenation, in place
+    (``cfg.report_text == "labels"``: the "Label Concat. All" row of the paper's Table VII).
+    Other rows already carry label-concatenation text. Introduced in
+    ``notebooks/05_ablations.ipynb``."""
+    from .samples import labels_to_text
+
+    table = ds.table
+    report_ids = [i for i, s in enumerate(table.sources) if s in REPORT_SOURCES]
+    for r in np.flatnonzero(np.isin(table.source_ids, report_ids)):
+        table.texts[int(r)] = labels_to_text(table.labels[r], table.mask[r], table.classes)
     return ds
 
 

@@ -255,6 +255,22 @@ def gate_heatmap(gates: pd.DataFrame, *, title: str = "Mean gate weight ω per s
     return fig
 
 
+def grid_heatmap(df: pd.DataFrame, *, x: str = "lam", y: str = "K", z: str = "val_aAUC",
+                 title: str = "") -> go.Figure:
+    """An annotated heatmap of ``z`` over the grid ``x`` × ``y`` (paper Fig. 8: λ × K)."""
+    _require_columns(df, [x, y, z], "grid_heatmap")
+    if df.empty:
+        raise ValueError("grid_heatmap: `df` is empty; it needs one row per grid point")
+    t = df.pivot_table(index=y, columns=x, values=z, aggfunc="mean").sort_index()
+    v = t.to_numpy(dtype=float)
+    fig = go.Figure(go.Heatmap(z=v, x=[str(c) for c in t.columns], y=[str(i) for i in t.index],
+                               colorscale="Viridis", text=np.round(v, 3),
+                               texttemplate="%{text}", colorbar=dict(title=z)))
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y,
+                      height=160 + 60 * len(t), width=260 + 90 * t.shape[1])
+    return fig
+
+
 # ---- results ---------------------------------------------------------------------------
 _TIDY = ("source", "class", "metric", "value", "model")
 
@@ -351,6 +367,6 @@ def heatmap_overlay(image: np.ndarray, heatmap: np.ndarray, *, title: str = "",
 
 __all__ = [
     "PALETTE", "RENDERER", "class_distribution", "embedding_scatter", "gate_heatmap", "heatmap_overlay",
-    "image_grid", "loss_curves", "source_examples", "overlay_rgb", "register_renderer", "results_bar",
+    "grid_heatmap", "image_grid", "loss_curves", "source_examples", "overlay_rgb", "register_renderer", "results_bar",
     "results_radar", "separability_curve", "to_book_html",
 ]

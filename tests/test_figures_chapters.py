@@ -96,7 +96,7 @@ def test_explorer_view_marks_the_heatmap_peak(explorer):
     fig = explorer.view(i, finding)
     y, x = np.unravel_index(np.argmax(heat), heat.shape)
     assert (fig.data[1].x[0], fig.data[1].y[0]) == (x, y)
-    assert finding in fig.layout.title.text
+    assert fig.layout.title.text.startswith(f"#{i} {finding} p=")  # a positive: no "(negative)"
 
 
 def test_explorer_static_grid_and_bad_input(explorer):
@@ -129,4 +129,4 @@ def test_explorer_widget_updates_on_selection(explorer):
     assert before[:4] == b"\x89PNG"
     other = next(c for c in explorer.classes if c != finding_dd.value)
     finding_dd.value = other
-    assert f" {other} (" in title.value and picture.value != before
+    assert f" {other} " in title.value and picture.value != before

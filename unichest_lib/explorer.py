@@ -57,7 +57,8 @@ class Explorer:
 
     def view(self, index: int, finding: str, *, size_px: int = 300):
         """One overlay figure: heatmap, ground-truth box (green, when known) and peak (cross);
-        the title gives the probability and whether the peak hits the lesion."""
+        the title gives the image, the finding ("(negative)" unless it is an observed
+        positive), the predicted probability and whether the peak hits the lesion."""
         from . import figures
 
         item, j = self._item(index), self._class_index(finding)
@@ -69,8 +70,8 @@ class Explorer:
             hit = " hit" if bool(item["seg"][j][y, x]) else " miss"
         with torch.no_grad():
             p = float(self.model.predict_proba(item["image"][None], [finding])[0, 0])
-        label = "positive" if item["mask"][j] and item["labels"][j] > 0.5 else "not positive"
-        title = f"#{index} {finding} ({label}) p={p:.2f}{hit}"
+        positive = bool(item["mask"][j]) and float(item["labels"][j]) > 0.5
+        title = f"#{index} {finding}{'' if positive else ' (negative)'} p={p:.2f}{hit}"
         return figures.heatmap_overlay(item["image"].numpy(), heat, title=title, box=box,
                                        point=(x, y), size_px=size_px)
 

@@ -455,6 +455,38 @@ def _(tmp):
             "'valid' split of cfg.val_source; 'test' is left to evaluate.*")
 
 
+def _trainer(tmp, run_key="run-A", val_labels=None):
+    """A Conquer Trainer on tiny synthetic data with 0 epochs: fit() only validates and saves."""
+    cfg = CK_CFG.replace(conquer_epochs=0, batch_size=4, augment=False, amp=False)
+    train_set, val_set = _synth(cfg, cfg.sources, "train"), _synth(cfg, [cfg.val_source], "valid")
+    if val_labels is not None:
+        val_set.table.labels[:] = np.where(val_set.table.mask, val_labels, np.nan)
+    return train.Trainer(cfg, "conquer", copy.deepcopy(proto()), train_set, val_set, tmp / "run",
+                         progress=False, run_key=run_key)
+
+
+@case(TRAIN, "resume with nothing to resume", "fit(resume=True) in an empty out_dir",
+      "Trainer.fit / CLI --resume", "warning", "no 'last' checkpoint", "starting from epoch 1")
+def _(tmp):
+    _trainer(tmp).fit(resume=True)
+
+
+@case(TRAIN, "resume another run's checkpoint", "fit(resume=True) where a run of another "
+      "configuration left its 'last' checkpoint", "Trainer.fit / CLI --resume", "CheckpointError",
+      "cannot resume", "different configuration")
+def _(tmp):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _trainer(tmp, "run-A").fit()
+    _trainer(tmp, "run-B").fit(resume=True)
+
+
+@case(TRAIN, "validation split without positives", "every validation label 0",
+      "Trainer (checkpoint selection)", "warning", "validation aAUC", "nan", "val_source")
+def _(tmp):
+    _trainer(tmp, val_labels=0.0).fit()
+
+
 # ---- running and recording ------------------------------------------------------------------
 class _Logs(logging.Handler):
     def __init__(self):
@@ -580,6 +612,7 @@ def _synth(cfg, sources, split):
     return MultiSourceDataset(table, lambda i: imgs[i], name=f"synth-{split}")
 
 
+@pytest.mark.slow
 def test_training_never_reads_the_test_split(tmp_path, monkeypatch):
     """Checkpoint selection (both stages) asks data.make_dataset only for the training split
     of cfg.sources and the validation split of cfg.val_source, for embedded and real data

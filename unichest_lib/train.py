@@ -330,6 +330,9 @@ class Trainer:
         """Train the remaining epochs (all of them unless resuming); returns a TrainResult."""
         if resume and checkpoints.exists(self.last_path):
             self.restore(self.last_path)
+        elif resume:
+            warnings.warn(f"resume=True but {self.out_dir} holds no 'last' checkpoint of a "
+                          f"{self.stage} run; starting from epoch 1", RuntimeWarning, stacklevel=2)
         self._warm_text_cache()  # after restoring: loading weights clears the model's caches
         if self.epochs == 0 and self.epoch == 0:
             self._end_epoch()
@@ -366,6 +369,12 @@ class Trainer:
         improved = self.best_epoch < 0 or (math.isfinite(value) and value > self.best_metric)
         if improved:
             self.best_metric, self.best_epoch = value, self.epoch
+        if not math.isfinite(value):
+            warnings.warn(f"{self.stage} epoch {self.epoch}: validation aAUC on "
+                          f"{self.cfg.val_source!r} is {value} (no class has both positive and "
+                          f"negative samples in its {len(self.val_set)} validation images); the "
+                          f"best checkpoint stays at epoch {self.best_epoch}. Use more images or "
+                          "another val_source", RuntimeWarning, stacklevel=2)
         if distributed.is_main():
             if improved:
                 checkpoints.save(self.best_path, self.model, self.cfg, extra=self._extra())

@@ -219,7 +219,12 @@ class Workbench:
         """The best Conquer model of ``cfg`` from the store (trained on first use)."""
         k = store.conquer_key(cfg)
         if k not in self._models:
-            self._models[k] = store.load_model(cfg, "conquer", progress=self.progress)
+            path = store.conquer_checkpoint(cfg, progress=self.progress)
+            # a shared Conquer checkpoint may have been written by a run with another K
+            # (K is Divide-only, outside the Conquer key): load it with its own Divide fields
+            saved = checkpoints.read_meta(path)["config"]
+            load_cfg = cfg.replace(**{f: saved[f] for f in store.DIVIDE_ONLY if f in saved})
+            self._models[k] = checkpoints.load(path, load_cfg).eval()
         return self._models[k]
 
     def features(self, cfg: Config) -> tuple[FeatureSet, FeatureSet]:

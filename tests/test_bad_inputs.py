@@ -123,6 +123,13 @@ def _(tmp):
     cli.parse(["divide", "--profile", "smoke", "--lamda", "0.3"])
 
 
+@case(PARAM, "notebook-only parameter out of range", "papermill -p images_per_source 0",
+      "notebook parameters cell (notebook.check_int)", "ConfigError", "'images_per_source'", ">= 1",
+      test="tests/test_notebooks.py::test_bad_parameter_fails_before_any_work")
+def _(tmp):
+    notebook.check_int("images_per_source", 0)
+
+
 # ---- 2. data -------------------------------------------------------------------------------
 DATA = "Data"
 
@@ -485,6 +492,29 @@ def _(tmp):
       "Trainer (checkpoint selection)", "warning", "validation aAUC", "nan", "val_source")
 def _(tmp):
     _trainer(tmp, val_labels=0.0).fit()
+
+
+LEAK = "Leakage"
+
+
+@case(LEAK, "one patient's images in several splits", "2 000 images of 500 patients (4 each)",
+      "datasets.patient_split (real data); World splits (embedded)", "handled",
+      "0 patients in more than one split",
+      test="tests/test_data_real.py::test_shipped_metadata_splits_are_patient_disjoint, "
+           "tests/test_world.py::test_splits_are_patient_disjoint_and_patients_have_several_images")
+def _(tmp):
+    patients = np.repeat([f"p{i}" for i in range(500)], 4)
+    split = datasets.patient_split(patients, "chexpert")
+    per_patient = pd.Series(split).groupby(patients).nunique()
+    share = {k: round(float(np.mean(split == k)), 2) for k in data.SPLITS}
+    return (f"{int((per_patient > 1).sum())} patients in more than one split; image shares "
+            f"{share} (by a hash of source and patient id, stable across runs)")
+
+
+@case(LEAK, "split fractions that leave no training data", "split: {valid: 0.5, test: 0.6}",
+      "datasets.patient_split (the YAML's split:)", "ConfigError", "f + g < 1")
+def _(tmp):
+    datasets.patient_split(["p1"], "chexpert", {"valid": 0.5, "test": 0.6})
 
 
 # ---- running and recording ------------------------------------------------------------------

@@ -667,3 +667,14 @@ def test_training_never_reads_the_test_split(tmp_path, monkeypatch):
 def test_case_names_are_unique():
     names = [c.case for c in CASES]
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+def test_page_check_command_and_malformed_records(tmp_path, capsys):
+    assert badinputs.main(["--check"]) == 0 and "is current" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"case": "x"}]))
+    with pytest.raises(ValueError, match="expected a JSON list of records"):
+        badinputs.load(bad)
+    row = dict.fromkeys(badinputs.FIELDS, "a")
+    page = badinputs.render([dict(row, message="line one\nline two")])
+    assert "line one\n\n    line two" in page and page.count("* - ") == 2  # header + one row

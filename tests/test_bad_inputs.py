@@ -73,6 +73,7 @@ BAD_PARAMS = [  # (case, overrides, words)
     ("empty source list", dict(sources=""), ("'sources'", "empty")),
     ("misspelt parameter name", dict(lamda=0.3), ("'lamda'", "did you mean 'lam'")),
     ("unknown variant", dict(combine="mean"), ("'combine'", "'mean'", "probabilities")),
+    ("unknown device", dict(device="gpu"), ("'device'", "'gpu'", "cuda:N")),
     ("validation source not trained on", dict(sources="mimic", val_source="chestxray14"),
      ("'val_source'", "chestxray14", "mimic")),
 ]
@@ -121,6 +122,19 @@ def _(tmp):
       "--lamda", "did you mean --lam")
 def _(tmp):
     cli.parse(["divide", "--profile", "smoke", "--lamda", "0.3"])
+
+
+@case(PARAM, "CUDA asked for but absent", "device='cuda' on a machine without a GPU",
+      "Trainer / evaluation (distributed.resolve_device)", "RuntimeError", "'cuda'", "no CUDA GPU")
+def _(tmp):
+    from unichest_lib import distributed
+
+    real = torch.cuda.is_available
+    torch.cuda.is_available = lambda: False  # the same message on a GPU machine
+    try:
+        distributed.resolve_device("cuda")
+    finally:
+        torch.cuda.is_available = real
 
 
 @case(PARAM, "notebook-only parameter out of range", "papermill -p images_per_source 0",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import typing
 from dataclasses import dataclass, fields
 from typing import Any
@@ -311,6 +312,9 @@ def _validate(c: Config) -> None:
             )
     if not c.text_model:
         raise ConfigError("parameter 'text_model' is empty; give a Hugging Face name or a folder")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", c.device):
+        raise ConfigError(f"parameter 'device' = {c.device!r} is not valid; use 'auto' (CUDA when "
+                          "available, else CPU), 'cpu', 'mps', 'cuda' or 'cuda:N'")
 
 
 def describe(cfg: Config, *, against: str | None = None) -> str:

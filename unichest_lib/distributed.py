@@ -60,6 +60,10 @@ def resolve_device(device: str) -> torch.device:
     """``"auto"`` -> CUDA when available else CPU; anything else as given."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device = {device!r} but torch finds no CUDA GPU here; use "
+                           "device='auto' or 'cpu', or check the driver, the torch build "
+                           "(torch.version.cuda) and CUDA_VISIBLE_DEVICES")
     return torch.device(device)
 
 

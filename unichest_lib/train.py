@@ -310,16 +310,19 @@ class Trainer:
         with hardware.autocast(self.cfg.amp, self.device):
             out = self.net(images, texts=batch["text"])
         terms = self.loss_terms(out, batch)
-        self._check_finite(terms, batch)
+        values = self._check_finite(terms, batch)
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return {k: float(v.detach()) for k, v in terms.items()}
+        return values
 
-    def _check_finite(self, terms: dict, batch: dict) -> None:
-        values = {k: float(v.detach()) for k, v in terms.items()}
+    def _check_finite(self, terms: dict, batch: dict) -> dict[str, float]:
+        """The terms as floats, read back in one transfer (one device sync per step), after
+        checking that all are finite."""
+        stacked = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
+        values = dict(zip(terms, stacked.tolist()))
         bad = [k for k, v in values.items() if k != "loss" and not math.isfinite(v)]
         if bad or not math.isfinite(values["loss"]):
             names = self.train_set.sources
@@ -331,6 +334,7 @@ class Trainer:
                 f"{ {k: values[k] for k in (bad or ['loss'])} }; batch sources {src}, "
                 f"sample indices {idx[:16]}{' ...' if len(idx) > 16 else ''}. No checkpoint was "
                 "written for this step; lower lr, check the inputs, or set amp=False.")
+        return values
 
     # -- epochs -------------------------------------------------------------------------
     def fit(self, *, resume: bool = False) -> TrainResult:

@@ -26,7 +26,6 @@ are noisy; the table prints the thread count used.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import os
 import sys
@@ -39,7 +38,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench_train_step import random_dataset, set_channels_last  # noqa: E402
+from bench_train_step import forced_bf16, random_dataset, set_channels_last  # noqa: E402
 
 from unichest_lib import cost, hardware, train  # noqa: E402
 from unichest_lib.config import resolve  # noqa: E402
@@ -68,18 +67,6 @@ def matmul_flops(n: int, dtype: torch.dtype, repeat: int, device="cpu") -> float
             torch.cuda.synchronize()
 
     return 2 * n ** 3 / median_seconds(mm, repeat)
-
-
-@contextlib.contextmanager
-def forced_bf16(on: bool):
-    """Make the library's autocast switch ignore whether bf16 is native (benchmark only)."""
-    orig = hardware.amp_enabled
-    if on:
-        hardware.amp_enabled = lambda amp, device: bool(amp)
-    try:
-        yield
-    finally:
-        hardware.amp_enabled = orig
 
 
 def step_flops(model, image_size: int, batch: int) -> tuple[float, dict]:

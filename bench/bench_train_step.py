@@ -10,8 +10,9 @@ its encoders are frozen (no backward through them) and its class queries are cac
     .venv/bin/python bench/bench_train_step.py --paper-batch 32 --device cuda
     .venv/bin/python bench/bench_train_step.py --profiles tutorial --amps fp32 --channels-last on
 
-bf16 autocast is emulated (very slow) on CPUs without AVX512-BF16/AMX; measure it there with
-few steps.
+bf16 autocast is *forced* here (the library enables it only where bf16 is native, see
+unichest_lib.hardware): on CPUs without AVX512-BF16/AMX the bf16 rows measure PyTorch's
+emulation (very slow); measure it there with few steps.
 
 On a CPU the paper shape uses a smaller batch by default (``--paper-batch``); the table says
 what was used. ``--threads N`` calls ``torch.set_num_threads(N)`` (default: leave torch's).
@@ -20,6 +21,7 @@ what was used. ``--threads N`` calls ``torch.set_num_threads(N)`` (default: leav
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 import sys
@@ -32,7 +34,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from unichest_lib import labels, train  # noqa: E402
+from unichest_lib import hardware, labels, train  # noqa: E402
 from unichest_lib.config import resolve  # noqa: E402
 from unichest_lib.data import collate  # noqa: E402
 from unichest_lib.samples import MultiSourceDataset, SampleTable, labels_to_text  # noqa: E402
@@ -56,6 +58,18 @@ def set_channels_last(model, on: bool) -> None:
     enc = model.image_encoder
     enc.channels_last = on
     enc.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+
+
+@contextlib.contextmanager
+def forced_bf16(on: bool):
+    """Make the library's autocast switch ignore whether bf16 is native (benchmark only)."""
+    orig = hardware.amp_enabled
+    if on:
+        hardware.amp_enabled = lambda amp, device: bool(amp)
+    try:
+        yield
+    finally:
+        hardware.amp_enabled = orig
 
 
 def time_steps(trainer, batch, steps: int) -> float:
@@ -90,7 +104,8 @@ def bench_profile(profile: str, batch: int, steps: int, device: str, out_dir: st
                 set_channels_last(model, cl)
                 trainer = train.Trainer(c, stage, model, data, val, out_dir, progress=False)
                 trainer._warm_text_cache()
-                sec = time_steps(trainer, batch_items, steps)
+                with forced_bf16(amp):
+                    sec = time_steps(trainer, batch_items, steps)
                 rows.append(dict(profile=profile, stage=stage, amp="bf16" if amp else "fp32",
                                  channels_last=cl, batch=batch, image=cfg.image_size,
                                  backbone=cfg.backbone, d=cfg.embed_dim, K=cfg.K,

@@ -28,10 +28,11 @@ SUITE = {
     "optimizer": ([], []),
     "render": (["--n", "256"], []),
     "report_filter": (["--n", "200"], []),
-    "train_step": (["--profiles", "tutorial", "--amps", "fp32", "--steps", "2"], []),
-    "mfu": (["--amps", "fp32", "--steps", "2"],
-            ["--profiles", "tutorial,paper", "--amps", "fp32,bf16", "--tutorial-batch", "8",
-             "--steps", "1"]),
+    "train_step": (["--profiles", "tutorial", "--amps", "fp32", "--steps", "2", "--threads", "1"],
+                   ["--threads", "1"]),
+    "mfu": (["--amps", "fp32", "--steps", "2", "--threads", "1"],
+            ["--profiles", "tutorial,paper", "--amps", "fp32,bf16", "--tutorial-batch", "16",
+             "--steps", "1", "--threads", "1"]),
     "evaluate": (["--untrained"], []),
     "book": (None, []),  # None: only with --full
 }

@@ -6,6 +6,7 @@ import dataclasses
 import pathlib
 
 import pytest
+import torch
 
 from unichest_lib import checkpoints, store
 from unichest_lib.config import Config, resolve
@@ -87,3 +88,17 @@ def test_damaged_artifact_is_detected_and_rebuilt(tmp_path, monkeypatch):
     with pytest.warns(RuntimeWarning, match="rebuilding"):
         store.conquer_checkpoint(cfg, progress=False)
     assert builds == ["conquer", "conquer"] and store.is_valid(cfg, "conquer")
+
+
+def test_load_model_conquer_serves_every_K(tmp_path):
+    """One Conquer artifact is shared by all K; loading it with another K must work."""
+    from unichest_lib import store
+    from unichest_lib.config import resolve
+
+    cfg = resolve("smoke", cache_dir=str(tmp_path), max_steps_per_epoch=1, batch_size=4,
+                  sources=("chestxray14",), K=4)
+    m4 = store.load_model(cfg, "conquer", progress=False)
+    m2 = store.load_model(cfg.replace(K=2), "conquer", progress=False)
+    assert store.conquer_key(cfg) == store.conquer_key(cfg.replace(K=2))
+    a, b = m4.state_dict(), m2.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if k in b)

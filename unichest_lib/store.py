@@ -140,11 +140,12 @@ def _build(cfg: Config, stage: str, progress: bool) -> pathlib.Path:
 
     folder = artifact_dir(cfg, stage)
     run_dir = folder / "run"
+    resume = run_dir.exists()  # an interrupted earlier build: continue it
     if stage == "conquer":
-        result = train.conquer(cfg, progress=progress, out_dir=run_dir, resume=True)
+        result = train.conquer(cfg, progress=progress, out_dir=run_dir, resume=resume)
     else:
         result = train.divide(cfg, conquer_checkpoint=conquer_checkpoint(cfg, progress=progress),
-                              progress=progress, out_dir=run_dir, resume=True)
+                              progress=progress, out_dir=run_dir, resume=resume)
     return _publish(cfg, stage, result.checkpoint)
 
 
@@ -178,9 +179,13 @@ def divide_checkpoint(cfg: Config, *, progress: bool = True) -> pathlib.Path:
 
 
 def load_model(cfg: Config, stage: str = "divide", *, progress: bool = True):
-    """The trained UniChest model of ``stage`` for ``cfg``, in eval mode."""
+    """The trained UniChest model of ``stage`` for ``cfg``, in eval mode.
+
+    One Conquer artifact serves every value of the Divide-only fields (K, lam, ...), so a
+    Conquer model is built from the checkpoint's own configuration, not from ``cfg``.
+    """
     path = checkpoint(cfg, stage, progress=progress)
-    model = checkpoints.load(path, cfg)
+    model = checkpoints.load(path, None if stage == "conquer" else cfg)
     return model.eval()
 
 

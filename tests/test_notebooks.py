@@ -27,6 +27,7 @@ KEY_OUTPUTS = {
     "03_divide": (3, ["MoE-QN: 4 query networks (1 shared + 3 experts)", "QN4 (expert)",
                       "s_All = 0.5 * s1", "gain"]),
     "04_evaluate": (4, ["aAUC", "pointing_game", "linear_probe", "fine_tune", "GFLOPs"]),
+    "05_ablations": (3, ["validation aAUC spread", "heterogeneity"]),
 }
 
 

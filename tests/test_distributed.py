@@ -84,10 +84,14 @@ def test_two_gloo_ranks_match_each_other_and_the_single_process_run(tmp_path):
         assert torch.equal(r0["params"][k], r1["params"][k]), f"ranks disagree on {k}"
     assert r0["losses"] == r1["losses"]
 
-    torch.set_num_threads(1)
-    data = synth(SOURCES, 8, 32, 0), synth(SOURCES[:1], 12, 32, 1)
-    single = _divide_trainer(data, tmp_path / "single")
-    losses = _run(single, _global_batches(data), slice(0, GLOBAL))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workers; restored so later tests see the default
+    try:
+        data = synth(SOURCES, 8, 32, 0), synth(SOURCES[:1], 12, 32, 1)
+        single = _divide_trainer(data, tmp_path / "single")
+        losses = _run(single, _global_batches(data), slice(0, GLOBAL))
+    finally:
+        torch.set_num_threads(threads)
     assert r0["losses"] == pytest.approx(losses, rel=1e-5, abs=1e-6)
     params = dict(single.model.named_parameters())
     for k, v in r0["params"].items():

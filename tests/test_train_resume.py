@@ -25,6 +25,8 @@ SETTINGS = dict(conquer_epochs=2, dropout=0.1, augment=True, fourier_mixup_p=0.5
 
 CHILD = textwrap.dedent("""
     import pathlib, sys, time
+    import torch
+    torch.set_num_threads({threads!r})  # the parent's: reductions then run in the same order
     sys.path.insert(0, {here!r})
     from test_train import SOURCES, synth, tiny_cfg
     from unichest_lib import losses, train
@@ -55,7 +57,7 @@ def test_sigkill_mid_epoch_keeps_last_checkpoint_and_resume_is_bit_identical(tmp
     out, marker = tmp_path / "run", tmp_path / "marker"
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(here=str(HERE), settings=SETTINGS, marker=str(marker),
-                                   out=str(out)))
+                                   out=str(out), threads=torch.get_num_threads()))
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     child = subprocess.Popen([sys.executable, str(script)], env=env)
     try:

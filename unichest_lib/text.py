@@ -60,7 +60,9 @@ def resolve_text_model(name: str) -> str:
 
 def _load_backbone(name: str):
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a per-load weight bar only clutters notebooks and logs
     where = resolve_text_model(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)

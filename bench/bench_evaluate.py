@@ -41,10 +41,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = default)")
     ap.add_argument("--untrained", action="store_true")
     ap.add_argument("--train", action="store_true")
+    ap.add_argument("--cache-dir", default=None, help="cache_dir holding the trained store")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = resolve(args.profile)
+    cfg = resolve(args.profile, cache_dir=args.cache_dir)
     zs_sources = tuple(s for s in cfg.downstream if s != "chestxdet10")
 
     t0 = time.perf_counter()

@@ -165,13 +165,21 @@ def effusion(a, p, x, y, noise):
     return 0.45 * B(p.density) * fluid, fluid > 0.5
 
 
-def pneumothorax(a, p, x, y, noise):
-    """Apico-lateral air rim: darker, no markings, a thin bright visceral pleural line."""
+def _lung_frame(a, p, x, y):
+    """Coordinates relative to the affected lung's ellipse: (ex, ey) scaled to its half-axes,
+    the elliptic radius rho (1 on the lung border) and ``lateral`` (+1 towards the chest wall)."""
     B = lambda v: v[:, None, None]  # noqa: E731
     lcx, lcy, w, h = P.lung_geometry(a, p.side)
     ex, ey = (x - B(lcx)) / B(w), (y - B(lcy)) / B(h)
     rho = np.sqrt(ex * ex + ey * ey)
     lateral = ex * B(np.where(p.side > 0, F32(-1), F32(1)))
+    return ex, ey, rho, lateral
+
+
+def pneumothorax(a, p, x, y, noise):
+    """Apico-lateral air rim: darker, no markings, a thin bright visceral pleural line."""
+    B = lambda v: v[:, None, None]  # noqa: E731
+    ex, ey, rho, lateral = _lung_frame(a, p, x, y)
     toward = np.clip(0.6 * lateral - 0.8 * ey, 0, 1)  # upper-lateral direction weight
     depth = B(0.12 + 0.12 * p.size) * toward
     rim = (rho < 1.0) & (rho > 1.0 - depth) & (P.dome_y(a, p.side, x) > y)
@@ -202,10 +210,7 @@ def _reticular(upper: bool, dens: float):
 def pleural_band(thick: float, dens: float, cap: bool):
     def render(a, p, x, y, noise):
         B = lambda v: v[:, None, None]  # noqa: E731
-        lcx, lcy, w, h = P.lung_geometry(a, p.side)
-        ex, ey = (x - B(lcx)) / B(w), (y - B(lcy)) / B(h)
-        rho = np.sqrt(ex * ex + ey * ey)
-        lateral = ex * B(np.where(p.side > 0, F32(-1), F32(1)))
+        ex, ey, rho, lateral = _lung_frame(a, p, x, y)
         where = (-ey > 0.6) if cap else ((lateral > 0.3) & (np.abs(ey - B(p.v) * 0.5) < 0.35))
         band = (rho < 1.02) & (rho > 1 - thick * B(p.size)) & where
         return dens * B(p.density) * band, band

@@ -18,10 +18,18 @@ from test_train import SOURCES, synth, tiny_cfg
 STEPS, GLOBAL = 3, 8
 
 
+SIZE = 64  # 2 x 2 patches: at 32 px the single key makes the cross-attention query weights'
+           # true gradient zero, and AdamW turns its rounding noise into lr-sized updates
+
+
 def _cfg():
     # Divide stage: the encoders are frozen (batch norm in eval mode), so per-rank batch-norm
     # statistics cannot make the ranks differ from one process; dropout off for the same reason.
-    return tiny_cfg(batch_size=GLOBAL, dropout=0.0, deterministic=False)
+    return tiny_cfg(batch_size=GLOBAL, dropout=0.0, deterministic=False, image_size=SIZE)
+
+
+def _data():
+    return synth(SOURCES, 8, SIZE, 0), synth(SOURCES[:1], 12, SIZE, 1)
 
 
 def _global_batches(data):
@@ -53,7 +61,7 @@ def _worker(rank, world, port, out):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
-        data = synth(SOURCES, 8, 32, 0), synth(SOURCES[:1], 12, 32, 1)
+        data = _data()
         trainer = _divide_trainer(data, os.path.join(out, f"r{rank}"))
         assert isinstance(trainer.net, torch.nn.parallel.DistributedDataParallel)
         n = GLOBAL // world
@@ -87,7 +95,7 @@ def test_two_gloo_ranks_match_each_other_and_the_single_process_run(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the workers; restored so later tests see the default
     try:
-        data = synth(SOURCES, 8, 32, 0), synth(SOURCES[:1], 12, 32, 1)
+        data = _data()
         single = _divide_trainer(data, tmp_path / "single")
         losses = _run(single, _global_batches(data), slice(0, GLOBAL))
     finally:

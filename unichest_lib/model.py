@@ -388,19 +388,30 @@ class UniChest(nn.Module):
         return self.pos_cache
 
     # ---- forward ----------------------------------------------------------------------
-    def forward(self, images: torch.Tensor, texts: Sequence[str] | None = None, *,
-                queries: torch.Tensor | None = None, return_attention: bool = False) -> dict:
+    def forward(self, images: torch.Tensor | None, texts: Sequence[str] | None = None, *,
+                queries: torch.Tensor | None = None, return_attention: bool = False,
+                patches: torch.Tensor | None = None, grid: tuple[int, int] | None = None
+                ) -> dict:
         """See the module docstring and the shared interface: returns patches, image_emb,
         text_emb (with texts), scores (B, K_active, c), gate / gate_proj (Divide, K > 1),
-        logits (B, c) and, with ``return_attention``, attention (B, K_active, c, h, w)."""
+        logits (B, c) and, with ``return_attention``, attention (B, K_active, c, h, w).
+
+        In the Divide stage the frozen encoder's output may be passed instead of images:
+        ``forward(None, texts, patches=I, grid=(h, w))`` (see :mod:`unichest_lib.features`)."""
         frozen = self.stage == "divide"
         no_grad = torch.no_grad() if frozen else contextlib.nullcontext()
-        with no_grad:
-            patches, (h, w) = self.image_encoder(images)
+        if patches is None:
+            with no_grad:
+                patches, (h, w) = self.image_encoder(images)
+        elif not frozen or images is not None or grid is None:
+            raise ValueError("precomputed patches replace the images only in the Divide stage "
+                             "(frozen encoder): call forward(None, texts, patches=I, grid=(h, w))")
+        else:
+            (h, w) = grid
         out = {"patches": patches, "image_emb": patches.mean(1)}
         if texts is not None:
-            if len(texts) != images.shape[0]:
-                raise ValueError(f"got {len(texts)} texts for {images.shape[0]} images")
+            if len(texts) != patches.shape[0]:
+                raise ValueError(f"got {len(texts)} texts for {patches.shape[0]} images")
             with no_grad:
                 out["text_emb"] = self.encode_text(texts)
         q = self.class_queries() if queries is None else self._check_queries(queries)
@@ -409,7 +420,8 @@ class UniChest(nn.Module):
         logits = scores[:, 0]
         if frozen and self.experts is not None:
             s_exp, a_exp = self.experts(q, patches, pos, need_weights=return_attention)
-            gate = torch.softmax(self.gate(out["image_emb"]), dim=-1)  # ω = softmax(Φ1(Ī))
+            # ω = softmax(Φ1(Ī)), in float32 under autocast so that ω sums to 1 (it weighs Eq. 5)
+            gate = torch.softmax(self.gate(out["image_emb"]).float(), dim=-1)
             out["gate"] = gate
             out["gate_proj"] = self.scl_proj(gate)  # ω̄ = Φ2(ω)
             logits = combine_scores(logits, s_exp, gate, self.cfg.lam, self.cfg.combine)

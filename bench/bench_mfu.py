@@ -12,7 +12,9 @@ Measured in ONE run, so the ratios compare like with like on a shared machine:
    exactly as :func:`unichest_lib.cost.count_flops` does (forward multiply-adds x 2), with
    the usual rule backward = 2 x forward for the parts that train. Conquer trains the image
    encoder and QN1: 3 x forward. Divide runs the frozen image encoder once (no autograd) and
-   trains the K query networks and the gate: encoder x 1 + heads x 3. The text encoder is
+   trains the K query networks and the gate: encoder x 1 + heads x 3; a Divide step on stored
+   frozen patches (``cfg.divide_on_features``, see unichest_lib.features) skips the encoder:
+   heads x 3. The text encoder is
    not counted (its features are cached per text when its backbone is frozen);
 3. the step time of :meth:`unichest_lib.train.Trainer.train_step` (augmentation, forward,
    loss, backward, AdamW) on random images, fp32 and bf16 autocast. bf16 is *forced* here
@@ -69,8 +71,10 @@ def matmul_flops(n: int, dtype: torch.dtype, repeat: int, device="cpu") -> float
     return 2 * n ** 3 / median_seconds(mm, repeat)
 
 
-def step_flops(model, image_size: int, batch: int) -> tuple[float, dict]:
-    """FLOPs of one training step at the model's current stage (see module docstring)."""
+def step_flops(model, image_size: int, batch: int, *, on_features: bool = False
+               ) -> tuple[float, dict]:
+    """FLOPs of one training step at the model's current stage (see module docstring);
+    ``on_features``: a Divide step on stored frozen patches (no encoder at all)."""
     q = model.class_queries().detach()
     macs, _, by_module = cost.count_flops(model, image_size, q)
     enc = by_module.get("image_encoder", 0)
@@ -79,7 +83,7 @@ def step_flops(model, image_size: int, batch: int) -> tuple[float, dict]:
     if model.stage == "conquer":
         step = 3 * fwd
     else:
-        step = 2 * enc + 3 * 2 * heads
+        step = (0 if on_features else 2 * enc) + 3 * 2 * heads
     return batch * step, dict(fwd_gflop_per_image=fwd / 1e9,
                               encoder_share=enc / max(macs, 1))
 
@@ -94,18 +98,20 @@ def bench_profile(profile, batch, steps, amps, channels_last, peak, out_dir):
     items = collate([data[i] for i in range(batch)])
     proto = UniChest(cfg, data.classes)
     rows = []
-    for stage in ("conquer", "divide"):
+    for stage in ("conquer", "divide", "divide_on_features"):
+        on_features = stage == "divide_on_features"
         model = copy.deepcopy(proto)
-        if stage == "divide":
+        if stage != "conquer":
             model.start_divide()
         set_channels_last(model, channels_last)
-        flops, info = step_flops(model, cfg.image_size, batch)
+        flops, info = step_flops(model, cfg.image_size, batch, on_features=on_features)
         for amp in amps:
-            c = cfg.replace(amp=amp == "bf16")
+            c = cfg.replace(amp=amp == "bf16", divide_on_features=on_features)
             m = copy.deepcopy(model)
-            trainer = train.Trainer(c, stage, m, data, val, out_dir, progress=False)
+            trainer = train.Trainer(c, stage.split("_")[0], m, data, val, out_dir, progress=False)
             trainer._warm_text_cache()
             with forced_bf16(amp == "bf16"):
+                trainer._encode_features()  # once per run, outside the timed steps
                 sec = median_seconds(lambda: trainer.train_step(items), steps)
             achieved = flops / sec
             rows.append(dict(profile=profile, stage=stage, amp=amp, batch=batch,
@@ -156,10 +162,12 @@ def main(argv=None) -> int:
         s = df.pivot_table(index=["profile", "stage"], columns="amp", values="images_per_s")
         s["bf16/fp32"] = s["bf16"] / s["fp32"]
         print("\nbf16 autocast speed-up (target >= 1.8x at tutorial)\n" + s.to_string(float_format=lambda v: f"{v:.3f}"))
-    s = df[df.amp == amps[0]].pivot_table(index="profile", columns="stage", values="images_per_s")
-    if {"conquer", "divide"} <= set(s.columns):
+    for amp in amps:
+        s = df[df.amp == amp].pivot_table(index="profile", columns="stage", values="images_per_s")
         s["divide/conquer"] = s["divide"] / s["conquer"]
-        print(f"\nDivide vs Conquer images/s ({amps[0]}; target >= 3x at paper)\n"
+        s["on_features/conquer"] = s["divide_on_features"] / s["conquer"]
+        print(f"\nDivide vs Conquer images/s ({amp}; target >= 3x at paper; 'on_features' = "
+              "cfg.divide_on_features, stored frozen patches, no augmentation in Divide)\n"
               + s.to_string(float_format=lambda v: f"{v:.3f}"))
     return 0
 

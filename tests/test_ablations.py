@@ -8,7 +8,6 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from unichest_lib import ablations, data, figures
 from unichest_lib.config import ConfigError, resolve
@@ -87,48 +86,6 @@ def test_cached_table_builds_once_per_key(tmp_path):
     ablations.cached_table(cfg, "t", {"x": 2}, build)  # other params: rebuilt
     ablations.cached_table(cfg.replace(K=2), "t", {"x": 1}, build)  # other config: rebuilt
     assert len(calls) == 3
-
-
-# ---- Divide on frozen features -------------------------------------------------------------
-@pytest.fixture(scope="module")
-def divide_model():
-    from unichest_lib.model import UniChest
-
-    cfg = resolve("smoke", K=3)
-    model = UniChest(cfg, ("atelectasis", "effusion", "pneumonia")).eval()
-    model.start_divide()
-    return model
-
-
-def test_stored_features_give_the_same_outputs_as_images(divide_model):
-    model = divide_model
-    images = torch.rand(3, 1, 64, 64, generator=torch.Generator().manual_seed(0))
-    texts = ["effusion", "no finding", "atelectasis"]
-    with torch.no_grad():
-        ref = model(images, texts=texts)
-        patches, grid = model.image_encoder(images)
-        encoder, model.image_encoder = model.image_encoder, ablations._Precomputed(grid)
-        try:
-            out = model(patches, texts=texts)
-        finally:
-            model.image_encoder = encoder
-    for k in ("logits", "gate", "gate_proj", "image_emb", "text_emb"):
-        torch.testing.assert_close(out[k], ref[k])
-
-
-def test_encode_features_rows_match_the_dataset(divide_model):
-    cfg = resolve("smoke")
-    img = np.random.default_rng(0).random((4, 64, 64)).astype(np.float32)
-    ds = MultiSourceDataset(_table(), lambda i: img[i])
-    fs = ablations.encode_features(divide_model, ds, cfg)
-    assert len(fs) == 4 and fs.grid == (2, 2)
-    with torch.no_grad():
-        p, _ = divide_model.image_encoder(torch.from_numpy(img[2:3]).unsqueeze(1))
-    torch.testing.assert_close(fs[2]["image"], p[0])
-    item = fs[2]
-    assert item["text"] == "effusion" and int(item["source"]) == 1
-    assert item["mask"].tolist() == [False, True, True]
-    assert item["labels"].tolist() == [0.0, 1.0, 0.0]
 
 
 # ---- figure -----------------------------------------------------------------------------------

@@ -19,14 +19,14 @@ chapter's configuration with ``scale`` times the images per source (and optional
 e.g. fewer epochs). Conquer checkpoints come from :mod:`unichest_lib.store` (trained once,
 shared by every ablation that needs the same configuration).
 
-**Divide on frozen features.** In the Divide stage both encoders are frozen, so the image
-patches and text embeddings of a sample never change. :func:`divide_on_features` therefore
-encodes the training and validation splits *once* per Conquer checkpoint and trains only the
-MoE-QN, Φ1 and Φ2 on those stored features. This is an approximation of
-:func:`unichest_lib.train.divide`: the images are seen **without** train-time augmentation
-(no crop/flip/jitter, no Fourier mixup), and the returned model is the last epoch's (its
-image encoder restored), not the best one. Everything else (losses, optimiser, schedule,
-validation aAUC) is the library's :class:`~unichest_lib.train.Trainer`.
+**Divide on frozen features.** Every Divide run of the ablations sets
+``divide_on_features=True`` (:mod:`unichest_lib.features`): the frozen encoder's patches of
+the training split are computed once per Conquer checkpoint and shared by all the Divide
+runs that start from it (the λ×K grid trains several). The ablation Divides therefore see
+their training images **without** train-time augmentation, unlike chapter 03's Divide, and
+the returned model is the last epoch's (the best checkpoint's aAUC is ``best_metric``).
+Everything else (losses, optimiser, schedule, validation aAUC) is the library's
+:func:`unichest_lib.train.divide`.
 
 Introduced in ``notebooks/05_ablations.ipynb``.
 """
@@ -39,13 +39,11 @@ import pathlib
 import tempfile
 from typing import Callable, Sequence
 
-import numpy as np
 import pandas as pd
-import torch
 
-from . import checkpoints, evaluate, metrics, store, train
+from . import checkpoints, evaluate, features, metrics, store, train
 from .config import Config, ConfigError
-from .data import make_dataset, make_loader
+from .data import make_dataset
 
 #: Default fraction of ``n_per_source`` / ``n_downstream`` used by ablation runs, per profile.
 DEFAULT_SCALE = {"smoke": 1.0, "tutorial": 0.25, "paper": 0.1}
@@ -106,116 +104,17 @@ def cached_table(cfg: Config, name: str, params: dict, build: Callable[[], pd.Da
     return df
 
 
-# ---- Divide on frozen features ---------------------------------------------------------
-class FeatureSet(torch.utils.data.Dataset):
-    """A dataset whose ``image`` is the frozen encoder's patches I (h*w, d) of Eq. 1; it keeps
-    the original ``table``, ``classes`` and ``sources`` so the Trainer can use it as is."""
-
-    def __init__(self, dataset, patches: torch.Tensor, grid: tuple[int, int]):
-        if len(dataset) != len(patches):
-            raise ValueError(f"{len(patches)} feature rows for a dataset of {len(dataset)}")
-        self.table, self.classes, self.sources = dataset.table, dataset.classes, dataset.sources
-        self.patches, self.grid = patches, grid
-        t = dataset.table
-        self.labels = torch.from_numpy(np.nan_to_num(t.labels, nan=0.0).astype(np.float32))
-        self.mask = torch.from_numpy(np.asarray(t.mask, dtype=bool))
-        self.source = torch.as_tensor(np.asarray(t.source_ids), dtype=torch.int64)
-
-    def __len__(self) -> int:
-        return len(self.patches)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"image": self.patches[i], "labels": self.labels[i], "mask": self.mask[i],
-                "source": self.source[i], "text": self.table.texts[i],
-                "index": torch.tensor(i, dtype=torch.int64)}
-
-
-class _Precomputed(torch.nn.Module):
-    """Stands in for the frozen image encoder: its input already is the patches."""
-
-    def __init__(self, grid: tuple[int, int]):
-        super().__init__()
-        self.grid = grid
-
-    def forward(self, patches: torch.Tensor):
-        return patches, self.grid
-
-
-@torch.no_grad()
-def encode_features(model, dataset, cfg: Config) -> FeatureSet:
-    """Run the (frozen) image encoder of ``model`` once over ``dataset``, without augmentation."""
-    enc = model.image_encoder
-    was_training = enc.training
-    enc.eval()
-    device = next(model.parameters()).device
-    chunks, grid = [], None
-    try:
-        for batch in make_loader(dataset, cfg, train=False):
-            p, grid = enc(batch["image"].to(device))
-            chunks.append(p.float().cpu())
-    finally:
-        enc.train(was_training)
-    return FeatureSet(dataset, torch.cat(chunks), tuple(grid))
-
-
-class _FeatureTrainer(train.Trainer):
-    """The library's Trainer on :class:`FeatureSet` s: no image augmentation (the features
-    are fixed) and a text cache filled from a shared dict of pooled features."""
-
-    def __init__(self, *args, text_cache: dict | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.text_cache = text_cache
-
-    def augment(self, images):
-        return images
-
-    def _warm_text_cache(self) -> None:
-        if self.text_cache is None:
-            return super()._warm_text_cache()
-        enc = self.model.text_encoder
-        if not enc.backbone_frozen:
-            return
-        enc.clear_cache()
-        enc._cache.update(self.text_cache)  # encode only what the shared cache lacks
-        enc.pooled(sorted(set(self.train_set.table.texts) | set(self.model.classes)))
-        self.text_cache.update(enc._cache)
-
-
-def divide_on_features(cfg: Config, conquer_ckpt, train_set: FeatureSet, val_set: FeatureSet,
-                       *, out_dir, text_cache: dict | None = None, progress: bool = False):
-    """Divide (Eq. 7) from ``conquer_ckpt`` trained on stored frozen features (see the module
-    docstring for what this approximates). Returns the Trainer's TrainResult; its ``model``
-    (last epoch) has the real image encoder back and is in eval mode."""
-    from .model import UniChest
-
-    meta = checkpoints.read_meta(conquer_ckpt)
-    checkpoints.check_compatible(meta, cfg, train_set.classes)
-    train.seed_everything(cfg.seed, cfg.deterministic)
-    model = UniChest(cfg, train_set.classes)
-    train.init_from_conquer(model, conquer_ckpt)
-    encoder, model.image_encoder = model.image_encoder, _Precomputed(train_set.grid)
-    try:
-        trainer = _FeatureTrainer(cfg, "divide", model, train_set, val_set, out_dir,
-                                  progress=progress, text_cache=text_cache,
-                                  run_key=f"features:{store.divide_key(cfg)}")
-        result = trainer.fit()
-    finally:
-        model.image_encoder = encoder.to(next(model.parameters()).device)
-    result.model = model.eval()
-    return result
-
-
 class Workbench:
-    """Shared state of one chapter's ablations: Conquer models and frozen features per
-    Conquer configuration, and one cache of pooled text features (the text backbone is
-    frozen in every profile but ``paper``, so these never change)."""
+    """Shared state of one chapter's ablations: Conquer models, the frozen training features
+    of each Conquer checkpoint (:mod:`unichest_lib.features`), Divide runs, and pooled text
+    features (keyed by the text backbone they come from)."""
 
     def __init__(self, progress: bool = True):
         self.progress = progress
         self._models: dict[str, object] = {}
-        self._features: dict[str, tuple[FeatureSet, FeatureSet]] = {}
+        self._features: dict[str, object] = {}
         self._divides: dict[str, object] = {}
-        self.text_cache: dict = {}
+        self._text: dict[str, dict] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="unichest-ablation-")
 
     def conquer(self, cfg: Config):
@@ -230,24 +129,31 @@ class Workbench:
             self._models[k] = checkpoints.load(path, load_cfg).eval()
         return self._models[k]
 
-    def features(self, cfg: Config) -> tuple[FeatureSet, FeatureSet]:
+    def features(self, cfg: Config):
+        """The frozen encoder's patches of ``cfg``'s training split (once per Conquer key)."""
         k = store.conquer_key(cfg)
         if k not in self._features:
-            model = self.conquer(cfg)
-            self._features[k] = (
-                encode_features(model, make_dataset(cfg, cfg.sources, "train"), cfg),
-                encode_features(model, make_dataset(cfg, [cfg.val_source], "valid"), cfg))
+            self._features[k] = features.encode(
+                self.conquer(cfg), make_dataset(cfg, cfg.sources, "train"), cfg)
         return self._features[k]
 
+    def text_cache(self, cfg: Config) -> dict:
+        """Pooled text features: a frozen pretrained backbone is the same for every run;
+        one trained in Conquer (``freeze_text=False``) differs per Conquer checkpoint."""
+        k = cfg.text_model if cfg.freeze_text else store.conquer_key(cfg)
+        return self._text.setdefault(k, {})
+
     def divide(self, cfg: Config):
-        """TrainResult of Divide on frozen features for ``cfg`` (once per Divide key)."""
+        """TrainResult of Divide for ``cfg`` (once per Divide key), trained on the frozen
+        features (``divide_on_features=True``); its ``model`` is the last epoch's."""
+        cfg = cfg.replace(divide_on_features=True)
         k = store.divide_key(cfg)
         if k not in self._divides:
-            tr, va = self.features(cfg)
-            self._divides[k] = divide_on_features(
-                cfg, store.conquer_checkpoint(cfg, progress=self.progress), tr, va,
-                out_dir=pathlib.Path(self._tmp.name) / k[:16], text_cache=self.text_cache,
-                progress=self.progress)
+            self._divides[k] = train.divide(
+                cfg, conquer_checkpoint=store.conquer_checkpoint(cfg, progress=self.progress),
+                out_dir=pathlib.Path(self._tmp.name) / k[:16], progress=self.progress,
+                features=self.features(cfg), text_cache=self.text_cache(cfg))
+            self._divides[k].model.eval()
         return self._divides[k]
 
 
@@ -401,7 +307,6 @@ def heterogeneity_gain(cfg: Config, levels: Sequence[float], *,
     return cached_table(cfg, "heterogeneity", {"levels": levels}, build)
 
 
-__all__ = ["DEFAULTS", "DEFAULT_SCALE", "FeatureSet", "REPORT_SETTINGS", "Workbench", "ablation_config",
-           "backbone_ablation", "cached_table", "divide_on_features", "encode_features",
-           "heterogeneity_gain", "lam_k_grid", "macro_scores", "report_ablation",
+__all__ = ["DEFAULTS", "DEFAULT_SCALE", "REPORT_SETTINGS", "Workbench", "ablation_config",
+           "backbone_ablation", "cached_table", "heterogeneity_gain", "lam_k_grid", "macro_scores", "report_ablation",
            "stage_ablation"]

@@ -93,6 +93,8 @@ class Config:
     divide_epochs: int = 3  # epochs of the Divide stage (paper: 20)
     fourier_mixup_p: float = 0.5  # probability of Fourier amplitude mixup per batch
     augment: bool = True  # random resized crop / flip / intensity jitter before mixup
+    divide_on_features: bool = False  # Divide trains on the frozen encoder's stored patches of
+                                      # un-augmented images (faster; see features.py)
     amp: bool = True  # bfloat16 autocast where native (CUDA, AMX/AVX512-BF16 CPUs); see hardware.py
     channels_last: bool = True  # channels-last memory format for the image encoder
     deterministic: bool = False  # torch deterministic algorithms (slower)

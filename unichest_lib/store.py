@@ -35,7 +35,8 @@ from . import checkpoints
 from .config import Config
 
 #: Fields read only by the Divide stage: they do not change the Conquer checkpoint.
-DIVIDE_ONLY = ("K", "lam", "scl_dim", "tau_scl", "scl_variant", "combine", "divide_epochs")
+DIVIDE_ONLY = ("K", "lam", "scl_dim", "tau_scl", "scl_variant", "combine", "divide_epochs",
+               "divide_on_features")
 #: Fields that change where or how fast things run, or which evaluation is done, but not
 #: the trained weights (``num_workers`` is safe because augmentation runs in the trainer).
 NOT_UPSTREAM = ("profile", "cache_dir", "num_workers", "device", "eval_batch_size",

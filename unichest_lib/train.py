@@ -208,7 +208,8 @@ class Trainer:
 
     def __init__(self, cfg: Config, stage: str, model, train_set, val_set, out_dir, *,
                  loss_fn: Callable | None = None, progress: bool = True,
-                 eval_hook: Callable | None = None, run_key: str = ""):
+                 eval_hook: Callable | None = None, run_key: str = "",
+                 features=None, text_cache: dict | None = None):
         from . import losses
 
         if stage not in STAGES:
@@ -234,6 +235,10 @@ class Trainer:
         self.best_metric, self.best_epoch = -math.inf, -1
         self.rows: list[dict] = []
         self._augment = None
+        self.features, self.text_cache = features, text_cache
+        if features is not None and (stage != "divide" or len(train_set) != features.n_rows):
+            raise ValueError(f"stored features ({features.n_rows} rows) serve only the Divide stage "
+                             f"of the dataset they were encoded from ({len(train_set)} rows here)")
 
     def _warm_text_cache(self) -> None:
         """Encode every training text and class name once, in a fixed (sorted) order, when
@@ -245,8 +250,20 @@ class Trainer:
         if enc is None or not getattr(enc, "backbone_frozen", False):
             return
         enc.clear_cache()
+        if self.text_cache is not None:  # pooled features shared by runs of one text backbone
+            enc._cache.update(self.text_cache)
         texts = sorted(set(self.train_set.table.texts) | set(self.model.classes))
         enc.pooled(texts)
+        if self.text_cache is not None:
+            self.text_cache.update(enc._cache)
+
+    def _encode_features(self) -> None:
+        """``cfg.divide_on_features``: encode the training split once with the frozen
+        encoder (see :mod:`unichest_lib.features`) unless stored features were passed in."""
+        if self.stage == "divide" and self.cfg.divide_on_features and self.features is None:
+            from . import features
+
+            self.features = features.encode(self.model, self.train_set, self.cfg)
 
     # -- data --------------------------------------------------------------------------
     def _train_loader(self):
@@ -301,10 +318,16 @@ class Trainer:
 
     def train_step(self, batch: dict) -> dict[str, float]:
         """One optimiser step on ``batch``; returns the loss terms as floats."""
-        images = batch["image"].to(self.device, non_blocking=True)
-        images = self.augment(images)
-        with hardware.autocast(self.cfg.amp, self.device):
-            out = self.net(images, texts=batch["text"])
+        if self.features is not None:  # Divide on stored frozen features: no encoder, no augmentation
+            patches = self.features.batch(batch["index"], self.device)
+            with hardware.autocast(self.cfg.amp, self.device):
+                out = self.net(None, texts=batch["text"], patches=patches,
+                               grid=self.features.grid)
+        else:
+            images = batch["image"].to(self.device, non_blocking=True)
+            images = self.augment(images)
+            with hardware.autocast(self.cfg.amp, self.device):
+                out = self.net(images, texts=batch["text"])
         terms = self.loss_terms(out, batch)
         values = self._check_finite(terms, batch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -341,6 +364,7 @@ class Trainer:
             warnings.warn(f"resume=True but {self.out_dir} holds no 'last' checkpoint of a "
                           f"{self.stage} run; starting from epoch 1", RuntimeWarning, stacklevel=2)
         self._warm_text_cache()  # after restoring: loading weights clears the model's caches
+        self._encode_features()
         if self.epochs == 0 and self.epoch == 0:
             self._end_epoch()
         while self.epoch < self.epochs:
@@ -514,10 +538,16 @@ def _check_conquer_settings(meta: dict, cfg: Config) -> None:
 
 
 def divide(cfg: Config, *, conquer_checkpoint=None, progress: bool = True, out_dir=None,
-           resume: bool = False, eval_hook: Callable | None = None) -> TrainResult:
+           resume: bool = False, eval_hook: Callable | None = None, features=None,
+           text_cache: dict | None = None) -> TrainResult:
     """The Divide stage (Eq. 7), from the best Conquer checkpoint (default: the store's, which
     trains it if missing). Encoders are frozen; only the MoE-QN, Φ1 and Φ2 are optimised.
-    Introduced in ``notebooks/03_divide.ipynb``.
+
+    With ``cfg.divide_on_features`` the steps run on stored frozen patches
+    (:mod:`unichest_lib.features`): ``features`` passes ones already encoded from this
+    Conquer checkpoint and training split, ``text_cache`` a dict of pooled text features
+    shared between runs (both used by the ablations). Introduced in
+    ``notebooks/03_divide.ipynb``.
     """
     from . import store
     from .model import UniChest
@@ -535,7 +565,8 @@ def divide(cfg: Config, *, conquer_checkpoint=None, progress: bool = True, out_d
     run_key = f"{store.divide_key(cfg)}:{meta['sha256']}"  # this Divide from this Conquer
     trainer = Trainer(cfg, "divide", model, train_set, val_set,
                       out_dir or _default_out_dir(cfg, "divide"), progress=progress,
-                      eval_hook=eval_hook, run_key=run_key)
+                      eval_hook=eval_hook, run_key=run_key, features=features,
+                      text_cache=text_cache)
     return trainer.fit(resume=resume)
 
 

@@ -1,0 +1,104 @@
+"""Divide on stored frozen features (unichest_lib.features, cfg.divide_on_features): the same
+outputs as encoding the images, and without augmentation the same training run."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from unichest_lib import features, store, train
+from unichest_lib.config import resolve
+
+from test_train import SOURCES, synth, tiny_cfg
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synth(SOURCES, 8, 32, 0), synth(SOURCES[:1], 12, 32, 1)
+
+
+@pytest.fixture(scope="module")
+def conquer(data, tmp_path_factory):
+    from unichest_lib.model import UniChest
+
+    cfg = tiny_cfg(K=3)
+    train.seed_everything(cfg.seed, cfg.deterministic)
+    proto = UniChest(cfg, data[0].classes)
+    result = train.Trainer(cfg, "conquer", copy.deepcopy(proto), *data,
+                           tmp_path_factory.mktemp("conquer"), progress=False).fit()
+    return cfg, proto, result.checkpoint
+
+
+def _divide_model(conquer):
+    cfg, proto, ckpt = conquer
+    model = copy.deepcopy(proto)
+    train.init_from_conquer(model, ckpt)
+    return model
+
+
+def test_stored_patches_give_the_same_outputs_as_images(conquer, data):
+    model = _divide_model(conquer).eval()
+    batch = [data[0][i] for i in range(5)]
+    images = torch.stack([b["image"] for b in batch])
+    texts = [b["text"] for b in batch]
+    fs = features.encode(model, data[0], conquer[0])
+    assert fs.patches.shape[0] == len(data[0]) and fs.grid == (1, 1)
+    assert not fs.patches.requires_grad and not fs.patches.is_inference()
+    with torch.no_grad():
+        ref = model(images, texts=texts)
+        out = model(None, texts=texts, patches=fs.batch(torch.arange(5), "cpu"), grid=fs.grid)
+    for k in ("logits", "scores", "gate", "gate_proj", "image_emb", "text_emb"):
+        torch.testing.assert_close(out[k], ref[k], rtol=1e-5, atol=1e-5)
+
+
+def test_patches_replace_images_only_in_divide(conquer, data):
+    cfg, proto, _ = conquer
+    p = torch.zeros(2, 1, cfg.embed_dim)
+    with pytest.raises(ValueError, match="only in the Divide stage"):
+        copy.deepcopy(proto)(None, patches=p, grid=(1, 1))  # Conquer trains the encoder
+    with pytest.raises(ValueError, match="grid"):
+        _divide_model(conquer)(None, patches=p)
+
+
+def test_features_of_another_dataset_are_refused(conquer, data, tmp_path):
+    cfg = conquer[0]
+    model = _divide_model(conquer)
+    fs = features.encode(model, data[1], cfg)  # the validation set's rows
+    with pytest.raises(ValueError, match="rows"):
+        train.Trainer(cfg, "divide", model, *data, tmp_path, progress=False, features=fs)
+    with pytest.raises(IndexError, match="another dataset"):
+        fs.batch(torch.tensor([len(data[1])]), "cpu")
+
+
+def test_without_augmentation_divide_on_features_is_the_same_run(conquer, data, tmp_path):
+    """Augmentation off: the stored patches are what the frozen encoder would compute, so the
+    loss curve and the trained heads match a Divide on images (up to float rounding)."""
+    cfg = conquer[0].replace(divide_epochs=2)
+    runs = {}
+    for on in (False, True):
+        c = cfg.replace(divide_on_features=on)
+        train.seed_everything(c.seed, c.deterministic)
+        model = _divide_model(conquer)
+        trainer = train.Trainer(c, "divide", model, *data, tmp_path / str(on), progress=False)
+        runs[on] = (trainer.fit(), trainer)
+    assert runs[False][1].features is None and runs[True][1].features is not None
+    h = [r.history[r.history.split == "train"] for r, _ in runs.values()]
+    assert len(h[0]) == len(h[1]) == 4
+    for col in ("loss", "scl_loss", "bce_loss", "bcl_loss"):
+        torch.testing.assert_close(torch.tensor(h[1][col].values), torch.tensor(h[0][col].values),
+                                   rtol=1e-4, atol=1e-5)
+    a, b = (r.model.state_dict() for r, _ in runs.values())
+    for k in a:
+        if k.startswith(("experts.", "qn1.", "gate.")):
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+    assert any(not torch.equal(a[k], _divide_model(conquer).state_dict()[k])
+               for k in a if k.startswith("experts."))  # and the heads did train
+
+
+def test_divide_on_features_is_part_of_the_divide_key_only():
+    cfg = resolve("smoke")
+    on = cfg.replace(divide_on_features=True)
+    assert store.conquer_key(on) == store.conquer_key(cfg)
+    assert store.divide_key(on) != store.divide_key(cfg)

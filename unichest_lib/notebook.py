@@ -53,15 +53,30 @@ def anchor_cache(cfg: Config) -> Config:
     return cfg.replace(cache_dir=str(root / cfg.cache_dir))
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; else what :mod:`platform` knows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="ignore").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware() -> str:
-    """One line: CPU cores, torch threads, accelerator, Python and torch versions."""
+    """One line: CPU model and cores, torch threads, native bf16 (so whether ``amp`` is in
+    effect, see :mod:`unichest_lib.hardware`), accelerator, Python and torch versions."""
     import torch
+
+    from .hardware import cpu_has_native_bf16
 
     gpu = (f"CUDA {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
            if torch.cuda.is_available() else "no GPU")
-    return (f"{platform.machine()} CPU, {os.cpu_count()} cores visible, torch threads "
-            f"{torch.get_num_threads()}; {gpu}; Python {platform.python_version()}, "
-            f"torch {torch.__version__}")
+    bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16"
+    return (f"{cpu_name()} ({platform.machine()}, {bf16}), {os.cpu_count()} cores visible, "
+            f"torch threads {torch.get_num_threads()}; {gpu}; Python "
+            f"{platform.python_version()}, torch {torch.__version__}")
 
 
 def banner(cfg: Config) -> str:

@@ -692,3 +692,6 @@ def test_page_check_command_and_malformed_records(tmp_path, capsys):
     row = dict.fromkeys(badinputs.FIELDS, "a")
     page = badinputs.render([dict(row, message="line one\nline two")])
     assert "line one\n\n    line two" in page and page.count("* - ") == 2  # header + one row
+    page = badinputs.render([dict(row, message="folder <tmp> & file <n> bytes")])
+    assert "folder &lt;tmp&gt; &amp; file &lt;n&gt; bytes" in page  # shown, not eaten as HTML
+    assert "<tmp>" not in page.split("## ")[-1]

@@ -80,3 +80,12 @@ def test_relative_cache_dir_is_anchored_at_the_checkout_root(tmp_path):
     assert Path(cfg.cache_dir) == root / ".cache" / "unichest"
     explicit = notebook.setup("smoke", quiet=True, cache_dir=str(tmp_path))
     assert explicit.cache_dir == str(tmp_path)
+
+
+def test_wrap_keeps_lines_within_the_book_width():
+    from unichest_lib import notebook
+
+    text = "classes (24): " + ", ".join(f"finding number {i}" for i in range(24))
+    lines = notebook.wrap(text).splitlines()
+    assert len(lines) > 1 and max(map(len, lines)) <= notebook.WIDTH
+    assert " ".join(line.strip() for line in lines) == text

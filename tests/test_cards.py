@@ -56,3 +56,16 @@ def test_stats_match_the_shipped_csv_counted_directly():
 def test_cli_stats_prints_a_table(capsys):
     assert cards.main(["stats", "siim"]) == 0
     assert "pneumothorax" in capsys.readouterr().out
+
+
+def test_book_page_shows_each_embedded_cards_generation_settings(table):
+    from unichest_lib import notebook
+
+    embedded = notebook.cards_markdown(table, "embedded")
+    card = table.loc[("embedded", "chestxdet10")]
+    section = embedded.split("### ")[1 + list(table.loc["embedded"].index).index("chestxdet10")]
+    assert f"**label space** ({len(card['label_space'])})" in section
+    for group, values in card["dials"].items():
+        for k, v in values.items():  # every dial the card sets is on the page
+            assert f"{k} {v}" in section, (group, k)
+    assert "**dials**" not in notebook.cards_markdown(table, "real")

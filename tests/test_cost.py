@@ -58,3 +58,11 @@ def test_moe_costs_more_than_conquer_only_and_params_add_up(smoke_table):
     assert full["GMACs_query_networks"] == pytest.approx(3 * conquer["GMACs_query_networks"])
     assert full["GMACs"] - conquer["GMACs"] >= 2 * conquer["GMACs_query_networks"] * (1 - 1e-9)
     assert "aten::baddbmm" not in full["uncounted_ops"]
+
+
+def test_summary_shows_gflops_increase_and_millions_of_parameters(smoke_table):
+    table = cost.summary(smoke_table)
+    assert [m for _, m in table.index] == ["Conquer only", "UniChest (K=3)"]
+    increase = smoke_table["GFLOPs_increase_pct"].iloc[1]
+    assert table["vs Conquer"].tolist() == ["+0.0 %", f"{increase:+.1f} %"]
+    assert table["total (M params)"].iloc[1] == round(smoke_table["params_total"].iloc[1] / 1e6, 2)

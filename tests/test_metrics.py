@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from unichest_lib.metrics import (
-    MACRO, binary_curve_metrics, classification_metrics, macro_summary, to_tidy,
+    MACRO, binary_curve_metrics, by_class, classification_metrics, macro_summary, to_tidy,
 )
 
 
@@ -130,6 +130,15 @@ def test_tidy_form_uses_paper_names():
     long = to_tidy(classification_metrics(y, s, classes=["p", "q"]), source="w", seed=0)
     assert set(long["metric"]) == {"AUC", "F1", "ACC", "AP", "aAUC", "aF1", "aACC", "mAP"}
     assert len(long) == 3 * 4 and (long["source"] == "w").all()
+
+
+def test_by_class_puts_the_macro_row_last():
+    y = np.array([[0, 1], [1, 0], [1, 1], [0, 0]], dtype=float)
+    s = np.array([[0.2, 0.9], [0.8, 0.1], [0.6, 0.7], [0.1, 0.3]])
+    long = to_tidy(classification_metrics(y, s, classes=["zeta", "alpha"]))
+    table = by_class(long)
+    assert list(table.index) == ["alpha", "zeta", MACRO]
+    assert table.loc[MACRO, "aAUC"] == pytest.approx(long.loc[long.metric == "aAUC", "value"].item())
 
 
 def test_bad_inputs_raise_clear_errors():

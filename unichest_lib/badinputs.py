@@ -49,8 +49,11 @@ checksum; no test-split sample is used to select a checkpoint.
 
 
 def _cell(text: str) -> str:
-    """One list-table cell: several lines become a line block, nothing is lost."""
-    lines = [ln.rstrip() for ln in str(text).strip().splitlines() if ln.strip()] or ["—"]
+    """One list-table cell: several lines become a line block, nothing is lost; ``<``, ``>``
+    and ``&`` are escaped so placeholders such as ``<tmp>`` show instead of vanishing as
+    HTML tags."""
+    text = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    lines = [ln.rstrip() for ln in text.strip().splitlines() if ln.strip()] or ["—"]
     return "\n\n    ".join(lines)
 
 
@@ -59,7 +62,7 @@ def render(records: Sequence[Mapping[str, str]]) -> str:
     parts = [_INTRO]
     areas = list(dict.fromkeys(r["area"] for r in records))
     for area in areas:
-        parts.append(f"\n## {area}\n\n```{{list-table}}\n:header-rows: 1\n:widths: 22 22 56\n\n"
+        parts.append(f"\n## {area}\n\n```{{list-table}}\n:header-rows: 1\n:widths: 22 22 56\n:class: bad-inputs\n\n"
                      "* - bad input\n  - where\n  - what you see\n")
         for r in (r for r in records if r["area"] == area):
             seen = f"`{r['outcome']}`: {r['message']}"

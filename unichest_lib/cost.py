@@ -149,4 +149,20 @@ def paper_cost(n_queries: int = 60) -> pd.DataFrame:
     return cost_table(resolve("paper", K=4), n_queries=n_queries)
 
 
-__all__ = ["EXTRA_HANDLES", "cost_table", "count_flops", "paper_cost", "parameter_counts"]
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """A reader's view of :func:`cost_table` rows: one row per (model, shapes), GFLOPs per
+    image, the increase over Conquer-only and parameters in millions."""
+    out = pd.DataFrame({
+        "model": table["model"].str.replace(" (QN1)", "", regex=False),
+        "shapes": [f"{b}, {s} px, d={d}" for b, s, d in
+                   zip(table["backbone"], table["image_size"], table["embed_dim"])],
+        "GFLOPs": table["GFLOPs"].round(2),
+        "vs Conquer": [f"{v:+.1f} %" for v in table["GFLOPs_increase_pct"]],
+        "query networks (M params)": (table["params_query_networks"] / 1e6).round(2),
+        "total (M params)": (table["params_total"] / 1e6).round(2),
+    })
+    return out.set_index(["shapes", "model"])
+
+
+__all__ = ["EXTRA_HANDLES", "cost_table", "count_flops", "paper_cost", "parameter_counts",
+           "summary"]

@@ -213,6 +213,9 @@ def separability_curve(df: pd.DataFrame, *, x: str = "heterogeneity", y: str = "
         fig.add_trace(go.Scatter(x=d[x], y=d[y], mode="lines+markers", name=str(name),
                                  line=dict(color=PALETTE[i % len(PALETTE)])))
     fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=380)
+    ticks = sorted(df[x].unique())
+    if len(ticks) <= 12:  # a few measured points (epochs, levels): tick exactly those
+        fig.update_xaxes(tickvals=ticks)
     return fig
 
 
@@ -236,6 +239,9 @@ def loss_curves(history: pd.DataFrame, *, x: str = "step") -> go.Figure:
                     x=h[x], y=h[t], mode="lines", name=t if stage is None else f"{stage}: {t}",
                     line=dict(color=colors[t], dash="dash" if stage == "divide" else "solid")))
     fig.update_layout(xaxis_title=x, yaxis_title="loss", height=400, title="Training losses")
+    values = history[terms].to_numpy(dtype=float)
+    if np.nanmin(values) > 0:  # terms differ by orders of magnitude (L_BCL ~ log M, ASL ~ 0.01)
+        fig.update_yaxes(type="log", title="loss (log scale)")
     return fig
 
 

@@ -157,5 +157,13 @@ def to_tidy(per_class: pd.DataFrame, **keys) -> pd.DataFrame:
     return long
 
 
-__all__ = ["MACRO", "MACRO_NAMES", "binary_curve_metrics", "classification_metrics",
+def by_class(tidy: pd.DataFrame) -> pd.DataFrame:
+    """A tidy result table (columns ``class``, ``metric``, ``value``) as classes x metrics,
+    the :data:`MACRO` row last (not sorted in among the class names)."""
+    table = tidy.pivot_table(index="class", columns="metric", values="value")
+    order = [c for c in table.index if c != MACRO] + [c for c in table.index if c == MACRO]
+    return table.loc[order]
+
+
+__all__ = ["MACRO", "MACRO_NAMES", "binary_curve_metrics", "by_class", "classification_metrics",
            "macro_summary", "to_tidy"]

@@ -106,7 +106,7 @@ def setup(profile: str | None = None, *, quiet: bool = False, **params: Any) -> 
     ``params`` are configuration values by name (``None`` = keep the profile's value). Any
     unknown name or invalid value raises :class:`~unichest_lib.config.ConfigError` first."""
     name, origin = choose_profile(profile)
-    cfg = resolve(name, **params)
+    cfg = shown = resolve(name, **params)  # printed before anchoring: no machine's paths
     if params.get("cache_dir") is None:
         cfg = anchor_cache(cfg)
     _START[:] = [time.perf_counter()]
@@ -116,7 +116,7 @@ def setup(profile: str | None = None, *, quiet: bool = False, **params: Any) -> 
     register_renderer()
     if not quiet:
         for label, text in (("Hardware", hardware()),
-                            ("Config", f"{describe(cfg)} [profile from {origin}]"),
+                            ("Config", f"{describe(shown)} [profile from {origin}]"),
                             ("Data", banner(cfg))):
             print(textwrap.fill(text, WIDTH, initial_indent=f"{label:<9}: ",
                                 subsequent_indent=" " * 11))
@@ -159,8 +159,37 @@ def cards_markdown(table, kind: str) -> str:
         if isinstance(card.get("stats_command"), str):
             fields.append(f"* **stats_command**: `{card['stats_command']}`")
         parts.append(f"### {card['title']} (`{card['name']}`)\n\n" + "\n".join(fields)
-                     + f"\n\n{body}\n")
+                     + _generation_block(card) + f"\n\n{body}\n")
     return "\n".join(parts) or f"*No data cards of kind {kind!r}.*"
+
+
+def _generation_block(card) -> str:
+    """An embedded card's generation settings (label space, images per profile, the
+    ``dials`` that differ from the neutral world) as Markdown; '' for a real card."""
+
+    def value(key):
+        v = card.get(key)
+        return v if isinstance(v, (dict, list)) else None
+
+    label_space, n_images, dials = value("label_space"), value("n_images"), value("dials")
+    if not (label_space or n_images or dials):
+        return ""
+    out = []
+    if label_space:
+        out.append(f"* **label space** ({len(label_space)}): {', '.join(label_space)}")
+    if n_images:
+        out.append("* **images**: " + ", ".join(f"{n} at `{p}`" for p, n in n_images.items()))
+    if dials:
+        groups = "; ".join(f"{group}: " + ", ".join(f"{k} {v}" for k, v in sorted(vals.items()))
+                           for group, vals in dials.items() if isinstance(vals, dict) and vals)
+        out.append("* **dials** (the values that differ from the neutral world, at "
+                   f"`heterogeneity = 1`): {groups or 'none'}")
+    return "\n" + "\n".join(out)
+
+
+def wrap(text: str, indent: int = 2) -> str:
+    """``text`` wrapped to the book's line width (continuation lines indented)."""
+    return textwrap.fill(text, WIDTH, subsequent_indent=" " * indent)
 
 
 def elapsed() -> float:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+_EXECUTED = re.compile(r"(\S+\.(?:ipynb|md)): Executed notebook in ([0-9.]+) seconds")
 BIN = Path(sys.executable).parent
 
 
@@ -53,8 +55,12 @@ def run_measured(cmd: list[str], env: dict, poll: float) -> tuple[float, float, 
             time.sleep(poll)
         sec = time.perf_counter() - t0
         log.seek(0)
-        tail = "".join(log.readlines()[-15:])
-    return sec, peak / 2 ** 30, proc.returncode, tail
+        lines = log.readlines()
+    for line in lines:  # jupyter-book (myst-nb) logs each executed notebook's time
+        m = _EXECUTED.search(re.sub(r"\x1b\[[0-9;]*m", "", line))  # without colour codes
+        if m:
+            print(f"    executed {Path(m.group(1)).name}: {float(m.group(2)):.1f} s", flush=True)
+    return sec, peak / 2 ** 30, proc.returncode, "".join(lines[-15:])
 
 
 def main(argv=None) -> int:

@@ -31,8 +31,9 @@ SUITE = {
     "train_step": (["--profiles", "tutorial", "--amps", "fp32", "--steps", "2", "--threads", "1"],
                    ["--threads", "1"]),
     "mfu": (["--amps", "fp32", "--steps", "2", "--threads", "1"],
-            ["--profiles", "tutorial,paper", "--amps", "fp32,bf16", "--tutorial-batch", "16",
-             "--steps", "1", "--threads", "1"]),
+            ["--profiles", "tutorial,paper", "--amps", "fp32,bf16", "--tutorial-batch", "32",
+             "--paper-batch", "4", "--steps", "3", "--channels-last", "--matmul", "2048"]),
+    "bf16_curve": (["--profile", "smoke", "--epochs", "1"], []),
     "evaluate": (["--untrained"], []),
     "book": (None, []),  # None: only with --full
 }

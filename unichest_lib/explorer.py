@@ -98,8 +98,9 @@ class Explorer:
         fig.update_xaxes(visible=False)
         fig.update_yaxes(visible=False, autorange="reversed")
         fig.update_annotations(font_size=11)
-        fig.update_layout(height=rows * (tile_px + 30) + 20, width=cols * tile_px + 20,
-                          margin=dict(l=5, r=5, t=40, b=5), showlegend=False)
+        fig.update_layout(height=rows * (tile_px + 30) + 50, width=cols * tile_px + 20,
+                          margin=dict(l=5, r=5, t=70, b=5), showlegend=False)  # t: room for
+        # plotly's toolbar above the first row's titles
         return fig
 
     def annotated_rgb(self, index: int, finding: str) -> tuple[np.ndarray, str]:

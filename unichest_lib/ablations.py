@@ -309,5 +309,5 @@ def heterogeneity_gain(cfg: Config, levels: Sequence[float], *,
 
 
 __all__ = ["DEFAULTS", "DEFAULT_SCALE", "REPORT_SETTINGS", "Workbench", "ablation_config",
-           "backbone_ablation", "cached_table", "heterogeneity_gain", "lam_k_grid", "macro_scores", "report_ablation",
-           "stage_ablation"]
+           "backbone_ablation", "cached_table", "heterogeneity_gain", "lam_k_grid",
+           "macro_scores", "report_ablation", "stage_ablation"]

@@ -62,8 +62,8 @@ def render(records: Sequence[Mapping[str, str]]) -> str:
     parts = [_INTRO]
     areas = list(dict.fromkeys(r["area"] for r in records))
     for area in areas:
-        parts.append(f"\n## {area}\n\n```{{list-table}}\n:header-rows: 1\n:widths: 22 22 56\n:class: bad-inputs\n\n"
-                     "* - bad input\n  - where\n  - what you see\n")
+        parts.append(f"\n## {area}\n\n```{{list-table}}\n:header-rows: 1\n:widths: 22 22 56\n"
+                     ":class: bad-inputs\n\n* - bad input\n  - where\n  - what you see\n")
         for r in (r for r in records if r["area"] == area):
             seen = f"`{r['outcome']}`: {r['message']}"
             where = r["where"] + (f" ({r['test']})" if r.get("test") else "")

@@ -12,8 +12,9 @@ What it changes: Divide then sees its training images **without** train-time aug
 option (default off, as the paper augments throughout) and part of the Divide store key.
 What it buys: a Divide step no longer runs the image encoder at all; at the ``paper`` shapes
 that is most of its cost (``bench/bench_mfu.py`` prints both steps). Validation still encodes
-its images. Memory: ``n_train x h*w x d`` values (float32, or bfloat16 under autocast); about
-10 MB at ``tutorial``, 0.4 MB per image at ``paper``.
+its images. Memory: ``n_train x h*w x d`` values (float32, or bfloat16 under autocast),
+held in host memory: about 10 MB at ``tutorial``; at ``paper`` 0.4 MB per image in bfloat16
+(0.8 MB in float32), so the paper's 686k images would need a disk-backed store, not this.
 
 Introduced in ``notebooks/05_ablations.ipynb`` (the λ×K grid trains many Divide runs from
 one Conquer checkpoint and shares one :class:`FrozenFeatures` between them).

@@ -318,7 +318,7 @@ class Trainer:
 
     def train_step(self, batch: dict) -> dict[str, float]:
         """One optimiser step on ``batch``; returns the loss terms as floats."""
-        if self.features is not None:  # Divide on stored frozen features: no encoder, no augmentation
+        if self.features is not None:  # Divide on stored frozen patches: no encoder, no augment
             patches = self.features.batch(batch["index"], self.device)
             with hardware.autocast(self.cfg.amp, self.device):
                 out = self.net(None, texts=batch["text"], patches=patches,

@@ -111,6 +111,9 @@ def setup(profile: str | None = None, *, quiet: bool = False, **params: Any) -> 
         cfg = anchor_cache(cfg)
     _START[:] = [time.perf_counter()]
     seed_everything(cfg.seed)
+    import pandas as pd
+
+    pd.set_option("display.max_colwidth", 120)  # dataset titles, class lists: not cut at 50
     from .figures import register_renderer
 
     register_renderer()

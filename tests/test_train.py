@@ -161,3 +161,17 @@ def test_checkpoint_refuses_nan_parameters(fresh, tmp_path):
     with pytest.raises(checkpoints.CheckpointError, match="non-finite"):
         checkpoints.save(tmp_path / "x", model, cfg)
     assert not checkpoints.exists(tmp_path / "x")
+
+
+def test_trainer_pools_the_class_queries_as_a_reloaded_model_does(data, fresh, tmp_path):
+    """The queries' pooled text features in training are bit-identical to what a fresh
+    process computes for the checkpoint, so the validation aAUC that selected a checkpoint is
+    the aAUC it scores later (a padded batch shared with other texts changes the last bits,
+    which bf16 then amplifies)."""
+    model = fresh()
+    train.Trainer(tiny_cfg(), "conquer", model, *data, tmp_path, progress=False)._warm_text_cache()
+    cached = torch.stack([model.text_encoder._cache[c] for c in model.classes])
+    reloaded = fresh()  # nothing cached, as after checkpoints.load in a new process
+    assert torch.equal(cached, reloaded.text_encoder.pooled(list(reloaded.classes)))
+    texts = set(data[0].table.texts)
+    assert texts <= set(model.text_encoder._cache)  # and every training text was pooled once

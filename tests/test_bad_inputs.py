@@ -473,7 +473,7 @@ def _(tmp):
       test="tests/test_bad_inputs.py::test_training_never_reads_the_test_split")
 def _(tmp):
     return ("never happens: training requests only the 'train' split of cfg.sources and the "
-            "'valid' split of cfg.val_source; 'test' is left to evaluate.*")
+            "'valid' split of cfg.val_source; 'test' is left to the functions of evaluate.py")
 
 
 def _trainer(tmp, run_key="run-A", val_labels=None):

@@ -89,3 +89,7 @@ def test_wrap_keeps_lines_within_the_book_width():
     lines = notebook.wrap(text).splitlines()
     assert len(lines) > 1 and max(map(len, lines)) <= notebook.WIDTH
     assert " ".join(line.strip() for line in lines) == text
+    report = "FINDINGS: " + "word " * 30 + "\n\nIMPRESSION: no acute process."
+    wrapped = notebook.wrap(report, indent=0)
+    assert "\n\nIMPRESSION: no acute process." in wrapped  # its own line breaks are kept
+    assert max(map(len, wrapped.splitlines())) <= notebook.WIDTH

@@ -191,8 +191,10 @@ def _generation_block(card) -> str:
 
 
 def wrap(text: str, indent: int = 2) -> str:
-    """``text`` wrapped to the book's line width (continuation lines indented)."""
-    return textwrap.fill(text, WIDTH, subsequent_indent=" " * indent)
+    """``text`` wrapped to the book's line width, each of its own lines separately
+    (continuation lines indented by ``indent``)."""
+    return "\n".join(textwrap.fill(line, WIDTH, subsequent_indent=" " * indent) if line else ""
+                     for line in text.splitlines())
 
 
 def elapsed() -> float:

@@ -96,11 +96,11 @@ the neutral world at `heterogeneity = 1`; at heterogeneity `h` each is `neutral 
 neutral)`, and the prevalences are `(1 - h) * pooled + h * source`. The label space does not
 change with `h`: classes outside it are missing (NaN), never negative.
 
-**Which numbers are real.** {meta['prior_origin']}. Everything else (anatomy, appearance,
+**Where the numbers come from.** {meta['prior_origin']}. Everything else (anatomy, appearance,
 acquisition and noise values) is invented to echo the dataset's reputation.
 
-**Pitfalls.** Findings outside the label space are still drawn and rendered (a
-{source} image can show a finding it never labels), exactly the partial-label situation of the
+**Pitfalls.** Findings outside the label space are still drawn and rendered (an image
+of `{source}` can show a finding it never labels), exactly the partial-label situation of the
 paper. Prevalences come from whole datasets; the small default sizes make rare classes absent
 from some splits (metrics report them as undefined).
 

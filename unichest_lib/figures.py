@@ -235,11 +235,12 @@ def loss_curves(history: pd.DataFrame, *, x: str = "step") -> go.Figure:
         h = history if stage is None else history[history["stage"] == stage]
         for t in terms:
             if h[t].notna().any():
-                total = t == "loss"  # dotted and on top: it nearly equals L_BCL
+                total = t == "loss"  # thin and see-through: it nearly equals L_BCL, on top
                 fig.add_trace(go.Scatter(
                     x=h[x], y=h[t], mode="lines", name=t if stage is None else f"{stage}: {t}",
-                    line=dict(color=colors[t], width=1.5 if total else 2,
-                              dash="dot" if total else "dash" if stage == "divide" else "solid")))
+                    opacity=0.6 if total else 1.0,
+                    line=dict(color=colors[t], width=1 if total else 2,
+                              dash="dash" if stage == "divide" else "solid")))
     fig.update_layout(xaxis_title=x, yaxis_title="loss", height=400, title="Training losses"
                       + (" (dashed: Divide)" if "divide" in stages and len(stages) > 1 else ""))
     values = history[terms].to_numpy(dtype=float)

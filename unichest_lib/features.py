@@ -46,28 +46,31 @@ class FrozenFeatures:
         return self.patches.index_select(0, index.cpu()).to(device, non_blocking=True)
 
 
-@torch.inference_mode()
-def encode(model, dataset, cfg: Config) -> FrozenFeatures:
-    """Run ``model``'s image encoder (eval mode, no augmentation, ``cfg.amp`` autocast) over
-    ``dataset`` in order, ``cfg.eval_batch_size`` images at a time."""
+def encoded_batches(model, dataset, cfg: Config):
+    """Yield ``(patches (B, h*w, d) on the CPU, (h, w))`` of ``model``'s image encoder over
+    ``dataset`` in order, ``cfg.eval_batch_size`` images at a time: eval mode (restored after),
+    no augmentation, inference mode, ``cfg.amp`` autocast. The one loop behind
+    :func:`encode` and the linear probe's features (``finetune.image_features``)."""
     from .data import make_loader
 
     enc = model.image_encoder
     was_training = enc.training
     enc.eval()
-    device = next(enc.parameters()).device
-    chunks, grid = [], None
+    device = next(model.parameters()).device  # the encoder may hold no parameters itself
     try:
         for batch in make_loader(dataset, cfg, train=False):
-            with hardware.autocast(cfg.amp, device):
+            with torch.inference_mode(), hardware.autocast(cfg.amp, device):
                 p, grid = enc(batch["image"].to(device, non_blocking=True))
-            chunks.append(p.cpu())
+            yield p.cpu(), tuple(grid)
     finally:
         enc.train(was_training)
-    # inference tensors cannot enter autograd later: clone them out of inference mode
-    with torch.inference_mode(False):
-        patches = torch.cat(chunks).clone()
-    return FrozenFeatures(patches=patches, grid=tuple(grid), n_rows=len(dataset))
 
 
-__all__ = ["FrozenFeatures", "encode"]
+def encode(model, dataset, cfg: Config) -> FrozenFeatures:
+    """Every row's patches of ``dataset`` (see :func:`encoded_batches`) as FrozenFeatures."""
+    chunks, grids = zip(*encoded_batches(model, dataset, cfg))
+    # inference tensors cannot enter autograd later: a plain (cloned) tensor is stored
+    return FrozenFeatures(patches=torch.cat(chunks).clone(), grid=grids[0], n_rows=len(dataset))
+
+
+__all__ = ["FrozenFeatures", "encode", "encoded_batches"]

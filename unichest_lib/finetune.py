@@ -66,19 +66,9 @@ def _device(model) -> torch.device:
 
 def image_features(model, dataset, cfg: Config) -> np.ndarray:
     """Ī (N, d): the mean of the frozen image encoder's patches for every image (Eq. 1)."""
-    device = _device(model)
-    encoder = model.image_encoder
-    was_training = encoder.training
-    encoder.eval()
-    feats = []
-    try:
-        with torch.inference_mode(), autocast(cfg, device):
-            for batch in make_loader(dataset, cfg, train=False):
-                patches, _ = encoder(batch["image"].to(device))
-                feats.append(patches.float().mean(1).cpu())
-    finally:
-        encoder.train(was_training)
-    return torch.cat(feats).numpy()
+    from .features import encoded_batches
+
+    return torch.cat([p.float().mean(1) for p, _ in encoded_batches(model, dataset, cfg)]).numpy()
 
 
 def _fit_predict_logistic(x_tr, y_tr, m_tr, x_te, seed: int) -> np.ndarray:

@@ -205,7 +205,7 @@ def elapsed() -> float:
 def finish() -> float:
     """Print and return the wall time since :func:`setup`."""
     t = elapsed()
-    print(textwrap.fill(f"Wall time: {t:.1f} s ({hardware()})", WIDTH, subsequent_indent=" " * 11))
+    print(wrap(f"Wall time: {t:.1f} s ({hardware()})", indent=11))
     return t
 
 

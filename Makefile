@@ -13,9 +13,17 @@ PYTEST_ARGS ?=
 .PHONY: setup book test bench clean-book clean-cache
 setup: $(STAMP)
 
+# The pinned torch 2.14.1 is a CUDA build on x86_64: the venv takes about 6.7 GB. Check the
+# disk first so a full disk fails with a message instead of half-way through pip.
+NEED_GB ?= 8
+
 $(STAMP): requirements.txt pyproject.toml
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4/1048576)}'); \
+	if [ ! -x $(PY) ] && [ "$$free" -lt $(NEED_GB) ]; then \
+	  echo "setup: only $$free GB free on $$(df -P . | awk 'NR==2 {print $$6}'); the environment needs about $(NEED_GB) GB."; \
+	  echo "setup: free some space (or set NEED_GB=<n> to override) and run make again."; exit 1; fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-cache-dir -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -c "import torch, torchvision, unichest_lib; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	@touch $(STAMP)

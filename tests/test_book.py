@@ -28,11 +28,39 @@ def _toc_files(node) -> list[str]:
     return out
 
 
-def _offline_assets():
-    spec = importlib.util.spec_from_file_location("offline_assets", BOOK / "_ext" / "offline_assets.py")
+def _extension(name: str):
+    spec = importlib.util.spec_from_file_location(name, BOOK / "_ext" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _offline_assets():
+    return _extension("offline_assets")
+
+
+def test_card_pages_puts_every_card_under_its_own_heading():
+    from types import SimpleNamespace
+
+    from unichest_lib import cards
+
+    ext = _extension("card_pages")
+    deps = []
+    app = SimpleNamespace(env=SimpleNamespace(note_dependency=deps.append))
+    page = (BOOK / "data_cards.md").read_text()
+    source = [page]
+    ext._expand(app, "other_page", source)
+    assert source == [page]  # other pages are left alone
+    ext._expand(app, ext.PAGE, source)
+    assert "data-cards:" not in source[0]
+    table = cards.load_cards()
+    headings = [line for line in source[0].splitlines() if line.startswith("### ")]
+    assert len(headings) == len(table) >= 18
+    real, embedded = source[0].split("## Real datasets")[1].split("## Embedded sources")
+    for kind, part in (("real", real), ("embedded", embedded)):
+        for _, card in table.loc[kind].iterrows():
+            assert f"### {card['title']} (`{card.name}`)" in part, (kind, card.name)
+    assert len(deps) == len(table) and all(d.endswith(".md") for d in deps)
 
 
 def test_every_toc_entry_exists():
@@ -72,7 +100,8 @@ def test_book_builds_offline_without_executing(tmp_path):
     script from another host; the real build (`make book`) executes every chapter."""
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
     cfg["execute"]["execute_notebooks"] = "off"
-    cfg["sphinx"]["local_extensions"] = {"offline_assets": str(BOOK / "_ext")}
+    cfg["sphinx"]["local_extensions"] = {"offline_assets": str(BOOK / "_ext"),
+                                         "card_pages": str(BOOK / "_ext")}
     conf = tmp_path / "_config.yml"
     conf.write_text(yaml.safe_dump(cfg))
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
@@ -83,4 +112,8 @@ def test_book_builds_offline_without_executing(tmp_path):
     assert (html / "_static" / "plotly.min.js").is_file()
     assert (html / "_static" / "mathjax" / "tex-chtml-full.js").is_file()
     assert (html / "appendix_paper_vs_code.html").is_file()
+    cards_page = (html / "data_cards.html").read_text()
+    assert "data-cards:" not in cards_page
+    contents = cards_page[cards_page.index('class="bd-toc'):]  # the page's contents list
+    assert "Embedded CheXpert-like source" in contents and "ChestX-ray14 (NIH)" in contents
     assert _offline_assets().remote_scripts(html) == {}

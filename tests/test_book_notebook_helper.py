@@ -93,3 +93,28 @@ def test_wrap_keeps_lines_within_the_book_width():
     wrapped = notebook.wrap(report, indent=0)
     assert "\n\nIMPRESSION: no acute process." in wrapped  # its own line breaks are kept
     assert max(map(len, wrapped.splitlines())) <= notebook.WIDTH
+
+
+def test_readable_renames_headers_but_not_values_or_row_labels():
+    import pandas as pd
+
+    df = pd.DataFrame({"protocol": ["probe", "probe"], "n_train": [3, 30],
+                       "metric": ["AUC", "AUC"], "value": [0.5, 0.7],
+                       "row_id": ["a_b", "c_d"]})
+    flat = notebook.readable(df.set_index("row_id"))
+    assert list(flat.columns) == ["protocol", "training images", "metric", "value"]
+    assert flat.index.name == "row id" and list(flat.index) == ["a_b", "c_d"]
+    assert flat["training images"].tolist() == [3, 30]
+    assert "n_train" in df.columns  # the original is not changed
+
+    wide = df.pivot_table(index=["protocol", "n_train"], columns="metric", values="value")
+    shown = notebook.readable(wide)
+    assert shown.index.names == ["protocol", "training images"]
+    assert shown.columns.names == ["metric"] and list(shown.columns) == ["AUC"]
+    assert shown.to_numpy().tolist() == wide.to_numpy().tolist()
+
+    multi = df.pivot_table(index="protocol", columns=["metric", "n_train"], values="value")
+    shown = notebook.readable(multi)
+    assert shown.columns.names == ["metric", "training images"]
+    assert list(shown.columns) == [("AUC", 3), ("AUC", 30)]
+    assert notebook.header("conquer_aAUC") == "Conquer aAUC" and notebook.header(3) == 3

@@ -23,10 +23,10 @@ PLOTLY = "application/vnd.plotly.v1+json"
 KEY_OUTPUTS = {
     "00_data": (3, ["union classes", "text for the model:", "entity"]),
     "01_source_heterogeneity": (3, ["source_accuracy", "silhouette"]),
-    "02_conquer": (2, ["ASL, unobserved changed", "val_aAUC", "checkpoint: conquer-"]),
+    "02_conquer": (2, ["ASL, unobserved changed", "validation aAUC", "checkpoint: conquer-"]),
     "03_divide": (3, ["MoE-QN: 4 query networks (1 shared + 3 experts)", "QN4 (expert)",
                       "s_All = 0.5 * s1", "gain"]),
-    "04_evaluate": (4, ["aAUC", "pointing_game", "linear_probe", "fine_tune", "GFLOPs"]),
+    "04_evaluate": (4, ["aAUC", "pointing game", "training images", "linear_probe", "fine_tune", "GFLOPs"]),
     "05_ablations": (3, ["validation aAUC spread", "heterogeneity"]),
 }
 

@@ -22,6 +22,7 @@ Introduced in ``notebooks/03_divide.ipynb``.
 
 from __future__ import annotations
 
+import warnings
 from math import prod
 from typing import Sequence
 
@@ -70,7 +71,12 @@ def count_flops(model: nn.Module, image_size: int, queries: torch.Tensor
                 ) -> tuple[int, list[str], dict[str, int]]:
     """Multiply-adds of one image's forward pass (fvcore, with the extra rules above), the
     operator kinds fvcore left uncounted, and the multiply-adds by submodule name."""
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():
+        # fvcore's own module scripts a loss with torch.jit, which torch 2.14 deprecates: a
+        # warning about fvcore's code, not about anything the reader can change
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script` is deprecated",
+                                category=FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     was_training = model.training
     model.eval()

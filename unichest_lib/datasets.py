@@ -263,7 +263,7 @@ def make_real_dataset(cfg: Config, sources: Sequence[str], split: str, *,
         opts = spec["datasets"][name]
         f = load_frame(name, opts)
         f = f[patient_split(f["patient"], name, spec.get("split")) == split]
-        f = _check_images(f, name, opts.get("on_missing", "error"))
+        f = _check_images(f, name, opts.get("on_missing", "error"), split)
         parts.append((sid, name, f))
     return _to_dataset(parts, sources, classes, cfg.image_size, with_masks)
 
@@ -294,17 +294,20 @@ def _to_dataset(parts, sources, classes, size, with_masks) -> MultiSourceDataset
     return ds
 
 
-def _check_images(f: pd.DataFrame, name: str, on_missing: str) -> pd.DataFrame:
+def _check_images(f: pd.DataFrame, name: str, on_missing: str, split: str) -> pd.DataFrame:
+    """The rows of one source's ``split`` whose image file exists; raise (or, with
+    ``on_missing: skip``, log and drop) when some do not."""
     exists = np.fromiter((os.path.isfile(p) for p in f["path"]), bool, len(f))
     if exists.all():
         return f
     miss = f["path"][~exists]
     if on_missing == "skip":
-        log.warning("dataset %s: skipping %d of %d images not on disk (on_missing: skip), "
-                    "e.g. %s", name, len(miss), len(f), miss.iloc[0])
+        log.warning("dataset %s: skipping %d of the %d %s images not on disk "
+                    "(on_missing: skip), e.g. %s", name, len(miss), len(f), split, miss.iloc[0])
         return f[exists]
     raise FileNotFoundError(
-        f"dataset {name!r}: {len(miss)} of {len(f)} images are missing, e.g. {miss.iloc[0]!r}; "
+        f"dataset {name!r}: {len(miss)} of the {len(f)} images of its {split} split are missing, "
+        f"e.g. {miss.iloc[0]!r}; "
         f"download them from {get(name).access}, fix imgpath, or set 'on_missing: skip'")
 
 

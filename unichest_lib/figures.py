@@ -324,7 +324,13 @@ def results_radar(results: pd.DataFrame, metric: str = "AUC", *, theta: str = "c
         r = list(d["mean"])
         fig.add_trace(go.Scatterpolar(r=r + r[:1], theta=th + th[:1], name=str(name),
                                       line=dict(color=colors[name]), fill="toself", opacity=0.6))
-    fig.update_layout(title=title or metric, height=480, polar=dict(radialaxis=dict(range=[0, 1])))
+    # the radial axis (and its tick labels) lies halfway between the first two spokes, so its
+    # numbers never sit on a class label
+    n = max(t[theta].nunique(), 1)
+    fig.update_layout(title=title or metric, height=480,
+                      polar=dict(angularaxis=dict(rotation=0, direction="counterclockwise"),
+                                 radialaxis=dict(range=[0, 1], angle=180 / n, tickangle=180 / n,
+                                                 tickfont=dict(size=10))))
     return fig
 
 

@@ -197,6 +197,33 @@ def wrap(text: str, indent: int = 2) -> str:
                      for line in text.splitlines())
 
 
+# Column names the library keeps machine-friendly, and how a reader should see them.
+HEADERS = {
+    "n_train": "training images", "pointing_game": "pointing game",
+    "val_aAUC": "validation aAUC", "conquer_aAUC": "Conquer aAUC",
+    "divide_aAUC": "Divide aAUC", "metadata_shipped": "metadata shipped",
+}
+
+
+def header(name):
+    """How a table shows the column or index name ``name``: :data:`HEADERS`, else
+    underscores become spaces. Non-strings (numbers, ``None``) are left as they are."""
+    if not isinstance(name, str):
+        return name
+    return HEADERS.get(name, name.replace("_", " "))
+
+
+def readable(df: "pd.DataFrame") -> "pd.DataFrame":
+    """A copy of ``df`` for display: every column label, index name and column-level name
+    passed through :func:`header`. Values and row labels are unchanged."""
+    out = df.copy()
+    out.columns = out.columns.map(lambda c: tuple(map(header, c)) if isinstance(c, tuple)
+                                  else header(c))
+    out.columns.names = [header(n) for n in df.columns.names]
+    out.index.names = [header(n) for n in df.index.names]
+    return out
+
+
 def elapsed() -> float:
     """Seconds since the last :func:`setup` (0 if it was never called)."""
     return time.perf_counter() - _START[0] if _START else 0.0

@@ -21,6 +21,42 @@ def test_heatmap_centred_on_box_scores_one_in_pointing_game():
     assert G.pointing_game(off, gt).tolist() == [False]
 
 
+def _slow_peak(heat, tol=1e-6):
+    """The definition, one pixel at a time: of the pixels within tol of the maximum, the one
+    nearest their centroid (first in raster order on equal distances)."""
+    h = heat.numpy()
+    tied = [(i, j) for i in range(h.shape[0]) for j in range(h.shape[1]) if h[i, j] >= h.max() - tol]
+    cy = sum(i for i, _ in tied) / len(tied)
+    cx = sum(j for _, j in tied) / len(tied)
+    return min(tied, key=lambda p: (p[0] - cy) ** 2 + (p[1] - cx) ** 2)
+
+
+def test_peak_matches_the_slow_definition_on_ties_and_single_maxima():
+    rng = np.random.default_rng(1)
+    maps = [torch.from_numpy(rng.random((9, 11))).float(),                  # one maximum
+            torch.from_numpy(rng.integers(0, 3, (9, 11))).float(),          # many ties
+            torch.zeros(9, 11)]                                             # all tied
+    maps[1][0, 0] = maps[1][8, 10] = 5.0  # two far-apart peaks: centroid between them
+    got = G.peak(torch.stack(maps))
+    assert [tuple(r) for r in got.tolist()] == [_slow_peak(m) for m in maps]
+    assert tuple(got[2].tolist()) == (4, 5)  # a constant map points at its centre
+
+
+def test_border_cell_peak_of_a_coarse_grid_is_inside_the_cell_not_on_the_image_edge():
+    """A 4 x 4 attention grid whose top-left cell is hottest, upsampled to 128 px as the
+    evaluation does: the heat is flat from the cell's centre out to the image corner. The
+    peak must stay inside that cell, away from the edge, so that a lesion under the cell
+    counts as a hit."""
+    grid = torch.zeros(1, 4, 4)
+    grid[0, 0, 0] = 1.0
+    heat = G.normalise(G.upsample(grid, 128))
+    y, x = G.peak(heat)[0].tolist()
+    assert 4 <= y < 32 and 4 <= x < 32
+    lesion = G.boxes_to_masks(np.array([[4.0, 4.0, 28.0, 28.0]]), 128, 128)
+    assert G.pointing_game(heat, lesion).tolist() == [True]
+    assert not bool(lesion[0].flatten()[heat.flatten(1).argmax(1)])  # raster order misses
+
+
 def test_boxes_to_masks_area_and_nan_box():
     m = G.boxes_to_masks(np.array([[2, 3, 6, 5], [np.nan] * 4]), 10, 10)
     assert m[0].sum() == 4 * 2  # x 2..6 -> centres 2.5..5.5 (4), y 3..5 -> 3.5, 4.5 (2)

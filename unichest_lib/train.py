@@ -255,11 +255,10 @@ class Trainer:
         enc.clear_cache()
         enc.pooled(list(self.model.classes))
         if self.text_cache is not None:  # pooled features shared by runs of one text backbone
-            for text, feature in self.text_cache.items():
-                enc._cache.setdefault(text, feature)
+            enc.add_cached(self.text_cache)
         enc.pooled(sorted(set(self.train_set.table.texts)))
         if self.text_cache is not None:
-            self.text_cache.update(enc._cache)
+            self.text_cache.update(enc.cached())
 
     def _encode_features(self) -> None:
         """``cfg.divide_on_features``: encode the training split once with the frozen

@@ -28,8 +28,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -c "import torch, torchvision, unichest_lib; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	@touch $(STAMP)
 
+# --all: every page is read and every chapter executed again. Sphinx would otherwise keep
+# the pages of the last build (made at another PROFILE, or with older library code) whenever
+# the page sources did not change. Trained checkpoints still come from the artifact store.
 book: $(STAMP)
-	UNICHEST_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build book
+	UNICHEST_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build --all book
 	@echo "Open _build/html/index.html"
 
 test: $(STAMP)

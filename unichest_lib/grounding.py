@@ -118,8 +118,6 @@ def pointing_game(heatmaps: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     if heatmaps.shape != gt.shape:
         raise ValueError(f"heatmaps {tuple(heatmaps.shape)} and ground truth {tuple(gt.shape)} "
                          "must have the same (N, H, W) shape")
-    if len(heatmaps) == 0:
-        return torch.zeros(0, dtype=torch.bool)
     yx = peak(heatmaps)
     return gt.bool()[torch.arange(len(gt)), yx[:, 0], yx[:, 1]]
 

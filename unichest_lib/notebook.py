@@ -197,11 +197,11 @@ def wrap(text: str, indent: int = 2) -> str:
                      for line in text.splitlines())
 
 
-# Column names the library keeps machine-friendly, and how a reader should see them.
+# Column names the library keeps machine-friendly whose readable form is more than the name
+# with spaces for underscores (that is :func:`header`'s fallback).
 HEADERS = {
-    "n_train": "training images", "pointing_game": "pointing game",
-    "val_aAUC": "validation aAUC", "conquer_aAUC": "Conquer aAUC",
-    "divide_aAUC": "Divide aAUC", "metadata_shipped": "metadata shipped",
+    "n_train": "training images", "val_aAUC": "validation aAUC",
+    "conquer_aAUC": "Conquer aAUC", "divide_aAUC": "Divide aAUC",
 }
 
 

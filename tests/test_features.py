@@ -98,7 +98,7 @@ def test_without_augmentation_divide_on_features_is_the_same_run(conquer, data, 
 
 
 def test_divide_on_features_is_part_of_the_divide_key_only():
-    cfg = resolve("smoke")
+    cfg = resolve("smoke", divide_on_features=False)
     on = cfg.replace(divide_on_features=True)
     assert store.conquer_key(on) == store.conquer_key(cfg)
     assert store.divide_key(on) != store.divide_key(cfg)

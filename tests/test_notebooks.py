@@ -25,9 +25,11 @@ KEY_OUTPUTS = {
     "01_source_heterogeneity": (3, ["source_accuracy", "silhouette"]),
     "02_conquer": (2, ["ASL, unobserved changed", "validation aAUC", "checkpoint: conquer-"]),
     "03_divide": (3, ["MoE-QN: 4 query networks (1 shared + 3 experts)", "QN4 (expert)",
-                      "s_All = 0.5 * s1", "gain"]),
-    "04_evaluate": (4, ["aAUC", "pointing game", "training images", "linear_probe", "fine_tune", "GFLOPs"]),
-    "05_ablations": (3, ["validation aAUC spread", "heterogeneity"]),
+                      "s_All = 0.5 * s1", "Conquer continued"]),
+    "04_evaluate": (4, ["Conquer only", "random", "training images", "linear_probe", "fine_tune",
+                        "GFLOPs"]),
+    "05_ablations": (3, ["K = 1", "no L_SCL", "equal weights", "heterogeneity"]),
+    "06_claims": (1, ["smallest detectable", "verdict", "contradicted"]),
 }
 
 
@@ -99,3 +101,20 @@ def test_bad_parameter_fails_before_any_work(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="images_per_source"):
         _execute(ROOT / "notebooks" / "00_data.ipynb", tmp_path / "bad.ipynb",
                  profile="smoke", images_per_source=0)
+
+
+#: Words of the verdict rule (``stats.VERDICTS``): in chapters 02-05 they may appear only in
+#: outputs generated from the claims ledger, never in the prose a person typed.
+VERDICT_WORDS = re.compile(r"\b(holds|contradicted|inconclusive)\b", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem[:2] in ("02", "03", "04", "05")],
+                         ids=lambda p: p.stem)
+def test_chapter_prose_leaves_verdicts_to_the_ledger(path):
+    nb = nbformat.read(path, as_version=4)
+    typed = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    found = [m.group(0) for s in typed for m in VERDICT_WORDS.finditer(s)]
+    assert not found, f"{path.name}: verdict words typed in prose: {found}"
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "evidence.chapter_claims(cfg" in code and "verdict_lines" in code, \
+        f"{path.name}: the chapter must end with its claims' verdicts from the ledger"

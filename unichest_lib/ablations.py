@@ -56,7 +56,7 @@ DEFAULTS = {
     # tutorial: the chapter's own world and schedule (scale 1.0, no overrides), so the
     # multi-source Conquer run is chapter 02's checkpoint from the store; each other backbone
     # and heterogeneity level adds one Conquer run, and the Divide runs share stored features
-    "tutorial": dict(Ks=(1, 2, 4), lams=(0.25, 0.75), backbones=("resnet18", "resnet34"),
+    "tutorial": dict(Ks=(1, 2, 4), lams=(0.25, 0.75), backbones=(),
                      levels=(0.0, 0.25, 0.5, 1.0), overrides={}),
     "paper": dict(Ks=(3, 4, 5), lams=(0.3, 0.5, 0.7), backbones=("resnet50", "resnet101"),
                   levels=(0.0, 0.5, 1.0), overrides={}),

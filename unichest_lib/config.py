@@ -52,6 +52,9 @@ class Config:
     val_source: str = "chestxray14"  # checkpoint selection source (paper: ChestX-ray14 valid)
     n_per_source: int = 300  # embedded world: images per pre-training source
     n_downstream: int = 200  # embedded world: images per downstream source
+    n_valid: int = 150  # embedded world: images per source in the validation split, on top of
+                        # n_per_source / n_downstream (0: 10 % of them, by patient)
+    n_test: int = 300  # embedded world: images per source in the test split, on top (0: 20 %)
     image_size: int = 128  # square input size in pixels (paper: 512)
     heterogeneity: float = 1.0  # embedded world: 0 = identical sources, 1 = full heterogeneity
     report_text: str = "filtered"  # text of report sources: "filtered" report entities (paper) or
@@ -73,6 +76,9 @@ class Config:
     K: int = 4  # number of query networks in MoE-QN (paper: 4)
     lam: float = 0.5  # lambda of Eq. 5, weight of the first (shared) query network
     scl_dim: int = 32  # dimension of the projection Phi_2 for L_SCL (paper: 32)
+    scl_weight: float = 1.0  # weight of L_SCL in Eq. 7 (paper: 1; 0 = Divide without it, a control)
+    gate: str = "learned"  # Eq. 5's omega: "learned" (softmax(Phi_1(I))) or "uniform"
+                           # (1/(K-1) for every expert: the paper's "equal weights" variant)
     tau_scl: float = 1.0  # temperature of L_SCL, Eq. 6 (paper: 1.0)
     tau_bcl: float = 1.0  # temperature of L_BCL, Eq. 3 (paper: 1.0)
     combine: str = "scores"  # Eq. 5 on "scores" (paper) or "probabilities" (official code)
@@ -89,12 +95,13 @@ class Config:
     lr: float = 3e-4  # AdamW learning rate (paper: 1e-5; higher here: no ImageNet weights, few epochs)
     weight_decay: float = 1e-2  # AdamW weight decay
     warmup_steps: int = 0  # linear warm-up steps before cosine (official code: 2000)
-    conquer_epochs: int = 3  # epochs of the Conquer stage (paper: 30)
-    divide_epochs: int = 3  # epochs of the Divide stage (paper: 20)
+    conquer_epochs: int = 8  # epochs of the Conquer stage (paper: 30); tutorial: where the
+                             # validation curve flattens (bench/bench_schedule.py)
+    divide_epochs: int = 4  # epochs of the Divide stage (paper: 20)
     fourier_mixup_p: float = 0.5  # probability of Fourier amplitude mixup per batch
     augment: bool = True  # random resized crop / flip / intensity jitter before mixup
-    divide_on_features: bool = False  # Divide trains on the frozen encoder's stored patches of
-                                      # un-augmented images (faster; see features.py)
+    divide_on_features: bool = True  # Divide trains on the frozen encoder's stored patches of
+                                     # un-augmented images (faster; see features.py); paper: False
     amp: bool = True  # bfloat16 autocast where native (CUDA, AMX/AVX512-BF16 CPUs); see hardware.py
     channels_last: bool = True  # channels-last memory format for the image encoder
     deterministic: bool = False  # torch deterministic algorithms (slower)
@@ -132,14 +139,14 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
     "smoke": dict(
         n_per_source=48, n_downstream=32, image_size=64, embed_dim=64, n_decoder_layers=1,
         n_heads=2, ffn_dim=64, batch_size=16, lr=3e-4, conquer_epochs=1, divide_epochs=1,
-        eval_batch_size=32,
+        eval_batch_size=32, n_valid=32, n_test=64,
     ),
     "tutorial": dict(),
     "paper": dict(
         n_per_source=20000, n_downstream=2000, image_size=512, backbone="resnet50",
         embed_dim=768, n_decoder_layers=4, n_heads=4, ffn_dim=1024, batch_size=32, lr=1e-5,
         conquer_epochs=30, divide_epochs=20, freeze_text=False, num_workers=8,
-        eval_batch_size=64,
+        eval_batch_size=64, n_valid=0, n_test=0, divide_on_features=False,
     ),
 }
 
@@ -147,6 +154,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "profile": PROFILES,
     "backbone": BACKBONES,
     "combine": ("scores", "probabilities"),
+    "gate": ("learned", "uniform"),
     "scl_variant": ("paper", "outside"),
     "bcl_variant": ("paper", "code"),
     "multilabel_loss": ("asl", "bce"),
@@ -159,10 +167,10 @@ _POSITIVE_INT = (
     "n_per_source", "n_downstream", "image_size", "embed_dim", "n_decoder_layers", "n_heads",
     "ffn_dim", "K", "scl_dim", "batch_size", "eval_batch_size",
 )
-_NON_NEGATIVE_INT = ("conquer_epochs", "divide_epochs", "warmup_steps", "num_workers",
+_NON_NEGATIVE_INT = ("n_valid", "n_test", "conquer_epochs", "divide_epochs", "warmup_steps", "num_workers",
                      "max_steps_per_epoch", "seed", "world_seed")
 _UNIT_INTERVAL = ("lam", "heterogeneity", "fourier_mixup_p", "dropout")
-_NON_NEGATIVE_FLOAT = ("weight_decay", "asl_gamma_neg", "asl_gamma_pos", "asl_clip")
+_NON_NEGATIVE_FLOAT = ("scl_weight", "weight_decay", "asl_gamma_neg", "asl_gamma_pos", "asl_clip")
 
 
 def profile_defaults(profile: str) -> Config:

@@ -251,6 +251,30 @@ def grounding(model, cfg: Config, source: str = "chestxdet10", *, split: str = "
     return df[list(COLUMNS)]
 
 
+def grounding_instances(model, cfg: Config, source: str = "chestxdet10", *, split: str = "test",
+                        by: str = "name") -> pd.DataFrame:
+    """One row per positive (image, class) of ``source`` with a non-empty lesion mask: the
+    pointing-game ``hit`` of the model's heatmap, the lesion's ``area`` fraction of the image
+    (the hit rate of a uniformly random peak), the ``class`` and the ``patient``."""
+    ds = make_dataset(cfg, [source], split, with_masks=True)
+    patients = np.asarray(ds.table.patients)
+    rows = []
+    for batch in make_loader(ds, cfg, train=False):
+        region = batch["seg"].bool()
+        keep = (batch["labels"] > 0.5) & batch["mask"] & region.flatten(2).any(-1)
+        if not keep.any():
+            continue
+        heat = grounding_heatmaps(model, batch["image"], ds.classes, cfg, by=by)
+        b, c = keep.nonzero(as_tuple=True)
+        hits = G.pointing_game(heat[b, c], region[b, c])
+        area = region[b, c].flatten(1).float().mean(1)
+        for i, j, hit, a in zip(b.tolist(), c.tolist(), hits.tolist(), area.tolist()):
+            row = int(batch["index"][i])
+            rows.append({"class": ds.classes[j], "patient": patients[row], "row": row,
+                         "hit": bool(hit), "area": float(a)})
+    return pd.DataFrame(rows, columns=["class", "patient", "row", "hit", "area"])
+
+
 # ---- saving -------------------------------------------------------------------------------
 def results_path(checkpoint_path: str | os.PathLike, name: str) -> Path:
     """``<checkpoint>.<name>.csv`` next to the checkpoint (suffix-free or either file)."""
@@ -283,6 +307,7 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-__all__ = ["COLUMNS", "Predictions", "QUERY_MODES", "grounding", "grounding_heatmaps", "in_domain",
+__all__ = ["COLUMNS", "Predictions", "QUERY_MODES", "grounding", "grounding_heatmaps",
+           "grounding_instances", "in_domain",
            "autocast", "load_results", "predict", "query_plan", "results_path", "save_results", "score",
            "seen_unseen_means", "zero_shot"]

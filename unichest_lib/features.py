@@ -73,4 +73,21 @@ def encode(model, dataset, cfg: Config) -> FrozenFeatures:
     return FrozenFeatures(patches=torch.cat(chunks).clone(), grid=grids[0], n_rows=len(dataset))
 
 
-__all__ = ["FrozenFeatures", "encode", "encoded_batches"]
+_SHARED: dict[str, FrozenFeatures] = {}
+#: Stored features kept per process (each a few MB at ``tutorial``).
+MAX_SHARED = 2
+
+
+def shared(key: str, make) -> FrozenFeatures:
+    """The features stored under ``key`` in this process, or ``make()`` stored there: the
+    Divide runs that the store trains one after another from one Conquer checkpoint (the
+    controls and the λ×K grid) encode its training split once. ``key`` must name everything
+    that changes the patches (checkpoint checksum, dataset, image size, precision)."""
+    if key not in _SHARED:
+        while len(_SHARED) >= MAX_SHARED:
+            _SHARED.pop(next(iter(_SHARED)))
+        _SHARED[key] = make()
+    return _SHARED[key]
+
+
+__all__ = ["FrozenFeatures", "MAX_SHARED", "encode", "encoded_batches", "shared"]

@@ -313,6 +313,57 @@ def results_bar(results: pd.DataFrame, metric: str = "AUC", *, x: str = "class",
     return fig
 
 
+def interval_bars(df: pd.DataFrame, *, x: str = "source", color: str = "variant",
+                  y: str = "mean", lo: str = "lo", hi: str = "hi", title: str = "",
+                  yaxis: str = "aAUC", reference: float | None = None) -> go.Figure:
+    """Grouped bars of ``y`` with 95 % interval whiskers [``lo``, ``hi``] (one bar per ``x``
+    and ``color``), e.g. :func:`unichest_lib.evidence.variant_table`; ``reference`` draws a
+    horizontal line (0 for differences, 0.5 for chance AUC)."""
+    _require_columns(df, [x, color, y, lo, hi], "interval_bars")
+    names = list(dict.fromkeys(df[color]))
+    colors = _colors(names)
+    fig = go.Figure()
+    for name in names:
+        d = df[df[color] == name]
+        fig.add_trace(go.Bar(
+            x=d[x].astype(str), y=d[y], name=str(name), marker_color=colors[name],
+            error_y=dict(type="data", symmetric=False, array=d[hi] - d[y],
+                         arrayminus=d[y] - d[lo], thickness=1.5, width=4)))
+    if reference is not None:
+        fig.add_hline(y=reference, line=dict(color="#555", width=1, dash="dot"))
+    fig.update_layout(barmode="group", title=title, yaxis_title=yaxis + " (95 % interval)",
+                      height=420, legend_title_text=color)
+    finite = pd.concat([df[lo], df[hi]]).astype(float)
+    finite = finite[np.isfinite(finite)]
+    if len(finite) and reference is None:
+        span = finite.max() - finite.min()
+        fig.update_yaxes(range=[max(0.0, finite.min() - 0.15 * span - 0.02),
+                                min(1.0, finite.max() + 0.1 * span + 0.02)])
+    return fig
+
+
+def interval_points(df: pd.DataFrame, *, y: str = "claim", x: str = "mean", lo: str = "lo",
+                    hi: str = "hi", color: str = "verdict", title: str = "",
+                    xaxis: str = "effect", reference: float = 0.0) -> go.Figure:
+    """A forest plot: one row per ``y`` (e.g. claim), the point ``x`` with its interval."""
+    _require_columns(df, [y, x, lo, hi, color], "interval_points")
+    palette = {"holds": "#2a9d8f", "contradicted": "#e76f51", "inconclusive": "#8d99ae"}
+    fig = go.Figure()
+    for name in dict.fromkeys(df[color]):
+        d = df[df[color] == name]
+        fig.add_trace(go.Scatter(
+            x=d[x], y=d[y], mode="markers", name=str(name),
+            marker=dict(size=9, color=palette.get(str(name), PALETTE[0])),
+            error_x=dict(type="data", symmetric=False, array=d[hi] - d[x],
+                         arrayminus=d[x] - d[lo], thickness=1.5, width=5)))
+    fig.add_vline(x=reference, line=dict(color="#555", width=1, dash="dot"))
+    fig.update_layout(title=title, xaxis_title=xaxis + " (95 % interval)",
+                      height=120 + 34 * len(df), margin=dict(l=10, r=10, t=50, b=40),
+                      legend_title_text=color)
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
 def results_radar(results: pd.DataFrame, metric: str = "AUC", *, theta: str = "class",
                   color: str = "model", title: str | None = None) -> go.Figure:
     """A radar chart of one ``metric``: one axis per ``theta`` value, one polygon per model."""
@@ -384,5 +435,5 @@ def heatmap_overlay(image: np.ndarray, heatmap: np.ndarray, *, title: str = "",
 __all__ = [
     "PALETTE", "RENDERER", "class_distribution", "embedding_scatter", "gate_heatmap", "heatmap_overlay",
     "grid_heatmap", "image_grid", "loss_curves", "source_examples", "overlay_rgb", "register_renderer", "results_bar",
-    "results_radar", "separability_curve", "to_book_html",
+    "interval_bars", "interval_points", "results_radar", "separability_curve", "to_book_html",
 ]

@@ -102,6 +102,15 @@ def _tidy(scores, test_table, *, source, protocol, portion, n_train, model_name,
     return long
 
 
+def probe_scores(model, cfg: Config, train_ds, test_ds, idx=None) -> np.ndarray:
+    """Linear-probe probabilities (n_test, c) on frozen Ī: logistic regressions fitted on
+    the rows ``idx`` of ``train_ds`` (default all), applied to ``test_ds``."""
+    x_tr, x_te = image_features(model, train_ds, cfg), image_features(model, test_ds, cfg)
+    y_tr, m_tr = np.nan_to_num(train_ds.table.labels, nan=0.0), train_ds.table.mask
+    idx = np.arange(len(train_ds)) if idx is None else np.asarray(idx)
+    return _fit_predict_logistic(x_tr[idx], y_tr[idx], m_tr[idx], x_te, cfg.seed)
+
+
 def linear_probe(model, cfg: Config, source: str = "siim", portions: Sequence[float] = PORTIONS,
                  *, model_name: str | None = None) -> pd.DataFrame:
     """Linear probing on frozen Ī features with each training ``portion`` (MGCA protocol)."""
@@ -197,5 +206,5 @@ def fine_tune(model, cfg: Config, source: str = "siim", portions: Sequence[float
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["EncoderClassifier", "PORTIONS", "fine_tune", "image_features", "linear_probe",
+__all__ = ["EncoderClassifier", "PORTIONS", "fine_tune", "image_features", "linear_probe", "probe_scores",
            "masked_bce", "stratified_subset"]

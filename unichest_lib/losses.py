@@ -160,7 +160,9 @@ def divide_loss(out: dict, batch: dict, cfg: Config) -> dict[str, torch.Tensor]:
     """L_Divide, Eq. 7 = L_SCL + L_Conquer(s^All), with ``out["logits"]`` = s^All (Eq. 5).
 
     L_BCL comes from the frozen encoders, so it is a constant: computed, reported and
-    included in ``loss`` but detached. With K = 1 there is no gate and L_SCL is 0.
+    included in ``loss`` but detached. With K = 1, or a uniform gate, there is no learned
+    gate and L_SCL is 0. ``cfg.scl_weight`` multiplies L_SCL in ``loss`` (1 in the paper;
+    0 is the "no source contrast" control); ``scl_loss`` is reported unweighted.
     """
     bcl = _bcl(out, cfg).detach()
     bce = multilabel_loss(out["logits"], batch, cfg)
@@ -170,7 +172,7 @@ def divide_loss(out: dict, batch: dict, cfg: Config) -> dict[str, torch.Tensor]:
     else:
         scl = bce.new_zeros(())
     terms = {"bcl_loss": bcl, "bce_loss": bce, "scl_loss": scl}
-    terms["loss"] = sum(terms.values())
+    terms["loss"] = bcl + bce + cfg.scl_weight * scl
     return terms
 
 

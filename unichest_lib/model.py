@@ -420,10 +420,15 @@ class UniChest(nn.Module):
         logits = scores[:, 0]
         if frozen and self.experts is not None:
             s_exp, a_exp = self.experts(q, patches, pos, need_weights=return_attention)
-            # ω = softmax(Φ1(Ī)), in float32 under autocast so that ω sums to 1 (it weighs Eq. 5)
-            gate = torch.softmax(self.gate(out["image_emb"]).float(), dim=-1)
-            out["gate"] = gate
-            out["gate_proj"] = self.scl_proj(gate)  # ω̄ = Φ2(ω)
+            if self.cfg.gate == "uniform":  # "equal weights": every expert 1/(K-1), no Φ1
+                gate = s_exp.new_full((s_exp.shape[0], s_exp.shape[1]), 1.0 / s_exp.shape[1],
+                                      dtype=torch.float32)
+                out["gate"] = gate
+            else:
+                # ω = softmax(Φ1(Ī)), in float32 under autocast so that ω sums to 1 (Eq. 5)
+                gate = torch.softmax(self.gate(out["image_emb"]).float(), dim=-1)
+                out["gate"] = gate
+                out["gate_proj"] = self.scl_proj(gate)  # ω̄ = Φ2(ω)
             logits = combine_scores(logits, s_exp, gate, self.cfg.lam, self.cfg.combine)
             scores = torch.cat([scores, s_exp], dim=1)
             if return_attention:

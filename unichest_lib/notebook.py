@@ -224,6 +224,13 @@ def readable(df: "pd.DataFrame") -> "pd.DataFrame":
     return out
 
 
+def markdown(text: str):
+    """``text`` rendered as Markdown in the notebook (generated prose, e.g. verdicts)."""
+    from IPython.display import Markdown
+
+    return Markdown(text)
+
+
 def elapsed() -> float:
     """Seconds since the last :func:`setup` (0 if it was never called)."""
     return time.perf_counter() - _START[0] if _START else 0.0
@@ -299,4 +306,4 @@ def mean_gate_by_source(model, cfg: Config, sources=None, split: str = "valid") 
                                   columns=[f"QN{j}" for j in range(2, model.cfg.K + 1)])
 
 
-__all__ = ["PROFILE_ENV", "banner", "cards_markdown", "check_choice", "check_int", "choose_profile", "elapsed", "finish", "hardware", "mean_gate_by_source", "query_network_table", "setup", "training_history"]
+__all__ = ["PROFILE_ENV", "banner", "cards_markdown", "check_choice", "check_int", "choose_profile", "elapsed", "finish", "hardware", "markdown", "mean_gate_by_source", "query_network_table", "setup", "training_history"]

@@ -36,13 +36,14 @@ from .config import Config
 
 #: Fields read only by the Divide stage: they do not change the Conquer checkpoint.
 DIVIDE_ONLY = ("K", "lam", "scl_dim", "tau_scl", "scl_variant", "combine", "divide_epochs",
-               "divide_on_features")
+               "divide_on_features", "scl_weight", "gate")
 #: Fields that change where or how fast things run, or which evaluation is done, but not
 #: the trained weights (``num_workers`` is safe because augmentation runs in the trainer).
 NOT_UPSTREAM = ("profile", "cache_dir", "num_workers", "device", "eval_batch_size",
                 "nan_policy", "downstream", "n_downstream")
 
-STAGES = ("conquer", "divide")
+#: ``continued``: the compute-matched control (Conquer trained for ``divide_epochs`` more).
+STAGES = ("conquer", "divide", "continued")
 
 
 def _digest(obj) -> str:
@@ -71,10 +72,16 @@ def divide_key(cfg: Config) -> str:
                     "fields": {f: d[f] for f in DIVIDE_ONLY}})
 
 
+def continued_key(cfg: Config) -> str:
+    """sha256 of the Conquer key and ``divide_epochs`` (the length of the continued run)."""
+    return _digest({"stage": "continued", "conquer": conquer_key(cfg),
+                    "divide_epochs": cfg.divide_epochs})
+
+
 def key(cfg: Config, stage: str) -> str:
     if stage not in STAGES:
         raise ValueError(f"stage {stage!r} is not valid; choose one of {STAGES}")
-    return conquer_key(cfg) if stage == "conquer" else divide_key(cfg)
+    return {"conquer": conquer_key, "divide": divide_key, "continued": continued_key}[stage](cfg)
 
 
 def root(cfg: Config) -> pathlib.Path:
@@ -144,6 +151,9 @@ def _build(cfg: Config, stage: str, progress: bool) -> pathlib.Path:
     resume = run_dir.exists()  # an interrupted earlier build: continue it
     if stage == "conquer":
         result = train.conquer(cfg, progress=progress, out_dir=run_dir, resume=resume)
+    elif stage == "continued":
+        result = train.continue_conquer(cfg, conquer_checkpoint=conquer_checkpoint(cfg, progress=progress),
+                                        progress=progress, out_dir=run_dir, resume=resume)
     else:
         result = train.divide(cfg, conquer_checkpoint=conquer_checkpoint(cfg, progress=progress),
                               progress=progress, out_dir=run_dir, resume=resume)
@@ -179,6 +189,11 @@ def divide_checkpoint(cfg: Config, *, progress: bool = True) -> pathlib.Path:
     return checkpoint(cfg, "divide", progress=progress)
 
 
+def continued_checkpoint(cfg: Config, *, progress: bool = True) -> pathlib.Path:
+    """The compute-matched control: Conquer trained ``divide_epochs`` more epochs with Eq. 4."""
+    return checkpoint(cfg, "continued", progress=progress)
+
+
 def load_model(cfg: Config, stage: str = "divide", *, progress: bool = True):
     """The trained UniChest model of ``stage`` for ``cfg``, in eval mode.
 
@@ -186,10 +201,10 @@ def load_model(cfg: Config, stage: str = "divide", *, progress: bool = True):
     Conquer model is built from the checkpoint's own configuration, not from ``cfg``.
     """
     path = checkpoint(cfg, stage, progress=progress)
-    model = checkpoints.load(path, None if stage == "conquer" else cfg)
+    model = checkpoints.load(path, cfg if stage == "divide" else None)
     return model.eval()
 
 
 __all__ = ["DIVIDE_ONLY", "NOT_UPSTREAM", "artifact_dir", "checkpoint", "conquer_checkpoint",
-           "conquer_fields", "conquer_key", "divide_checkpoint", "divide_key", "is_valid", "key",
+           "conquer_fields", "conquer_key", "continued_checkpoint", "continued_key", "divide_checkpoint", "divide_key", "is_valid", "key",
            "load_model"]

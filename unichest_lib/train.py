@@ -32,7 +32,9 @@ import torch
 from . import checkpoints, distributed, hardware
 from .config import Config
 
-STAGES = ("conquer", "divide")
+#: The trainer's stages: the paper's two, and ``"continued"``, the compute-matched control
+#: (Conquer trained further with Eq. 4 for as many epochs as Divide adds).
+STAGES = ("conquer", "divide", "continued")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -209,7 +211,7 @@ class Trainer:
     def __init__(self, cfg: Config, stage: str, model, train_set, val_set, out_dir, *,
                  loss_fn: Callable | None = None, progress: bool = True,
                  eval_hook: Callable | None = None, run_key: str = "",
-                 features=None, text_cache: dict | None = None):
+                 features=None, text_cache: dict | None = None, features_key: str = ""):
         from . import losses
 
         if stage not in STAGES:
@@ -221,13 +223,14 @@ class Trainer:
             else distributed.resolve_device(cfg.device)
         self.model = model.to(self.device)
         self.net = distributed.wrap(self.model, self.device)
-        self.loss_fn = loss_fn or (losses.conquer_loss if stage == "conquer" else losses.divide_loss)
+        self.loss_fn = loss_fn or (losses.divide_loss if stage == "divide" else losses.conquer_loss)
         self.train_set, self.val_set = train_set, val_set
         self.train_loader = self._train_loader()
         self.steps_per_epoch = len(self.train_loader)
         if cfg.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
-        self.epochs = cfg.conquer_epochs if stage == "conquer" else cfg.divide_epochs
+        self.epochs = cfg.conquer_epochs if stage == "conquer" else cfg.divide_epochs  # continued:
+        # as many epochs (and steps) as the Divide stage, the compute-matched control
         self.optimizer = make_optimizer(self.model, cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg, self.epochs * self.steps_per_epoch)
         self.aug_generator = torch.Generator()
@@ -236,6 +239,7 @@ class Trainer:
         self.rows: list[dict] = []
         self._augment = None
         self.features, self.text_cache = features, text_cache
+        self.features_key = features_key
         if features is not None and (stage != "divide" or len(train_set) != features.n_rows):
             raise ValueError(f"stored features ({features.n_rows} rows) serve only the Divide stage "
                              f"of the dataset they were encoded from ({len(train_set)} rows here)")
@@ -266,7 +270,13 @@ class Trainer:
         if self.stage == "divide" and self.cfg.divide_on_features and self.features is None:
             from . import features
 
-            self.features = features.encode(self.model, self.train_set, self.cfg)
+            def make():
+                return features.encode(self.model, self.train_set, self.cfg)
+
+            if self.features_key:  # runs from one Conquer checkpoint share one encoding
+                self.features = features.shared(self.features_key, make)
+            else:
+                self.features = make()
 
     # -- data --------------------------------------------------------------------------
     def _train_loader(self):
@@ -508,6 +518,19 @@ def conquer(cfg: Config, *, progress: bool = True, out_dir=None, resume: bool = 
     return trainer.fit(resume=resume)
 
 
+_TEXT_CACHES: dict[str, dict] = {}
+
+
+def _text_cache(cfg: Config, given: dict | None) -> dict | None:
+    """Pooled text features shared by the Divide runs of this process that use the same
+    frozen pretrained text backbone (``cfg.freeze_text``); None when the backbone trains.
+    (In Divide, L_BCL is a reported constant, so the last bits of a shared feature cannot
+    change what is trained.)"""
+    if given is not None or not cfg.freeze_text:
+        return given
+    return _TEXT_CACHES.setdefault(cfg.text_model, {})
+
+
 def init_from_conquer(model, conquer_path) -> None:
     """Load a Conquer checkpoint into a fresh ``model`` and enter the Divide stage: every
     tensor except the modules that only Divide trains (the K−1 experts, Φ1, Φ2 keep their
@@ -566,13 +589,44 @@ def divide(cfg: Config, *, conquer_checkpoint=None, progress: bool = True, out_d
     model = UniChest(cfg, train_set.classes)
     init_from_conquer(model, conquer_checkpoint)
     run_key = f"{store.divide_key(cfg)}:{meta['sha256']}"  # this Divide from this Conquer
+    features_key = (f"{meta['sha256']}:{train_set.name}:{len(train_set)}:{cfg.image_size}:"
+                    f"{cfg.amp}:{cfg.channels_last}")
     trainer = Trainer(cfg, "divide", model, train_set, val_set,
                       out_dir or _default_out_dir(cfg, "divide"), progress=progress,
                       eval_hook=eval_hook, run_key=run_key, features=features,
-                      text_cache=text_cache)
+                      text_cache=_text_cache(cfg, text_cache), features_key=features_key)
     return trainer.fit(resume=resume)
 
 
-__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "WarmupCosine", "conquer", "divide",
+def continue_conquer(cfg: Config, *, conquer_checkpoint, progress: bool = True, out_dir=None,
+                     resume: bool = False, eval_hook: Callable | None = None) -> TrainResult:
+    """The compute-matched control of Divide: the best Conquer checkpoint trained further with
+    Eq. 4 (encoders, text projection and QN¹ all trainable, training-time augmentation) for
+    ``cfg.divide_epochs`` epochs, i.e. as many optimiser steps as the Divide stage adds, with
+    a fresh warm-up + cosine schedule. If UniChest beats this, its gain is not just more
+    training. Introduced in ``notebooks/05_ablations.ipynb``."""
+    from . import store
+
+    cfg = cfg.validate()
+    meta = checkpoints.read_meta(conquer_checkpoint)
+    if meta.get("stage") != "conquer":
+        raise checkpoints.CheckpointError(
+            f"{conquer_checkpoint} is a {meta.get('stage')!r} checkpoint; the continued run "
+            "starts from a Conquer one")
+    train_set, val_set = _datasets(cfg)
+    checkpoints.check_compatible(meta, cfg, train_set.classes)
+    _check_conquer_settings(meta, cfg)
+    seed_everything(cfg.seed, cfg.deterministic)
+    saved = meta["config"]  # the checkpoint's own Divide-only fields (its expert shapes)
+    model = checkpoints.load(conquer_checkpoint, cfg.replace(
+        **{f: saved[f] for f in store.DIVIDE_ONLY if f in saved}))
+    run_key = f"{store.key(cfg, 'continued')}:{meta['sha256']}"
+    trainer = Trainer(cfg, "continued", model, train_set, val_set,
+                      out_dir or _default_out_dir(cfg, "continued"), progress=progress,
+                      eval_hook=eval_hook, run_key=run_key)
+    return trainer.fit(resume=resume)
+
+
+__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "WarmupCosine", "conquer", "continue_conquer", "divide",
            "init_from_conquer", "macro_auc", "make_optimizer", "make_scheduler", "predict",
            "seed_everything"]

@@ -35,7 +35,8 @@ CHUNK = 256  # images per rendered (and cached) chunk
 
 class World:
     """The embedded world of one configuration (only the ``world_seed``, ``heterogeneity``,
-    ``image_size``, ``n_per_source``, ``n_downstream`` and ``cache_dir`` fields matter)."""
+    ``image_size``, ``n_per_source``, ``n_downstream``, ``n_valid``, ``n_test`` and
+    ``cache_dir`` fields matter)."""
 
     def __init__(self, cfg: C.Config, *, progress: bool = True):
         self.cfg = cfg
@@ -83,7 +84,8 @@ class World:
     def _make_population(self, source: str) -> Population:
         spec, n = self.spec(source), self.size(source)
         patient = popm.draw_patients(self._rng(source, 1), n, spec.images_per_patient)
-        split = popm.split_patients(self._rng(source, 2), patient)
+        split = popm.split_patients(self._rng(source, 2), patient, self.cfg.n_valid,
+                                    self.cfg.n_test)
         prior = self.prior(source)
         truth = popm.draw_findings(self._rng(source, 3), patient, prior)
         unc = self.real_statistics["chexpert"].get("uncertain", {})

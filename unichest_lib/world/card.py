@@ -56,7 +56,7 @@ def front_matter(source: str, stats: dict) -> dict:
         "label_space": list(L.SOURCE_CLASSES[source]),
         "n_images": profiles,
         "images_per_patient": spec.images_per_patient,
-        "splits": dict(zip(("train", "valid", "test"), SPLIT_FRACTIONS)),
+        "splits": {p: _splits(C.profile_defaults(p)) for p in C.PROFILES},
         "prior_origin": origin,
         "prevalence_at_heterogeneity_1": {c: round(prior[c], 4) for c in own},
         "dials": {
@@ -68,6 +68,15 @@ def front_matter(source: str, stats: dict) -> dict:
                         (["CheXpert uncertain (-1) rates"] if spec.noise.uncertain else []),
         "invented_numbers": ["acquisition, appearance and label-noise dials", "anatomy"],
     }
+
+
+def _splits(cfg) -> str:
+    """How a profile splits a source by patient: sized evaluation splits or fractions."""
+    if cfg.n_valid or cfg.n_test:
+        return (f"by patient: at least {cfg.n_valid} valid and {cfg.n_test} test images, "
+                "the rest train")
+    return "by patient: " + ", ".join(f"{k} {v:.0%}" for k, v in
+                                      zip(("train", "valid", "test"), SPLIT_FRACTIONS))
 
 
 def _nonneutral(value, neutral) -> dict:

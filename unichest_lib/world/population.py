@@ -54,9 +54,15 @@ def draw_patients(rng: np.random.Generator, n: int, images_per_patient: float) -
     return np.repeat(np.arange(n), k)[:n]
 
 
-def split_patients(rng: np.random.Generator, patient: np.ndarray) -> np.ndarray:
-    """Assign whole patients to train/valid/test (70/10/20, at least one patient in each
-    split when there are three or more patients)."""
+def split_patients(rng: np.random.Generator, patient: np.ndarray, n_valid: int = 0,
+                   n_test: int = 0) -> np.ndarray:
+    """Assign whole patients to train/valid/test: 70/10/20 of the patients (at least one
+    in each split when there are three or more), or, when ``n_test`` / ``n_valid`` > 0,
+    whole patients in a random order to test until it holds at least ``n_test`` images,
+    then to valid until at least ``n_valid`` (the evaluation splits sized independently of
+    the training set); the rest is train."""
+    if n_valid or n_test:
+        return _split_by_count(rng, patient, n_valid, n_test)
     uniq = np.unique(patient)
     order = rng.permutation(len(uniq))
     n_p = len(uniq)
@@ -65,6 +71,22 @@ def split_patients(rng: np.random.Generator, patient: np.ndarray) -> np.ndarray:
     which = np.zeros(n_p, dtype=np.int64)
     which[order[:n_test]] = 2
     which[order[n_test:n_test + n_valid]] = 1
+    lookup = dict(zip(uniq, which))
+    return np.array([SPLITS[lookup[p]] for p in patient])
+
+
+def _split_by_count(rng: np.random.Generator, patient: np.ndarray, n_valid: int,
+                    n_test: int) -> np.ndarray:
+    uniq, counts = np.unique(patient, return_counts=True)
+    order = rng.permutation(len(uniq))
+    filled = np.cumsum(counts[order])
+    which = np.zeros(len(uniq), dtype=np.int64)
+    # the first patients (in random order) whose images reach n_test go to test, then valid
+    n_te = int(np.searchsorted(filled, n_test)) + 1 if n_test else 0
+    which[order[:n_te]] = 2
+    rest = filled[n_te:] - (filled[n_te - 1] if n_te else 0)
+    n_va = int(np.searchsorted(rest, n_valid)) + 1 if n_valid else 0
+    which[order[n_te:n_te + n_va]] = 1
     lookup = dict(zip(uniq, which))
     return np.array([SPLITS[lookup[p]] for p in patient])
 

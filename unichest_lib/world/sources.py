@@ -178,5 +178,7 @@ def effective(source: str, d: Dials) -> SourceSpec:
 
 def default_size(source: str, cfg) -> int:
     """Images of ``source`` in the world: ``cfg.n_per_source`` for pre-training sources,
-    ``cfg.n_downstream`` for downstream ones."""
-    return cfg.n_per_source if SPECS[source].pretrain else cfg.n_downstream
+    ``cfg.n_downstream`` for downstream ones, plus ``cfg.n_valid`` and ``cfg.n_test`` (the
+    evaluation splits sized on their own; 0 = a fraction of the images above)."""
+    base = cfg.n_per_source if SPECS[source].pretrain else cfg.n_downstream
+    return base + cfg.n_valid + cfg.n_test

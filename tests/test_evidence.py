@@ -1,0 +1,188 @@
+"""The evidence layer: matched controls as stored runs, split sizes, the claims ledger's
+bookkeeping (replicates, kept classes, verdicts) checked against slow references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from unichest_lib import checkpoints, evidence, losses, store, train
+from unichest_lib.config import ConfigError, resolve
+from unichest_lib.data import make_dataset
+from unichest_lib.model import UniChest
+
+
+# ---- configuration and world -----------------------------------------------------------------
+@pytest.mark.parametrize("name,value", [("scl_weight", -0.1), ("gate", "softmax"),
+                                        ("n_test", -1), ("n_valid", -5)])
+def test_new_settings_are_validated_by_name(name, value):
+    with pytest.raises(ConfigError, match=name):
+        resolve("smoke", **{name: value})
+
+
+def test_evaluation_splits_are_sized_on_their_own_and_patient_disjoint(tmp_path):
+    cfg = resolve("smoke", cache_dir=str(tmp_path), n_per_source=40, n_valid=30, n_test=70,
+                  image_size=32)
+    sizes, patients = {}, {}
+    for split in ("train", "valid", "test"):
+        ds = make_dataset(cfg, ["chexpert"], split)
+        sizes[split] = len(ds)
+        patients[split] = set(ds.table.patients)
+    assert sizes["test"] >= 70 and sizes["valid"] >= 30
+    assert sum(sizes.values()) == 40 + 30 + 70
+    # whole patients only: overshoot is less than one patient's images
+    assert sizes["test"] < 70 + 12 and sizes["valid"] < 30 + 12
+    assert not (patients["train"] & patients["test"]) and not (patients["valid"] & patients["test"])
+    assert not (patients["train"] & patients["valid"])
+    # more test images do not take images from training
+    bigger = cfg.replace(n_test=140)
+    assert len(make_dataset(bigger, ["chexpert"], "train")) >= sizes["train"] - 12
+
+
+def test_variant_configs_change_one_thing(tmp_path):
+    cfg = resolve("smoke", cache_dir=str(tmp_path))
+    assert evidence.variant_config(cfg, "one source").sources == (cfg.val_source,)
+    assert evidence.variant_config(cfg, "K = 1", 3).K == 1
+    assert evidence.variant_config(cfg, "K = 1", 3).seed == 3
+    assert evidence.variant_config(cfg, "no L_SCL").scl_weight == 0.0
+    assert evidence.variant_config(cfg, "equal weights").gate == "uniform"
+    with pytest.raises(ConfigError, match="unknown variant"):
+        evidence.variant_config(cfg, "UniChest++")
+    # Divide-only settings share the Conquer artifact; the continued run has its own key
+    for name in ("K = 1", "no L_SCL", "equal weights"):
+        v = evidence.variant_config(cfg, name)
+        assert store.key(v, "conquer") == store.key(cfg, "conquer")
+        assert store.key(v, "divide") != store.key(cfg, "divide")
+    assert store.key(cfg, "continued") not in (store.key(cfg, "conquer"), store.key(cfg, "divide"))
+    assert store.key(cfg.replace(divide_epochs=3), "continued") != store.key(cfg, "continued")
+
+
+# ---- the controls in the model and the loss ----------------------------------------------------
+def _divide_model(**kw):
+    cfg = resolve("smoke", image_size=32, amp=False, dropout=0.0, **kw)
+    model = UniChest(cfg, ("a", "b", "c")).start_divide()
+    return cfg, model.eval()
+
+
+def test_uniform_gate_weights_every_expert_equally_and_has_no_projection():
+    cfg, model = _divide_model(K=4, gate="uniform")
+    x = torch.rand(5, 1, 32, 32)
+    with torch.no_grad():
+        out = model(x)
+    assert torch.allclose(out["gate"], torch.full((5, 3), 1 / 3))
+    assert "gate_proj" not in out
+    s1, s_exp = out["scores"][:, 0], out["scores"][:, 1:]
+    expected = cfg.lam * s1 + (1 - cfg.lam) * s_exp.mean(1)
+    assert torch.allclose(out["logits"], expected, atol=1e-6)
+
+
+def test_scl_weight_scales_only_the_source_contrastive_term():
+    torch.manual_seed(0)
+    out = {"image_emb": torch.randn(6, 8), "text_emb": torch.randn(6, 8),
+           "logits": torch.randn(6, 3), "gate_proj": torch.randn(6, 4, requires_grad=True)}
+    batch = {"labels": (torch.rand(6, 3) > 0.5).float(), "mask": torch.ones(6, 3, dtype=torch.bool),
+             "source": torch.tensor([0, 0, 1, 1, 2, 2])}
+    full = losses.divide_loss(out, batch, resolve("smoke"))
+    off = losses.divide_loss(out, batch, resolve("smoke", scl_weight=0.0))
+    assert full["scl_loss"] > 0 and torch.isclose(full["scl_loss"], off["scl_loss"])
+    assert torch.isclose(full["loss"] - off["loss"], full["scl_loss"])
+    off["loss"].backward()
+    assert out["gate_proj"].grad is None or torch.count_nonzero(out["gate_proj"].grad) == 0
+
+
+@pytest.mark.slow
+def test_continued_run_starts_from_conquer_and_trains_the_encoder(tmp_path):
+    cfg = resolve("smoke", cache_dir=str(tmp_path), sources="chestxray14,vindr",
+                  val_source="chestxray14", image_size=32, max_steps_per_epoch=2, amp=False,
+                  n_valid=0, n_test=0)
+    conquer = store.conquer_checkpoint(cfg, progress=False)
+    path = store.continued_checkpoint(cfg, progress=False)
+    meta = checkpoints.read_meta(path)
+    assert meta["stage"] == "conquer" and meta["extra"]["stage"] == "continued"
+    assert meta["extra"]["run_key"].endswith(checkpoints.read_meta(conquer)["sha256"])
+    a = checkpoints.load(conquer).state_dict()
+    b = checkpoints.load(path).state_dict()
+    changed = [k for k in a if k.startswith("image_encoder") and a[k].dtype.is_floating_point
+               and not torch.equal(a[k], b[k])]
+    assert changed, "the continued run must keep training the image encoder"
+    with pytest.raises(checkpoints.CheckpointError, match="starts from a Conquer"):
+        train.continue_conquer(cfg, conquer_checkpoint=store.divide_checkpoint(cfg, progress=False),
+                               progress=False, out_dir=tmp_path / "x")
+
+
+# ---- bootstrap bookkeeping ---------------------------------------------------------------------
+def _scored(n=60, c=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, c)) < 0.4).astype(float)
+    y[:, 2] = 0
+    y[:3, 2] = 1  # class 2: three positives only
+    probs = np.clip(y * 0.3 + rng.random((n, c)) * 0.7, 0, 1)
+    mask = rng.random((n, c)) > 0.1
+    patients = np.repeat(np.arange(n // 2), 2)
+    return evidence.Scored(probs, y, mask, patients, ("a", "b", "c"), (True, False, True))
+
+
+def test_class_auc_replicates_match_sklearn_and_a_weighted_loop():
+    s = _scored()
+    w = evidence._weights(s.patients, 5, "test")
+    reps = evidence.class_auc_replicates(s, w, [0, 1])
+    for k, j in enumerate([0, 1]):
+        m = s.mask[:, j]
+        assert reps[0, k] == pytest.approx(roc_auc_score(s.labels[m, j], s.probs[m, j]))
+        # replicate 1: the AUC of the sample with each image repeated w times
+        rep = np.repeat(np.flatnonzero(m), w[0, m].astype(int))
+        assert reps[1, k] == pytest.approx(roc_auc_score(s.labels[rep, j], s.probs[rep, j]))
+    # masked entries do not count, whatever they hold
+    s2 = _scored()
+    s2.probs[~s2.mask] = 0.99
+    s2.labels[~s2.mask] = 1 - s2.labels[~s2.mask]
+    assert np.allclose(evidence.class_auc_replicates(s2, w, [0, 1]), reps)
+
+
+def test_kept_columns_flags_classes_with_few_positives_and_filters_seen():
+    s = _scored()
+    cols, table = evidence.kept_columns(s, min_pos=5)
+    assert cols == [0, 1]
+    assert table.set_index("class").loc["c", "kept"] == False  # noqa: E712
+    assert table.set_index("class").loc["c", "n_pos"] == int(s.labels[s.mask[:, 2], 2].sum())
+    unseen, _ = evidence.kept_columns(s, seen=False, min_pos=5)
+    assert unseen == [1]
+
+
+def test_differences_are_paired_replicate_by_replicate():
+    rng = np.random.default_rng(1)
+    shared = rng.normal(0.7, 0.05, (3, 400))  # test-set noise common to both models
+    a = evidence.Measure(np.array([0.70, 0.71, 0.69]), shared, {"what": "a"})
+    b = evidence.Measure(a.points + 0.02, shared + 0.02, {"what": "b"})
+    d = b - a
+    assert np.allclose(d.reps, 0.02) and np.allclose(d.points, 0.02)
+    summ = d.summary()
+    assert summ["verdict"] == "holds" and summ["lo"] > 0
+    assert (a - b).summary()["verdict"] == "contradicted"
+
+
+@pytest.mark.parametrize("intervals,verdict", [
+    ([(-0.004, 0.006), (-0.008, 0.002)], "holds"),
+    ([(-0.004, 0.006), (0.012, 0.03)], "contradicted"),
+    ([(-0.004, 0.006), (-0.002, 0.015)], "inconclusive"),
+])
+def test_equivalence_verdict_over_a_grid(intervals, verdict):
+    assert evidence.equivalence_verdict(intervals, 0.01) == verdict
+
+
+def test_expensive_claims_are_marked_not_run_without_training(tmp_path):
+    cfg = resolve("tutorial", cache_dir=str(tmp_path))
+    rows = evidence.measure(cfg, list(evidence.EXPENSIVE), full=False)
+    assert (rows["verdict"] == evidence.NOT_RUN).all()
+    assert not (tmp_path / "artifacts").exists()  # nothing was trained
+    assert "full_ledger" in evidence.verdict_lines(rows)
+
+
+def test_every_claim_has_a_chapter_and_a_paper_number():
+    assert len(set(evidence.CLAIM_KEYS)) == len(evidence.CLAIMS) >= 11
+    for c in evidence.CLAIMS:
+        assert c.chapter in ("02", "03", "04", "05") and c.paper and c.effect
+    assert set(evidence.EXPENSIVE) <= set(evidence.CLAIM_KEYS)
+    assert evidence.fmt_interval(0.0123, -0.004, 0.028) == "+0.012 [-0.004, +0.028]"

@@ -32,7 +32,7 @@ $(STAMP): requirements.txt pyproject.toml
 # the pages of the last build (made at another PROFILE, or with older library code) whenever
 # the page sources did not change. Trained checkpoints still come from the artifact store.
 book: $(STAMP)
-	UNICHEST_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build --all book
+	UNICHEST_PROFILE=$(PROFILE) UNICHEST_PROGRESS=0 $(VENV)/bin/jupyter-book build --all book
 	@echo "Open _build/html/index.html"
 
 test: $(STAMP)

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-notebooks", action="store_true", help="only build the book")
     args = ap.parse_args(argv)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "UNICHEST_PROFILE": args.profile}
+           "UNICHEST_PROFILE": args.profile, "UNICHEST_PROGRESS": "0"}
     notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     print(f"profile {args.profile}, {psutil.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}, {len(notebooks)} notebooks", flush=True)

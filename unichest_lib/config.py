@@ -327,6 +327,18 @@ def _validate(c: Config) -> None:
                           "available, else CPU), 'cpu', 'mps', 'cuda' or 'cuda:N'")
 
 
+#: Set to "0" to silence every progress bar (``make book`` does: a bar drawn while a chapter
+#: executes unattended would stay in the page as an empty widget).
+PROGRESS_ENV = "UNICHEST_PROGRESS"
+
+
+def progress_bars(wanted: bool = True) -> bool:
+    """Whether to draw a progress bar: ``wanted`` and not switched off by ``UNICHEST_PROGRESS=0``."""
+    import os
+
+    return bool(wanted) and os.environ.get(PROGRESS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def describe(cfg: Config, *, against: str | None = None) -> str:
     """One line per value that differs from ``against`` profile (default: cfg's own)."""
     base = profile_defaults(against or cfg.profile)
@@ -340,5 +352,5 @@ def describe(cfg: Config, *, against: str | None = None) -> str:
 
 __all__ = [
     "ALL_SOURCES", "BACKBONES", "Config", "ConfigError", "DOWNSTREAM_SOURCES", "PRETRAIN_SOURCES",
-    "PROFILES", "describe", "profile_defaults", "resolve",
+    "PROFILES", "PROGRESS_ENV", "describe", "profile_defaults", "progress_bars", "resolve",
 ]

@@ -179,12 +179,14 @@ def heterogeneity_sweep(cfg: Config, levels: Sequence[float], *, split: str = "t
     render smaller worlds than the chapter's own; ``per_source`` caps the images measured."""
     from tqdm.auto import tqdm
 
+    from .config import progress_bars
+
     from .data import make_dataset
 
     if not len(levels):
         raise ValueError("levels is empty; give e.g. [0.0, 0.5, 1.0]")
     rows = []
-    for h in tqdm(list(levels), desc="heterogeneity", disable=not progress):
+    for h in tqdm(list(levels), desc="heterogeneity", disable=not progress_bars(progress)):
         c = cfg.replace(heterogeneity=float(h),  # validated: 0 <= h <= 1
                         n_per_source=n_per_source or cfg.n_per_source)
         ds = make_dataset(c, c.sources, split)

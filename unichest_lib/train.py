@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from . import checkpoints, distributed, hardware
-from .config import Config
+from .config import Config, progress_bars
 
 #: The trainer's stages: the paper's two, and ``"continued"``, the compute-matched control
 #: (Conquer trained further with Eq. 4 for as many epochs as Divide adds).
@@ -391,7 +391,7 @@ class Trainer:
 
         self._seed_epoch(self.epoch)
         self.net.train()
-        bar = tqdm(total=self.steps_per_epoch, disable=not (self.progress and distributed.is_main()),
+        bar = tqdm(total=self.steps_per_epoch, disable=not (progress_bars(self.progress) and distributed.is_main()),
                    desc=f"{self.stage} {self.epoch + 1}/{self.epochs}", leave=False)
         for i, batch in enumerate(self.train_loader):
             if i >= self.steps_per_epoch:

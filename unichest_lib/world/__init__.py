@@ -231,7 +231,7 @@ class World:
         missing = sum((s, k) not in self._chunks and not (self._chunk_folder(s, k) / "meta.json").exists()
                       for s, k in todo)
         bar = None
-        if self.progress and missing > 1:
+        if C.progress_bars(self.progress) and missing > 1:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(todo), desc="embedded world", unit="chunk", leave=False)

@@ -99,8 +99,13 @@ def autocast(cfg: Config, device: torch.device):
     return hardware.autocast(cfg.amp, device)
 
 
-def predict(model, dataset, cfg: Config, *, by: str = "name") -> Predictions:
-    """Probabilities σ(logits) of ``model`` for every sample and class of ``dataset``."""
+def predict(model, dataset, cfg: Config, *, by: str = "name", features=None) -> Predictions:
+    """Probabilities σ(logits) of ``model`` for every sample and class of ``dataset``.
+
+    ``features``: the frozen encoder's stored patches of ``dataset``
+    (:class:`unichest_lib.features.FrozenFeatures`) for a Divide-stage model, whose encoder
+    is frozen: the query networks then read them instead of re-encoding the images (the
+    same numbers, since the encoder output is what the query networks see either way)."""
     texts, cols = query_plan(model.classes, dataset.classes, by)
     device = _device(model)
     was_training = model.training
@@ -109,11 +114,21 @@ def predict(model, dataset, cfg: Config, *, by: str = "name") -> Predictions:
         queries = model.class_queries(texts)
     cols_t = torch.as_tensor(cols, device=device)
     chunks, t0 = [], time.perf_counter()
+    if features is not None and (features.n_rows != len(dataset) or model.stage != "divide"):
+        raise ValueError("stored features serve a Divide-stage model on the dataset they were "
+                         f"encoded from ({features.n_rows} rows; the dataset has {len(dataset)})")
     try:
         with torch.inference_mode(), autocast(cfg, device):
-            for batch in make_loader(dataset, cfg, train=False):
-                out = model(batch["image"].to(device), queries=queries)
-                chunks.append(torch.sigmoid(out["logits"].float()).index_select(1, cols_t).cpu())
+            if features is not None:
+                for i in range(0, features.n_rows, cfg.eval_batch_size):
+                    idx = torch.arange(i, min(i + cfg.eval_batch_size, features.n_rows))
+                    out = model(None, patches=features.batch(idx, device), grid=features.grid,
+                                queries=queries)
+                    chunks.append(torch.sigmoid(out["logits"].float()).index_select(1, cols_t).cpu())
+            else:
+                for batch in make_loader(dataset, cfg, train=False):
+                    out = model(batch["image"].to(device), queries=queries)
+                    chunks.append(torch.sigmoid(out["logits"].float()).index_select(1, cols_t).cpu())
     finally:
         model.train(was_training)
     table = dataset.table

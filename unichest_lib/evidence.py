@@ -149,6 +149,8 @@ class Scored:
 
 
 _MODELS: dict[str, object] = {}
+#: Test-split patches of each Conquer encoder (shared by the Divide runs that start from it).
+_EVAL_FEATURES: dict[str, object] = {}
 
 
 def _model(path: pathlib.Path, cfg: Config, stage: str):
@@ -188,7 +190,19 @@ def scored(cfg: Config, name: str, seed: int, source: str, *, split: str = "test
             probs = None
     if probs is None:
         model = _model(path, c, VARIANTS[name].stage)
-        probs = evaluate.predict(model, ds, c, by=by).probs
+        feats = None
+        if VARIANTS[name].stage == "divide":  # frozen encoder: encode the split once per seed
+            from . import features as F
+
+            start = meta["extra"].get("run_key", "").rsplit(":", 1)[-1]  # its Conquer's sha256
+            fkey = f"eval:{start}:{ds.name}:{len(ds)}:{c.image_size}:{c.amp}:{c.channels_last}"
+            feats = _EVAL_FEATURES.get(fkey)
+            if feats is None:
+                feats = F.encode(model, ds, c)
+                if len(_EVAL_FEATURES) >= 16:
+                    _EVAL_FEATURES.pop(next(iter(_EVAL_FEATURES)))
+                _EVAL_FEATURES[fkey] = feats
+        probs = evaluate.predict(model, ds, c, by=by, features=feats).probs
         _atomic_save_npz(file, probs=probs)
     t = ds.table
     return Scored(probs=probs, labels=np.nan_to_num(t.labels, nan=0.0), mask=t.mask,

@@ -75,7 +75,7 @@ def encode(model, dataset, cfg: Config) -> FrozenFeatures:
 
 _SHARED: dict[str, FrozenFeatures] = {}
 #: Stored features kept per process (each a few MB at ``tutorial``).
-MAX_SHARED = 2
+MAX_SHARED = 4
 
 
 def shared(key: str, make) -> FrozenFeatures:

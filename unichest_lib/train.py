@@ -240,6 +240,7 @@ class Trainer:
         self._augment = None
         self.features, self.text_cache = features, text_cache
         self.features_key = features_key
+        self._val_features = None
         if features is not None and (stage != "divide" or len(train_set) != features.n_rows):
             raise ValueError(f"stored features ({features.n_rows} rows) serve only the Divide stage "
                              f"of the dataset they were encoded from ({len(train_set)} rows here)")
@@ -426,14 +427,46 @@ class Trainer:
         distributed.barrier()
 
     def validate(self) -> dict[str, float]:
-        """aAUC on the validation split of ``cfg.val_source`` (+ the eval hook's numbers)."""
+        """aAUC on the validation split of ``cfg.val_source`` (+ the eval hook's numbers).
+        A Divide run on stored features validates on the stored patches of the validation
+        split too (encoded once; the frozen encoder gives the same patches every epoch)."""
         idx = class_index(self.model.classes, self.val_set.classes)
-        y, m, s = predict(self.model, self._val_loader(), self.device, amp=self.cfg.amp,
-                          class_index=idx)
+        if self.features is not None:
+            y, m, s = self._predict_val_features(idx)
+        else:
+            y, m, s = predict(self.model, self._val_loader(), self.device, amp=self.cfg.amp,
+                              class_index=idx)
         metrics = {"val_aAUC": macro_auc(y, s, m, self.val_set.classes)}
         if self.eval_hook is not None:
             metrics.update(self.eval_hook(self.model, self.epoch + 1) or {})
         return metrics
+
+    def _predict_val_features(self, idx):
+        from . import features
+
+        def make():
+            return features.encode(self.model, self.val_set, self.cfg)
+
+        if self._val_features is None:
+            self._val_features = (features.shared(f"{self.features_key}:valid", make)
+                                  if self.features_key else make())
+        vf, net = self._val_features, distributed.unwrap(self.model)
+        was_training = net.training
+        net.eval()
+        chunks = []
+        try:
+            with torch.no_grad():
+                queries = net.class_queries()
+                for i in range(0, vf.n_rows, self.cfg.eval_batch_size):
+                    rows = torch.arange(i, min(i + self.cfg.eval_batch_size, vf.n_rows))
+                    with hardware.autocast(self.cfg.amp, self.device):
+                        out = net(None, patches=vf.batch(rows, self.device), grid=vf.grid,
+                                  queries=queries)
+                    chunks.append(out["logits"].float()[:, idx].cpu())
+        finally:
+            net.train(was_training)
+        t = self.val_set.table
+        return (np.nan_to_num(t.labels, nan=0.0), t.mask, torch.cat(chunks).numpy())
 
     # -- checkpoints --------------------------------------------------------------------
     @property

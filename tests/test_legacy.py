@@ -12,7 +12,7 @@ import shutil
 import pytest
 import torch
 
-from unichest_lib import store
+from unichest_lib.training import store
 from unichest_lib.config import resolve
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "legacy_store"
@@ -93,3 +93,13 @@ def test_a_store_written_before_the_refactor_loads_without_training(legacy_store
         assert torch.all(t == _expected_value(i, t)), name
     if stage == "divide":
         assert model.experts is not None and model.experts.n == cfg.K - 1
+
+
+def test_a_saved_configuration_with_a_removed_field_still_reads():
+    from unichest_lib.config import REMOVED_FIELDS, Config, ConfigError
+
+    cfg = resolve("smoke", K=3)
+    old = {**cfg.to_dict(), **REMOVED_FIELDS}  # what a checkpoint written before records
+    assert Config.from_dict(old) == cfg
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        Config.from_dict({**cfg.to_dict(), "nan_polcy": "raise"})

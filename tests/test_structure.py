@@ -178,15 +178,18 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
 
 # ---- the tests -----------------------------------------------------------------------------
 def test_the_library_has_no_import_cycle_even_through_function_level_imports():
-    assert cycles(imports(PACKAGE)) == []
+    found = cycles(imports(PACKAGE))
+    assert not found, "import cycles:\n  " + "\n  ".join(" <-> ".join(c) for c in found)
 
 
 def test_every_import_follows_the_layering_rules_of_the_developer_page():
-    assert violations(imports(PACKAGE)) == []
+    found = violations(imports(PACKAGE))
+    assert not found, "imports that break book/developers.md:\n  " + "\n  ".join(found)
 
 
 def test_the_library_imports_only_its_real_module_paths():
-    assert unresolved(PACKAGE) == []
+    found = unresolved(PACKAGE)
+    assert not found, "old or missing module paths:\n  " + "\n  ".join(found)
 
 
 def _copy(tmp_path: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Book support: what only the chapters (and the command line's pages) use.
+"""Book support: what only the chapters (and the book's own pages) use.
 
 :mod:`.notebook` opens and closes every chapter (parameter checks, seeding, the offline
 renderer, hardware line), :mod:`.tables` turns library results into readable tables

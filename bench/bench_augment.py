@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_augment.py [--sizes 128 512] [--batch 32] [--repeat 10]
 
 Prints one table: image size, batch shape, dtype, naive ms (per-image full-spectrum fft2 in a
-Python loop), batched ms (:func:`unichest_lib.augment.fourier_amplitude_mixup`, p = 1),
+Python loop), batched ms (:func:`unichest_lib.training.augment.fourier_amplitude_mixup`, p = 1),
 speed-up and max abs difference. Runs with one intra-op thread by default (``--threads``) so
 that numbers on a shared, loaded CPU are stable; see bench_losses.py.
 """
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from unichest_lib.augment import BatchTransform, fourier_amplitude_mixup
+from unichest_lib.training.augment import BatchTransform, fourier_amplitude_mixup
 
 
 def naive_mixup(x, lam, partner):

@@ -29,14 +29,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench_train_step import forced_bf16  # noqa: E402
 
-from unichest_lib import hardware, train  # noqa: E402
+from unichest_lib import hardware  # noqa: E402
+from unichest_lib.training import stages  # noqa: E402
 from unichest_lib.config import resolve  # noqa: E402
 
 
 def run(cfg, bf16: bool, out_dir: str):
     t = time.perf_counter()
     with forced_bf16(bf16):
-        res = train.conquer(cfg.replace(amp=bf16), progress=False, out_dir=out_dir)
+        res = stages.conquer(cfg.replace(amp=bf16), out_dir, progress=False)
     sec = time.perf_counter() - t
     h = res.history[res.history.split == "train"]
     return h["loss"].to_numpy(), res.best_metric, sec
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
     base = resolve(args.profile, **over)
     print(f"profile {args.profile}: batch {base.batch_size}, {base.image_size} px, "
           f"{base.backbone}; native bf16 on this CPU: {hardware.cpu_has_native_bf16()}", flush=True)
-    train._datasets(base)  # render / load the world first: no run's time includes it
+    stages._datasets(base)  # render / load the world first: no run's time includes it
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, seed, bf16 in (("fp32 seed 0", 0, False), ("fp32 seed 1", 1, False),

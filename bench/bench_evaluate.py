@@ -22,9 +22,12 @@ import time
 
 import torch
 
-from unichest_lib import evaluate, labels, store
 from unichest_lib.config import resolve
 from unichest_lib.data import make_dataset
+from unichest_lib.data.label_spaces import union_classes
+from unichest_lib.evaluation import classification as evaluate
+from unichest_lib.evaluation.grounding import grounding_table
+from unichest_lib.training import store
 
 
 def _model(cfg, untrained: bool, train: bool):
@@ -32,7 +35,7 @@ def _model(cfg, untrained: bool, train: bool):
         return store.load_model(cfg, "divide"), "trained (store)"
     from unichest_lib.model import UniChest
 
-    return UniChest(cfg, labels.union_classes(cfg.sources)).start_divide().eval(), "untrained"
+    return UniChest(cfg, union_classes(cfg.sources, cfg.data)).start_divide().eval(), "untrained"
 
 
 def main() -> None:
@@ -64,7 +67,7 @@ def main() -> None:
     zs = evaluate.zero_shot(model, cfg, zs_sources, by="name")
     times["zero_shot"] = time.perf_counter() - t
     t = time.perf_counter()
-    gr = evaluate.grounding(model, cfg, "chestxdet10")
+    gr = grounding_table(model, cfg, "chestxdet10")
     times["grounding"] = time.perf_counter() - t
     total = sum(times.values())
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from unichest_lib import losses as L
+from unichest_lib.training import losses as L
 
 
 # ---- naive references ---------------------------------------------------------------------

@@ -9,14 +9,14 @@ Measured in ONE run, so the ratios compare like with like on a shared machine:
 1. the machine's dense matmul throughput, fp32 and bf16 (square ``--matmul`` n x n products,
    2 n^3 FLOPs each, median of ``--repeat``);
 2. the FLOPs of one Conquer step (Eq. 4) and one Divide step (Eq. 7), counted with fvcore
-   exactly as :func:`unichest_lib.cost.count_flops` does (forward multiply-adds x 2), with
+   exactly as :func:`unichest_lib.evaluation.cost.count_flops` does (forward multiply-adds x 2), with
    the usual rule backward = 2 x forward for the parts that train. Conquer trains the image
    encoder and QN1: 3 x forward. Divide runs the frozen image encoder once (no autograd) and
    trains the K query networks and the gate: encoder x 1 + heads x 3; a Divide step on stored
-   frozen patches (``cfg.divide_on_features``, see unichest_lib.features) skips the encoder:
+   frozen patches (``cfg.divide_on_features``, see unichest_lib.training.features) skips the encoder:
    heads x 3. The text encoder is
    not counted (its features are cached per text when its backbone is frozen);
-3. the step time of :meth:`unichest_lib.train.Trainer.train_step` (augmentation, forward,
+3. the step time of :meth:`unichest_lib.training.trainer.Trainer.train_step` (augmentation, forward,
    loss, backward, AdamW) on random images, fp32 and bf16 autocast. bf16 is *forced* here
    (the library turns it off on CPUs without native bf16, see :mod:`unichest_lib.hardware`),
    so on an AVX2-only CPU the bf16 row measures PyTorch's emulation.
@@ -42,7 +42,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench_train_step import forced_bf16, random_dataset, set_channels_last  # noqa: E402
 
-from unichest_lib import cost, hardware, train  # noqa: E402
+from unichest_lib import hardware  # noqa: E402
+from unichest_lib.evaluation import cost  # noqa: E402
+from unichest_lib.training.trainer import Trainer  # noqa: E402
 from unichest_lib.config import resolve  # noqa: E402
 from unichest_lib.data import collate  # noqa: E402
 
@@ -108,7 +110,7 @@ def bench_profile(profile, batch, steps, amps, channels_last, peak, out_dir):
         for amp in amps:
             c = cfg.replace(amp=amp == "bf16", divide_on_features=on_features)
             m = copy.deepcopy(model)
-            trainer = train.Trainer(c, stage.split("_")[0], m, data, val, out_dir, progress=False)
+            trainer = Trainer(c, stage.split("_")[0], m, data, val, out_dir, progress=False)
             trainer._warm_text_cache()
             with forced_bf16(amp == "bf16"):
                 trainer._encode_features()  # once per run, outside the timed steps

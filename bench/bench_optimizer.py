@@ -5,7 +5,7 @@
 For the Conquer stage (image encoder + text projection + QN1) and the Divide stage (K query
 networks + gate) it prints: number of tensors, parameters, dtype, ms per ``step()`` for each
 implementation (median), the speed-up over the loop and the max abs difference of the
-parameters after 3 steps from the same start. :func:`unichest_lib.train.make_optimizer` uses
+parameters after 3 steps from the same start. :func:`unichest_lib.training.optim.make_optimizer` uses
 the fused kernel. One intra-op thread by default (the CPU is shared; timings are noisy).
 """
 
@@ -20,7 +20,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from unichest_lib import labels  # noqa: E402
+from unichest_lib.data.label_spaces import union_classes  # noqa: E402
 from unichest_lib.config import resolve  # noqa: E402
 from unichest_lib.model import UniChest  # noqa: E402
 
@@ -53,7 +53,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = resolve(args.profile)
-    model = UniChest(cfg, labels.union_classes(cfg.sources))
+    model = UniChest(cfg, union_classes(cfg.sources, cfg.data))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, profile {args.profile}")
     head = f"{'stage':8} {'tensors':>7} {'params':>10} {'dtype':8} " + " ".join(
         f"{k + ' ms':>10}" for k in VARIANTS) + f" {'fused x':>8} {'max|diff|':>10}"

@@ -21,8 +21,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from unichest_lib.config import resolve  # noqa: E402
-from unichest_lib.world import CHUNK, World  # noqa: E402
-from unichest_lib.world.render import render_rows  # noqa: E402
+from unichest_lib.data.world import CHUNK, World  # noqa: E402
+from unichest_lib.data.world.render import render_rows  # noqa: E402
 
 
 def main() -> None:

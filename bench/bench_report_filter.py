@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_report_filter.py [--n 500] [--profile tutorial]
 
-The report generator (unichest_lib.world.reports) returns the triplets it wrote. Uncertain
+The report generator (unichest_lib.data.world.reports) returns the triplets it wrote. Uncertain
 mentions carry position "uncertain" and exists=False in that ground truth, so two scores are
 printed: *definite* (uncertain mentions left out on both sides) and *uncertain-as-present*
 (the filter's default policy, with the ground truth's uncertain mentions counted as present).
@@ -16,9 +16,9 @@ import argparse
 import time
 
 from unichest_lib.config import resolve
-from unichest_lib.report_filter import extract, score
-from unichest_lib.samples import Triplet
-from unichest_lib.world import World
+from unichest_lib.data.report_filter import extract, score
+from unichest_lib.data.samples import Triplet
+from unichest_lib.data.world import World
 
 
 def corpus(n: int, profile: str):
@@ -82,12 +82,12 @@ def openi_real(limit: int | None = None) -> dict:
 
     import numpy as np
 
-    from unichest_lib import datasets
+    from unichest_lib.data import real
 
     with tempfile.TemporaryDirectory() as empty:
-        f = datasets.load_frame("openi", {"imgpath": empty})
-    classes = datasets.source_classes("openi")
-    y = datasets.harmonise(f, "openi", classes)
+        f = real.load_frame("openi", {"imgpath": empty})
+    classes = real.observed_classes("openi")
+    y = real.harmonise(f, "openi", classes)
     rows = range(len(f)) if limit is None else range(min(limit, len(f)))
     pred, gt = [], []
     for i in rows:

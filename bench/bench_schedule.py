@@ -20,7 +20,9 @@ import time
 
 import pandas as pd
 
-from unichest_lib import config, evaluate, train
+from unichest_lib import config
+from unichest_lib.evaluation import classification
+from unichest_lib.training import stages
 
 
 def curve(result) -> pd.DataFrame:
@@ -39,16 +41,15 @@ def main(argv=None) -> None:
     cfg = base.replace(conquer_epochs=ce, divide_epochs=de)
 
     def hook(model, epoch):
-        df = evaluate.in_domain(model, cfg, split="valid")
+        df = classification.in_domain(model, cfg, split="valid")
         m = df[(df["class"] == "macro") & (df["metric"] == "aAUC")]
         return {"val_all_aAUC": float(m["value"].mean())}
 
     with tempfile.TemporaryDirectory(prefix="unichest-schedule-") as tmp:
         t0 = time.perf_counter()
-        c = train.conquer(cfg, progress=False, out_dir=f"{tmp}/conquer", eval_hook=hook)
+        c = stages.conquer(cfg, f"{tmp}/conquer", progress=False, eval_hook=hook)
         t1 = time.perf_counter()
-        d = train.divide(cfg, conquer_checkpoint=c.checkpoint, progress=False,
-                         out_dir=f"{tmp}/divide", eval_hook=hook)
+        d = stages.divide(cfg, c.checkpoint, f"{tmp}/divide", progress=False, eval_hook=hook)
         t2 = time.perf_counter()
     print(f"profile {args.profile} (its schedule: {base.conquer_epochs} + {base.divide_epochs} "
           f"epochs), seed {args.seed}; this run: {ce} + {de} epochs")

@@ -1,6 +1,6 @@
 """Images per second of one Conquer step (Eq. 4) and one Divide step (Eq. 7).
 
-Runs :meth:`unichest_lib.train.Trainer.train_step` (augmentation, forward, loss, backward,
+Runs :meth:`unichest_lib.training.trainer.Trainer.train_step` (augmentation, forward, loss, backward,
 AdamW, schedule) on random images at the ``tutorial`` and ``paper`` shapes, fp32 vs bf16
 autocast, channels-last on/off, and prints a table. The Divide step should cost clearly less:
 its encoders are frozen (no backward through them) and its class queries are cached.
@@ -34,17 +34,20 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from unichest_lib import hardware, labels, train  # noqa: E402
+from unichest_lib import hardware  # noqa: E402
 from unichest_lib.config import resolve  # noqa: E402
 from unichest_lib.data import collate  # noqa: E402
-from unichest_lib.samples import MultiSourceDataset, SampleTable, labels_to_text  # noqa: E402
+from unichest_lib.data.label_spaces import observed_mask, union_classes  # noqa: E402
+from unichest_lib.data.samples import MultiSourceDataset, SampleTable, labels_to_text  # noqa: E402
+from unichest_lib.training import distributed  # noqa: E402
+from unichest_lib.training.trainer import Trainer  # noqa: E402
 
 
 def random_dataset(sources, n, size, seed=0) -> MultiSourceDataset:
-    classes = labels.union_classes(sources)
+    classes = union_classes(sources, "embedded")
     rng = np.random.default_rng(seed)
     src = np.arange(n) % len(sources)
-    mask = np.stack([labels.observed_mask(s, classes) for s in sources])[src]
+    mask = np.stack([observed_mask(s, classes, "embedded") for s in sources])[src]
     y = (rng.random((n, len(classes))) < 0.2).astype(np.float32)
     y[~mask] = np.nan
     texts = [labels_to_text(np.nan_to_num(y[i]), mask[i], classes) for i in range(n)]
@@ -102,7 +105,7 @@ def bench_profile(profile: str, batch: int, steps: int, device: str, out_dir: st
                 if stage == "divide":
                     model.start_divide()
                 set_channels_last(model, cl)
-                trainer = train.Trainer(c, stage, model, data, val, out_dir, progress=False)
+                trainer = Trainer(c, stage, model, data, val, out_dir, progress=False)
                 trainer._warm_text_cache()
                 with forced_bf16(amp):
                     sec = time_steps(trainer, batch_items, steps)
@@ -129,7 +132,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    dev = train.distributed.resolve_device(args.device)
+    dev = distributed.resolve_device(args.device)
     paper_batch = args.paper_batch or (32 if dev.type == "cuda" else 4)
     print(f"device {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{args.steps} timed steps per setting")

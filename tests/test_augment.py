@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from unichest_lib import resolve
-from unichest_lib.augment import (BatchTransform, augment_batch, fourier_amplitude_mixup,
+from unichest_lib.training.augment import (BatchTransform, augment_batch, fourier_amplitude_mixup,
                                   train_transform)
 
 

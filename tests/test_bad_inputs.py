@@ -1,7 +1,7 @@
 """Bad inputs: each case feeds the library one bad input and checks what the user sees.
 
 The cases are recorded (area, case, input, where, outcome, message, test) and rendered as
-the book's appendix table (:mod:`unichest_lib.badinputs`); ``test_the_book_table_is_current``
+the book's appendix table (:mod:`unichest_lib.book.badinputs`); ``test_the_book_table_is_current``
 fails when the committed table no longer matches. Re-record with
 ``UNICHEST_UPDATE_BAD_INPUTS=1 pytest tests/test_bad_inputs.py``.
 """
@@ -30,8 +30,14 @@ import torch
 import yaml
 from PIL import Image
 
-from unichest_lib import badinputs, checkpoints, cli, data, datasets, labels, notebook, store, train
+from unichest_lib import cli, data
+from unichest_lib.book import badinputs, notebook
 from unichest_lib.config import ConfigError, resolve
+from unichest_lib.data import real
+from unichest_lib.data.label_spaces import observed_mask, union_classes
+from unichest_lib.data.real import images, parsers, registry
+from unichest_lib.training import checkpoints, stages, store
+from unichest_lib.training.trainer import Trainer, class_index
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 UPDATE = os.environ.get("UNICHEST_UPDATE_BAD_INPUTS") == "1"
@@ -127,7 +133,7 @@ def _(tmp):
 @case(PARAM, "CUDA asked for but absent", "device='cuda' on a machine without a GPU",
       "Trainer / evaluation (distributed.resolve_device)", "RuntimeError", "'cuda'", "no CUDA GPU")
 def _(tmp):
-    from unichest_lib import distributed
+    from unichest_lib.training import distributed
 
     real = torch.cuda.is_available
     torch.cuda.is_available = lambda: False  # the same message on a GPU machine
@@ -163,7 +169,7 @@ def _chexpert_csv(tmp, edema=(1.0, 0.0, -1.0), rename=None):
              "Frontal/Lateral": "Frontal", "AP/PA": "PA", "Sex": "Male", "Age": 50}
             for i in range(len(edema))]
     csv = pd.DataFrame(rows)
-    for c in datasets._CHEX_COLS:
+    for c in registry.CHEX_COLS:
         csv[c] = np.nan
     csv["Edema"] = list(edema)
     if rename:
@@ -174,8 +180,8 @@ def _chexpert_csv(tmp, edema=(1.0, 0.0, -1.0), rename=None):
 
 
 def _load_chexpert(tmp, csvpath):
-    datasets._load_frame_cached.cache_clear()
-    return datasets.load_frame("chexpert", {"imgpath": str(tmp), "csvpath": str(csvpath)})
+    real.dataset._load_frame_cached.cache_clear()
+    return real.load_frame("chexpert", {"imgpath": str(tmp), "csvpath": str(csvpath)})
 
 
 def _yaml(tmp, spec):
@@ -198,9 +204,9 @@ def _chestxdet10(tmp, names, split=None):
 
 
 @case(DATA, "missing image file", "read_image('<tmp>/nope.png', dataset='chestxray14')",
-      "datasets.read_image", "FileNotFoundError", "nope.png", "does not exist", "nihcc")
+      "real.read_image", "FileNotFoundError", "nope.png", "does not exist", "nihcc")
 def _(tmp):
-    datasets.read_image(str(tmp / "nope.png"), 32, dataset="chestxray14")
+    images.read_image(str(tmp / "nope.png"), 32, dataset="chestxray14")
 
 
 @case(DATA, "images listed but not on disk", "ChestX-Det10 YAML, 40 images listed, none present",
@@ -223,70 +229,70 @@ def _(tmp):
     assert len(ds) == 20
 
 
-@case(DATA, "corrupt / truncated image", "a PNG cut to half its bytes", "datasets.read_image",
+@case(DATA, "corrupt / truncated image", "a PNG cut to half its bytes", "real.read_image",
       "ValueError", "cannot read image", "corrupt")
 def _(tmp):
     p = _png(tmp / "x.png", size=(64, 64))
     p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
-    datasets.read_image(str(p), 32, dataset="chexpert")
+    images.read_image(str(p), 32, dataset="chexpert")
 
 
-@case(DATA, "not an image at all", "a text file named x.png", "datasets.read_image", "ValueError",
+@case(DATA, "not an image at all", "a text file named x.png", "real.read_image", "ValueError",
       "cannot read image", "corrupt")
 def _(tmp):
     (tmp / "x.png").write_text("hello")
-    datasets.read_image(str(tmp / "x.png"), 32)
+    images.read_image(str(tmp / "x.png"), 32)
 
 
-@case(DATA, "colour (RGB) image", "an RGB PNG", "datasets.read_image", "warning",
+@case(DATA, "colour (RGB) image", "an RGB PNG", "real.read_image", "warning",
       "converting RGB images to grayscale")
 def _(tmp):
-    datasets._NOTED.discard(("padchest", "RGB"))
-    a = datasets.read_image(str(_png(tmp / "rgb.png", mode="RGB")), 32, dataset="padchest")
+    images._NOTED.discard(("padchest", "RGB"))
+    a = images.read_image(str(_png(tmp / "rgb.png", mode="RGB")), 32, dataset="padchest")
     assert a.shape == (32, 32) and a.dtype == np.float32
 
 
-@case(DATA, "16-bit image", "a 16-bit PNG (values 0..4000)", "datasets.read_image", "handled",
+@case(DATA, "16-bit image", "a 16-bit PNG (values 0..4000)", "real.read_image", "handled",
       "min-max", "0.0", "1.0")
 def _(tmp):
-    a = datasets.read_image(str(_png(tmp / "deep.png", mode="I;16")), 32)
+    a = images.read_image(str(_png(tmp / "deep.png", mode="I;16")), 32)
     return (f"read as grayscale float32 {a.shape}, min-max scaled to "
             f"[{a.min():.1f}, {a.max():.1f}] (not divided by 255)")
 
 
 @case(DATA, "CSV with a missing column", "ChestX-ray14 CSV without 'Finding Labels'",
-      "datasets (any CSV option)", "ValueError", "lacks column(s)", "Finding Labels")
+      "real datasets (any CSV option)", "ValueError", "lacks column(s)", "Finding Labels")
 def _(tmp):
     p = tmp / "nih.csv"
     pd.DataFrame({"Image Index": ["a.png"], "Patient ID": [1], "View Position": ["PA"],
                   "Patient Age": [50]}).to_csv(p, index=False)
-    datasets.require_columns(p, ["Image Index", "Finding Labels", "Patient ID", "View Position",
+    parsers.require_columns(p, ["Image Index", "Finding Labels", "Patient ID", "View Position",
                                  "Patient Age"], "chestxray14")
 
 
 @case(DATA, "CSV with a renamed column", "CheXpert CSV with 'Edema' renamed 'edema'",
-      "datasets.load_frame", "ValueError", "lacks column(s)", "'Edema'")
+      "real.load_frame", "ValueError", "lacks column(s)", "'Edema'")
 def _(tmp):
     _load_chexpert(tmp, _chexpert_csv(tmp, rename={"Edema": "edema"}))
 
 
-@case(DATA, "label value 2", "CheXpert CSV, Edema column holds 2", "datasets.load_frame",
+@case(DATA, "label value 2", "CheXpert CSV, Edema column holds 2", "real.load_frame",
       "ValueError", "'Edema'", "2.0", "-1 = uncertain")
 def _(tmp):
     _load_chexpert(tmp, _chexpert_csv(tmp, edema=(1.0, 2.0, 0.0)))
 
 
-@case(DATA, "label value 'yes'", "CheXpert CSV, Edema column holds 'yes'", "datasets.load_frame",
+@case(DATA, "label value 'yes'", "CheXpert CSV, Edema column holds 'yes'", "real.load_frame",
       "ValueError", "'Edema'", "'yes'")
 def _(tmp):
     _load_chexpert(tmp, _chexpert_csv(tmp, edema=(1.0, "yes", 0.0)))
 
 
 @case(DATA, "label value 2 from any parser", "a parsed frame whose label column holds 2",
-      "datasets.harmonise", "ValueError", "'Effusion'", "2.0")
+      "real.harmonise", "ValueError", "'Effusion'", "2.0")
 def _(tmp):
     frame = pd.DataFrame({"path": ["a", "b"], "patient": ["1", "2"], "Effusion": [1.0, 2.0]})
-    datasets.harmonise(frame, "chestxray14", ("effusion",))
+    real.harmonise(frame, "chestxray14", ("effusion",))
 
 
 @case(DATA, "empty split", "ChestX-Det10 YAML with split {valid: 0, test: 0}, asking for 'valid'",
@@ -298,10 +304,10 @@ def _(tmp):
 
 @case(DATA, "no class shared with the model's queries",
       "a model trained on chestxray14's classes validated on shenzhen (tuberculosis)",
-      "train.class_index (checkpoint selection); evaluate.in_domain", "ValueError",
+      "trainer.class_index (checkpoint selection); classification.in_domain", "ValueError",
       "tuberculosis", "not trained", test="tests/test_evaluate.py::test_in_domain_refuses_classes_the_model_never_saw")
 def _(tmp):
-    train.class_index(labels.union_classes(["chestxray14"]), labels.union_classes(["shenzhen"]))
+    class_index(union_classes(["chestxray14"], "embedded"), union_classes(["shenzhen"], "embedded"))
 
 
 @case(DATA, "unknown split", "split='training'", "data.make_dataset", "ValueError",
@@ -323,10 +329,10 @@ def _(tmp):
                       ["chestxray14"], "train")
 
 
-@case(DATA, "misspelt dataset in the YAML", "datasets: {chexpret: ...}", "datasets.read_spec",
+@case(DATA, "misspelt dataset in the YAML", "datasets: {chexpret: ...}", "real.read_spec",
       "ConfigError", "'chexpret'", "did you mean 'chexpert'")
 def _(tmp):
-    datasets.read_spec(_yaml(tmp, {"datasets": {"chexpret": {"imgpath": str(tmp)}}}))
+    real.read_spec(_yaml(tmp, {"datasets": {"chexpret": {"imgpath": str(tmp)}}}))
 
 
 # ---- 3./4. files ---------------------------------------------------------------------------
@@ -338,7 +344,7 @@ def proto():
     if not _PROTO:
         from unichest_lib.model import UniChest
 
-        _PROTO.append(UniChest(CK_CFG, labels.union_classes(CK_CFG.sources)))
+        _PROTO.append(UniChest(CK_CFG, union_classes(CK_CFG.sources, CK_CFG.data)))
     return _PROTO[0]
 
 
@@ -446,21 +452,21 @@ def _(tmp):
 TRAIN = "Training runs"
 
 
-@case(TRAIN, "NaN / Inf in a loss term", "asl_loss = NaN at step 7 of a mimic + chexpert batch",
-      "Trainer.train_step", "NonFiniteLossError", "step 7", "asl_loss", "mimic",
+@case(TRAIN, "NaN / Inf in a loss term", "multilabel_loss = NaN at step 7 of a mimic + chexpert batch",
+      "Trainer.train_step", "NonFiniteLossError", "step 7", "multilabel_loss", "mimic",
       "No checkpoint was written",
       test="tests/test_train.py::test_non_finite_loss_raises_naming_the_term_and_writes_no_checkpoint")
 def _(tmp):
     fake = SimpleNamespace(stage="conquer", step=6, epoch=0,
                            train_set=SimpleNamespace(sources=("mimic", "chexpert")))
-    terms = {"bcl_loss": torch.tensor(0.7), "asl_loss": torch.tensor(math.nan),
+    terms = {"bcl_loss": torch.tensor(0.7), "multilabel_loss": torch.tensor(math.nan),
              "loss": torch.tensor(math.nan)}
     batch = {"source": torch.tensor([0, 1, 1]), "index": torch.tensor([3, 14, 15])}
-    train.Trainer._check_finite(fake, terms, batch)
+    Trainer._check_finite(fake, terms, batch)
 
 
 @case(TRAIN, "SIGKILL mid-epoch, then --resume", "kill -9 during epoch 2 of a smoke run",
-      "train.conquer(resume=True)", "handled", "intact", "bit",
+      "stages.conquer(resume=True)", "handled", "intact", "bit",
       test="tests/test_train_resume.py::test_sigkill_mid_epoch_keeps_last_checkpoint_and_resume_is_bit_identical")
 def _(tmp):
     return ("the last completed checkpoint stays intact and loadable (written atomically, "
@@ -469,11 +475,11 @@ def _(tmp):
 
 
 @case(TRAIN, "test split used for checkpoint selection", "spy on every make_dataset call of "
-      "conquer + divide at smoke", "train.conquer / train.divide", "handled", "never", "'test'",
+      "conquer + divide at smoke", "stages.conquer / stages.divide", "handled", "never", "'test'",
       test="tests/test_bad_inputs.py::test_training_never_reads_the_test_split")
 def _(tmp):
     return ("never happens: training requests only the 'train' split of cfg.sources and the "
-            "'valid' split of cfg.val_source; 'test' is left to the functions of evaluate.py")
+            "'valid' split of cfg.val_source; 'test' is left to the evaluation package")
 
 
 def _trainer(tmp, run_key="run-A", val_labels=None):
@@ -482,8 +488,8 @@ def _trainer(tmp, run_key="run-A", val_labels=None):
     train_set, val_set = _synth(cfg, cfg.sources, "train"), _synth(cfg, [cfg.val_source], "valid")
     if val_labels is not None:
         val_set.table.labels[:] = np.where(val_set.table.mask, val_labels, np.nan)
-    return train.Trainer(cfg, "conquer", copy.deepcopy(proto()), train_set, val_set, tmp / "run",
-                         progress=False, run_key=run_key)
+    return Trainer(cfg, "conquer", copy.deepcopy(proto()), train_set, val_set, tmp / "run",
+                   progress=False, run_key=run_key)
 
 
 @case(TRAIN, "resume with nothing to resume", "fit(resume=True) in an empty out_dir",
@@ -512,13 +518,13 @@ LEAK = "Leakage"
 
 
 @case(LEAK, "one patient's images in several splits", "2 000 images of 500 patients (4 each)",
-      "datasets.patient_split (real data); World splits (embedded)", "handled",
+      "real.patient_split (real data); World splits (embedded)", "handled",
       "0 patients in more than one split",
       test="tests/test_data_real.py::test_shipped_metadata_splits_are_patient_disjoint, "
            "tests/test_world.py::test_splits_are_patient_disjoint_and_patients_have_several_images")
 def _(tmp):
     patients = np.repeat([f"p{i}" for i in range(500)], 4)
-    split = datasets.patient_split(patients, "chexpert")
+    split = real.patient_split(patients, "chexpert")
     per_patient = pd.Series(split).groupby(patients).nunique()
     share = {k: round(float(np.mean(split == k)), 2) for k in data.SPLITS}
     return (f"{int((per_patient > 1).sum())} patients in more than one split; image shares "
@@ -526,9 +532,9 @@ def _(tmp):
 
 
 @case(LEAK, "split fractions that leave no training data", "split: {valid: 0.5, test: 0.6}",
-      "datasets.patient_split (the YAML's split:)", "ConfigError", "f + g < 1")
+      "real.patient_split (the YAML's split:)", "ConfigError", "f + g < 1")
 def _(tmp):
-    datasets.patient_split(["p1"], "chexpert", {"valid": 0.5, "test": 0.6})
+    real.patient_split(["p1"], "chexpert", {"valid": 0.5, "test": 0.6})
 
 
 # ---- running and recording ------------------------------------------------------------------
@@ -604,7 +610,7 @@ def test_the_book_table_is_current(tmp_path_factory):
         "book/bad_inputs.json is out of date; re-record with UNICHEST_UPDATE_BAD_INPUTS=1 "
         "pytest tests/test_bad_inputs.py\n" + "\n".join(stale))
     assert badinputs.PAGE_PATH.read_text(encoding="utf-8") == badinputs.render(committed), \
-        "book/appendix_bad_inputs.md is stale: run python -m unichest_lib.badinputs"
+        "book/appendix_bad_inputs.md is stale: run python -m unichest_lib.book.badinputs"
 
 
 # ---- the same parameter message from every entry point -----------------------------------
@@ -615,7 +621,8 @@ def test_every_entry_point_gives_the_same_message_before_any_work(name, override
         raise AssertionError("work started despite a bad parameter")
 
     for fn in ("conquer", "divide"):
-        monkeypatch.setattr(train, fn, no_work)
+        monkeypatch.setattr(stages, fn, no_work)
+    monkeypatch.setattr(store, "checkpoint", no_work)
     monkeypatch.setattr(store, "load_model", no_work)
     monkeypatch.setattr(notebook, "seed_everything", no_work)
     with pytest.raises(ConfigError) as ref:
@@ -639,13 +646,13 @@ def test_every_entry_point_gives_the_same_message_before_any_work(name, override
 # ---- leakage: training never touches the test split ---------------------------------------
 def _synth(cfg, sources, split):
     """A tiny dataset in the sample contract (random pixels) standing in for ``split``."""
-    from unichest_lib.samples import MultiSourceDataset, SampleTable, labels_to_text
+    from unichest_lib.data.samples import MultiSourceDataset, SampleTable, labels_to_text
 
     sources = tuple([sources] if isinstance(sources, str) else sources)
-    classes = labels.union_classes(sources)
+    classes = union_classes(sources, cfg.data)
     rng = np.random.default_rng(len(split))
     src = np.repeat(np.arange(len(sources)), 8)
-    mask = np.stack([labels.observed_mask(s, classes) for s in sources])[src]
+    mask = np.stack([observed_mask(s, classes, cfg.data) for s in sources])[src]
     y = (rng.random((len(src), len(classes))) < 0.3).astype(np.float32)
     y[:2], y[2:4] = 0.0, 1.0  # both values of every class in every split
     y[~mask] = np.nan
@@ -671,8 +678,8 @@ def test_training_never_reads_the_test_split(tmp_path, monkeypatch):
         return _synth(cfg, sources, split)
 
     monkeypatch.setattr(data, "make_dataset", spy)
-    c = train.conquer(cfg, progress=False, out_dir=tmp_path / "conquer")
-    train.divide(cfg, conquer_checkpoint=c.checkpoint, progress=False, out_dir=tmp_path / "divide")
+    c = stages.conquer(cfg, tmp_path / "conquer", progress=False)
+    stages.divide(cfg, c.checkpoint, tmp_path / "divide", progress=False)
     assert calls, "the spy saw no make_dataset call: training bypasses data.make_dataset"
     assert all(split != "test" for _, split in calls), calls
     assert set(calls) == {(cfg.sources, "train"), ((cfg.val_source,), "valid")}, calls

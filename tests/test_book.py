@@ -42,7 +42,7 @@ def _offline_assets():
 def test_card_pages_puts_every_card_under_its_own_heading():
     from types import SimpleNamespace
 
-    from unichest_lib import cards
+    from unichest_lib.data import cards
 
     ext = _extension("card_pages")
     deps = []

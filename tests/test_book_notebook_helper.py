@@ -2,7 +2,7 @@
 
 import pytest
 
-from unichest_lib import notebook
+from unichest_lib.book import notebook
 from unichest_lib.config import ConfigError
 
 
@@ -66,16 +66,18 @@ def test_cards_markdown_demotes_card_headings_under_its_own():
         {"name": "x", "title": "X data", "kind": "real", "licence": "CC-BY",
          "body": "# X data\n\nSome text.\n\n## Pitfalls\n\nMany."},
         {"name": "y", "title": "Y", "kind": "embedded", "licence": "MIT", "body": "Text."}])
-    md = notebook.cards_markdown(table, "real")
+    from unichest_lib.book import tables
+
+    md = tables.cards_markdown(table, "real")
     assert md.startswith("### X data (`x`)") and "* **licence**: CC-BY" in md
     assert "#### Pitfalls" in md and "\n# X data" not in md and "(`y`)" not in md
-    assert "No data cards" in notebook.cards_markdown(table.iloc[:0], "real")
+    assert "No data cards" in tables.cards_markdown(table.iloc[:0], "real")
 
 
 def test_relative_cache_dir_is_anchored_at_the_checkout_root(tmp_path):
     from pathlib import Path
 
-    root = Path(notebook.__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[1]  # the checkout this test belongs to
     cfg = notebook.setup("smoke", quiet=True)
     assert Path(cfg.cache_dir) == root / ".cache" / "unichest"
     explicit = notebook.setup("smoke", quiet=True, cache_dir=str(tmp_path))
@@ -83,7 +85,7 @@ def test_relative_cache_dir_is_anchored_at_the_checkout_root(tmp_path):
 
 
 def test_wrap_keeps_lines_within_the_book_width():
-    from unichest_lib import notebook
+    from unichest_lib.book import notebook
 
     text = "classes (24): " + ", ".join(f"finding number {i}" for i in range(24))
     lines = notebook.wrap(text).splitlines()

@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from unichest_lib import cards, datasets
 from unichest_lib.config import ALL_SOURCES
+from unichest_lib.data import cards, real
 
 
 @pytest.fixture(scope="module")
@@ -13,8 +13,8 @@ def table():
 
 
 def test_every_real_dataset_has_a_card_and_vice_versa(table):
-    real = set(table.loc["real", "name"]) if "real" in table.index.get_level_values(0) else set()
-    assert real == set(datasets.REAL_DATASETS)
+    names = set(table.loc["real", "name"]) if "real" in table.index.get_level_values(0) else set()
+    assert names == set(real.REAL_DATASETS)
 
 
 def test_every_embedded_source_has_a_card_and_vice_versa():
@@ -25,10 +25,10 @@ def test_every_embedded_source_has_a_card_and_vice_versa():
 
 
 def test_real_cards_state_the_label_space_the_code_uses(table):
-    for name in datasets.REAL_DATASETS:
+    for name in real.REAL_DATASETS:
         row = table.loc[("real", name)]
-        assert set(row["label_space"]) == set(datasets.source_classes(name)), name
-        assert row["access"] == datasets.get(name).access, name
+        assert set(row["label_space"]) == set(real.observed_classes(name)), name
+        assert row["access"] == real.get(name).access, name
 
 
 def test_malformed_cards_fail_clearly(tmp_path):
@@ -46,7 +46,7 @@ def test_malformed_cards_fail_clearly(tmp_path):
 
 def test_stats_match_the_shipped_csv_counted_directly():
     s = cards.stats("siim").set_index("class")
-    raw = pd.read_csv(datasets._xrv().datapath + "/siim-pneumothorax-train-rle.csv.gz")
+    raw = pd.read_csv(real.parsers._xrv().datapath + "/siim-pneumothorax-train-rle.csv.gz")
     positive = raw[raw[" EncodedPixels"].str.strip() != "-1"]["ImageId"].nunique()
     assert s.loc["(all)", "positive"] == raw["ImageId"].nunique()
     assert s.loc["pneumothorax", "positive"] == positive
@@ -59,13 +59,13 @@ def test_cli_stats_prints_a_table(capsys):
 
 
 def test_book_page_shows_each_embedded_cards_generation_settings(table):
-    from unichest_lib import notebook
+    from unichest_lib.book import tables
 
-    embedded = notebook.cards_markdown(table, "embedded")
+    embedded = tables.cards_markdown(table, "embedded")
     card = table.loc[("embedded", "chestxdet10")]
     section = embedded.split("### ")[1 + list(table.loc["embedded"].index).index("chestxdet10")]
     assert f"**label space** ({len(card['label_space'])})" in section
     for group, values in card["dials"].items():
         for k, v in values.items():  # every dial the card sets is on the page
             assert f"{k} {v}" in section, (group, k)
-    assert "**dials**" not in notebook.cards_markdown(table, "real")
+    assert "**dials**" not in tables.cards_markdown(table, "real")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from test_notebooks import _execute, _outputs_text
+from conftest import execute_notebook, outputs_text
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_divide.ipynb"
 
@@ -17,7 +17,7 @@ def test_k_zero_fails_clearly_before_any_work(tmp_path):
     import papermill as pm
 
     with pytest.raises(pm.PapermillExecutionError, match=r"'K' = 0 must be an integer >= 1"):
-        _execute(NOTEBOOK, tmp_path / "bad.ipynb", profile="smoke", K=0)
+        execute_notebook(NOTEBOOK, tmp_path / "bad.ipynb", profile="smoke", K=0)
     import nbformat
 
     cells = [c for c in nbformat.read(tmp_path / "bad.ipynb", as_version=4).cells
@@ -30,8 +30,8 @@ def test_k_zero_fails_clearly_before_any_work(tmp_path):
 @pytest.mark.slow
 @pytest.mark.notebooks
 def test_k3_lam03_changes_query_networks_and_eq5(tmp_path):
-    nb = _execute(NOTEBOOK, tmp_path / "k3.ipynb", profile="smoke", K=3, lam=0.3)
-    text, _ = _outputs_text(nb)
+    nb = execute_notebook(NOTEBOOK, tmp_path / "k3.ipynb", profile="smoke", K=3, lam=0.3)
+    text, _ = outputs_text(nb)
     assert "MoE-QN: 3 query networks (1 shared + 2 experts)" in text
     assert "QN3 (expert)" in text and "QN4 (expert)" not in text
     assert "s_All = 0.3 * s1 + 0.7 * sum_(k=2..3)" in text

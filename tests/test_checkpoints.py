@@ -10,11 +10,13 @@ import pickle
 import pytest
 import torch
 
-from unichest_lib import checkpoints, labels
 from unichest_lib.config import resolve
+from unichest_lib.data.label_spaces import union_classes
+from unichest_lib.fileio import sha256
+from unichest_lib.training import checkpoints
 
 CFG = resolve("smoke", image_size=32, sources="chestxray14,vindr", val_source="chestxray14")
-CLASSES = labels.union_classes(CFG.sources)
+CLASSES = union_classes(CFG.sources, CFG.data)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,7 @@ def test_roundtrip_restores_every_tensor_and_records_the_config(divide_model, tm
     assert meta["config"] == CFG.to_dict() and meta["classes"] == list(CLASSES)
     assert (meta["stage"], meta["K"], meta["d"]) == ("divide", CFG.K, CFG.embed_dim)
     assert meta["library_version"] and meta["extra"] == {"note": "x"}
-    assert meta["sha256"] == checkpoints.sha256(tmp_path / "ck.safetensors")
+    assert meta["sha256"] == sha256(tmp_path / "ck.safetensors")
     # the frozen pre-trained text backbone is not copied, only fingerprinted
     assert list(meta["omitted"]) == ["text_encoder.backbone."]
     loaded = checkpoints.load(path, CFG)

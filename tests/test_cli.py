@@ -55,3 +55,32 @@ def test_main_exits_2_with_a_message_and_no_traceback():
 def test_unknown_profile_is_refused_by_argparse():
     with pytest.raises(SystemExit):
         cli.parse(["conquer", "--profile", "huge"])
+
+
+def test_a_start_checkpoint_needs_an_explicit_run_folder():
+    with pytest.raises(ConfigError, match="--out-dir"):
+        cli.parse(["divide", "--profile", "smoke", "--conquer-checkpoint", "x"])
+    args, _ = cli.parse(["divide", "--profile", "smoke", "--conquer-checkpoint", "x",
+                         "--out-dir", "run"])
+    assert args.conquer_checkpoint == "x" and args.out_dir == "run"
+
+
+def test_training_verbs_go_through_the_store_unless_given_a_run_folder(monkeypatch, tmp_path):
+    """Without --out-dir the artifact store trains (under its lock) and files the checkpoint
+    where the chapters find it; with it, the stage writes there and the store is not asked."""
+    from unichest_lib.training import stages, store
+
+    asked = []
+    monkeypatch.setattr(store, "checkpoint", lambda cfg, stage, progress: asked.append(stage)
+                        or tmp_path / "checkpoint")
+    monkeypatch.setattr(store, "manifest", lambda cfg, stage: {"best_metric": 0.5})
+    args, cfg = cli.parse(["divide", "--profile", "smoke", "--no-progress"])
+    assert cli.run(args, cfg) == tmp_path / "checkpoint" and asked == ["divide"]
+
+    ran = []
+    monkeypatch.setattr(stages, "conquer", lambda cfg, out_dir, **kw: ran.append((out_dir, kw))
+                        or type("R", (), {"best_metric": 0.5, "checkpoint": "c"})())
+    args, cfg = cli.parse(["conquer", "--profile", "smoke", "--out-dir", str(tmp_path),
+                           "--resume"])
+    cli.run(args, cfg)
+    assert ran == [(str(tmp_path), {"progress": True, "resume": True})] and asked == ["divide"]

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from fvcore.nn import FlopCountAnalysis
 
-from unichest_lib import cost
+from unichest_lib.evaluation import cost
 from unichest_lib.config import resolve
 
 

@@ -6,7 +6,7 @@ import torch
 
 from unichest_lib import data
 from unichest_lib.config import ConfigError, resolve
-from unichest_lib.samples import SEP, MultiSourceDataset, SampleTable
+from unichest_lib.data.samples import SEP, MultiSourceDataset, SampleTable
 
 
 def tiny(n=10, sources=("chestxray14", "mimic"), texts=None):
@@ -80,12 +80,12 @@ def test_make_dataset_rejects_bad_split_and_sources():
 
 
 def test_embedded_dispatch_filters_report_texts():
-    from unichest_lib.labels import union_classes
+    from unichest_lib.data.label_spaces import union_classes
 
     cfg = resolve("smoke")  # the shared cache: the world's priors and images are reused
     ds = data.make_dataset(cfg, ["mimic", "chestxray14"], "train")
     assert ds.sources == ("mimic", "chestxray14")
-    assert ds.classes == union_classes(["mimic", "chestxray14"])
+    assert ds.classes == union_classes(["mimic", "chestxray14"], cfg.data)
     mimic_rows = [i for i in range(len(ds)) if ds.table.source_ids[i] == 0]
     assert mimic_rows
     for i in mimic_rows:

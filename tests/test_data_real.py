@@ -11,7 +11,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from unichest_lib import data, datasets
+from unichest_lib import data
+from unichest_lib.data import real
+from unichest_lib.data.real import images, parsers, registry
 from unichest_lib.config import ConfigError, resolve
 
 
@@ -37,7 +39,7 @@ N_IMAGES = 12
 def nih_dir(tmp_path_factory):
     """A ChestX-ray14 image folder holding placeholders for the first N_IMAGES rows only."""
     d = tmp_path_factory.mktemp("nih")
-    f = datasets.load_frame("chestxray14", {"imgpath": str(d)})
+    f = real.load_frame("chestxray14", {"imgpath": str(d)})
     for p in f["path"].iloc[:N_IMAGES]:
         png(d / p.rsplit("/", 1)[1], value=200)
     return d
@@ -45,13 +47,13 @@ def nih_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def nih_frame(nih_dir):
-    return datasets.load_frame("chestxray14", {"imgpath": str(nih_dir)})  # cached parse
+    return real.load_frame("chestxray14", {"imgpath": str(nih_dir)})  # cached parse
 
 
 @pytest.mark.parametrize("name", ["chestxray14", "chexpert"])
 def test_shipped_metadata_splits_are_patient_disjoint(name, nih_dir):
-    f = datasets.load_frame(name, {"imgpath": str(nih_dir)})
-    split = datasets.patient_split(f["patient"], name)
+    f = real.load_frame(name, {"imgpath": str(nih_dir)})
+    split = real.patient_split(f["patient"], name)
     groups = {s: set(f["patient"][split == s]) for s in data.SPLITS}
     assert not groups["train"] & groups["valid"]
     assert not groups["train"] & groups["test"]
@@ -63,10 +65,10 @@ def test_shipped_metadata_splits_are_patient_disjoint(name, nih_dir):
 
 
 def test_nih_labels_follow_the_finding_labels_column(nih_frame):
-    raw = pd.read_csv(datasets._xrv().datapath + "/Data_Entry_2017_v2020.csv.gz")
+    raw = pd.read_csv(parsers._xrv().datapath + "/Data_Entry_2017_v2020.csv.gz")
     raw = raw.set_index("Image Index")["Finding Labels"]
     names = nih_frame["path"].str.rsplit("/", n=1).str[1]
-    lab = datasets.harmonise(nih_frame, "chestxray14", ("pleural effusion", "hernia", "tuberculosis"))
+    lab = real.harmonise(nih_frame, "chestxray14", ("pleural effusion", "hernia", "tuberculosis"))
     want = names.map(raw).str.contains("Effusion").to_numpy()
     assert np.array_equal(lab[:, 0] == 1, want)
     assert np.isnan(lab[:, 2]).all()  # a class the dataset does not observe is missing
@@ -76,27 +78,27 @@ def test_chexpert_uncertain_policies(tmp_path):
     rows = [{"Path": "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg",
              "Frontal/Lateral": "Frontal", "AP/PA": "PA", "Sex": "Male", "Age": 50}]
     csv = pd.DataFrame(rows)
-    for c in datasets._CHEX_COLS:
+    for c in registry.CHEX_COLS:
         csv[c] = np.nan
     csv["Edema"], csv["Pneumonia"] = -1.0, 1.0
     p = tmp_path / "train.csv"
     csv.to_csv(p, index=False)
     got = {}
     for policy in ("ignore", "ones", "zeros"):
-        f = datasets.load_frame("chexpert", {"imgpath": str(tmp_path), "csvpath": str(p),
+        f = real.load_frame("chexpert", {"imgpath": str(tmp_path), "csvpath": str(p),
                                              "uncertain": policy})
-        got[policy] = datasets.harmonise(f, "chexpert", ("edema", "pneumonia", "atelectasis"))[0]
+        got[policy] = real.harmonise(f, "chexpert", ("edema", "pneumonia", "atelectasis"))[0]
     assert np.isnan(got["ignore"][0]) and got["ones"][0] == 1 and got["zeros"][0] == 0
     assert all(g[1] == 1 and g[2] == 0 for g in got.values())  # blank -> negative by default
-    f = datasets.load_frame("chexpert", {"imgpath": str(tmp_path), "csvpath": str(p),
+    f = real.load_frame("chexpert", {"imgpath": str(tmp_path), "csvpath": str(p),
                                          "blank": "missing"})
-    assert np.isnan(datasets.harmonise(f, "chexpert", ("atelectasis",))[0, 0])
+    assert np.isnan(real.harmonise(f, "chexpert", ("atelectasis",))[0, 0])
 
 
 def test_vindr_nodule_mass_positive_is_missing_for_both():
     f = pd.DataFrame({"Nodule/Mass": [1.0, 0.0]})
-    f = f.assign(**{c: 0.0 for c in datasets._LABELS["vindr"] if c != "Nodule/Mass"})
-    lab = datasets.harmonise(f, "vindr", ("nodule", "mass"))
+    f = f.assign(**{c: 0.0 for c in registry.LABELS["vindr"] if c != "Nodule/Mass"})
+    lab = real.harmonise(f, "vindr", ("nodule", "mass"))
     assert np.isnan(lab[0]).all() and (lab[1] == 0).all()
 
 
@@ -110,7 +112,7 @@ def test_make_dataset_reads_placeholder_images(tmp_path, nih_dir):
     cfg = nih_config(tmp_path, nih_dir)
     ds = data.make_dataset(cfg, ["chestxray14"], "train")
     assert len(ds) == N_IMAGES and ds.sources == ("chestxray14",)
-    assert ds.classes == datasets.source_classes("chestxray14")
+    assert ds.classes == real.observed_classes("chestxray14")
     item = ds[0]
     assert item["image"].shape == (1, cfg.image_size, cfg.image_size)
     assert abs(float(item["image"].mean()) - 200 / 255) < 1e-3
@@ -129,18 +131,18 @@ def test_corrupt_image_is_a_clear_error(tmp_path):
     bad = tmp_path / "x.png"
     bad.write_bytes(b"not a png at all")
     with pytest.raises(ValueError, match="x.png.*corrupt"):
-        datasets.read_image(str(bad), 32, dataset="chestxray14")
+        images.read_image(str(bad), 32, dataset="chestxray14")
     with pytest.raises(FileNotFoundError, match="nope.png.*chestxray14"):
-        datasets.read_image(str(tmp_path / "nope.png"), 32, dataset="chestxray14")
+        images.read_image(str(tmp_path / "nope.png"), 32, dataset="chestxray14")
 
 
 def test_16_bit_and_rgb_images_become_grayscale_0_1(tmp_path, caplog):
     png(tmp_path / "a.png", value=4000, mode="I;16")
-    a = datasets.read_image(str(tmp_path / "a.png"), 32)
+    a = images.read_image(str(tmp_path / "a.png"), 32)
     assert a.shape == (32, 32) and a.dtype == np.float32 and 0 <= a.min() < 0.05 and a.max() > 0.95
     png(tmp_path / "b.png", value=51, mode="RGB", size=(64, 48))
     with caplog.at_level(logging.INFO):
-        b = datasets.read_image(str(tmp_path / "b.png"), 32, dataset="openi")
+        b = images.read_image(str(tmp_path / "b.png"), 32, dataset="openi")
     assert np.allclose(b, 51 / 255, atol=2e-3) and "grayscale" in caplog.text
 
 
@@ -162,11 +164,11 @@ def test_csv_missing_columns_names_them(tmp_path):
     p = tmp_path / "nih.csv"
     pd.DataFrame({"Image Index": ["a.png"]}).to_csv(p, index=False)
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['Finding Labels'"):
-        datasets.load_frame("chestxray14", {"imgpath": str(tmp_path), "csvpath": str(p)})
+        real.load_frame("chestxray14", {"imgpath": str(tmp_path), "csvpath": str(p)})
 
 
 def test_mimic_reads_official_report_files(tmp_path):
-    cols = datasets._CHEX_COLS
+    cols = registry.CHEX_COLS
     lab = pd.DataFrame([{"subject_id": 10000032, "study_id": 50414267, **{c: np.nan for c in cols}}])
     lab.loc[0, "Pleural Effusion"] = 1.0
     meta = pd.DataFrame([{"subject_id": 10000032, "study_id": 50414267, "dicom_id": "abc",
@@ -193,7 +195,7 @@ def test_mimic_reads_official_report_files(tmp_path):
 def test_shenzhen_and_chestxdet10_with_boxes(tmp_path):
     for f in ("CHNCXR_0001_0.png", "CHNCXR_0002_1.png"):
         png(tmp_path / "sz" / "CXR_png" / f, size=(64, 64))
-    f = datasets.load_frame("shenzhen", {"imgpath": str(tmp_path / "sz")})
+    f = real.load_frame("shenzhen", {"imgpath": str(tmp_path / "sz")})
     assert f["Tuberculosis"].tolist() == [0, 1] and f["patient"].tolist() == ["CHNCXR_0001", "CHNCXR_0002"]
     png(tmp_path / "det" / "1.png", size=(1024, 1024))
     ann = tmp_path / "train.json"
@@ -202,7 +204,7 @@ def test_shenzhen_and_chestxdet10_with_boxes(tmp_path):
             "split": {"valid": 0.0, "test": 0.0}}
     cfg = resolve("smoke", data=write_yaml(tmp_path, spec))
     item = data.make_dataset(cfg, ["chestxdet10"], "train", with_masks=True)[0]
-    j = datasets.source_classes("chestxdet10").index("nodule")
+    j = real.observed_classes("chestxdet10").index("nodule")
     s = cfg.image_size
     assert np.allclose(item["boxes"][j].numpy(), [s / 2, s / 4, 3 * s / 4, s / 2])
     assert item["seg"][j].sum() == (s // 4) ** 2 and item["seg"].sum() == item["seg"][j].sum()
@@ -211,5 +213,5 @@ def test_shenzhen_and_chestxdet10_with_boxes(tmp_path):
 
 def test_every_registry_label_exists_in_the_parsed_frames(nih_dir):
     for name in ("chestxray14", "siim", "vindr"):
-        f = datasets.load_frame(name, {"imgpath": str(nih_dir)})
-        assert set(datasets._LABELS[name]) <= set(f.columns), name
+        f = real.load_frame(name, {"imgpath": str(nih_dir)})
+        assert set(registry.LABELS[name]) <= set(f.columns), name

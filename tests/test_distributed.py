@@ -11,9 +11,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from unichest_lib import distributed, train
+from unichest_lib.training import distributed
+from unichest_lib.training.trainer import Trainer
 
-from test_train import SOURCES, synth, tiny_cfg
+from conftest import SOURCES, synth, tiny_cfg
 
 STEPS, GLOBAL = 3, 8
 
@@ -44,7 +45,7 @@ def _divide_trainer(data, out):
 
     torch.manual_seed(0)
     model = UniChest(_cfg(), data[0].classes).start_divide()
-    return train.Trainer(_cfg(), "divide", model, *data, out, progress=False)
+    return Trainer(_cfg(), "divide", model, *data, out, progress=False)
 
 
 def _run(trainer, batches, rows):

@@ -10,34 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from unichest_lib import evaluate as E
 from unichest_lib.config import resolve
-from unichest_lib.samples import MultiSourceDataset, SampleTable
+from unichest_lib.evaluation import classification as E
+from unichest_lib.evaluation import grounding as G
 
-CLASSES = ("nodule", "pneumothorax")  # nodule squares on the left half, pneumothorax right
-SIZE = 64
+from conftest import FAKE_CLASSES, fake_dataset
 
-
-def fake_dataset(n=37, seed=0, classes=CLASSES, with_masks=False):
-    rng = np.random.default_rng(seed)
-    lab = rng.integers(0, 2, (n, len(classes))).astype(np.float32)
-    lab[0], lab[1] = 0, 1  # both values present for every class
-    imgs = np.zeros((n, SIZE, SIZE), np.float32)
-    segs = np.zeros((n, len(classes), SIZE, SIZE), bool)
-    boxes = np.full((n, len(classes), 4), np.nan, np.float32)
-    for i in range(n):
-        for j in range(len(classes)):
-            if lab[i, j] and j < 2:  # later classes have no visible sign
-                x0 = rng.integers(4, 20) + 32 * (j % 2)
-                y0 = rng.integers(4, 44)
-                imgs[i, y0:y0 + 10, x0:x0 + 8] = 1.0
-                segs[i, j, y0:y0 + 10, x0:x0 + 8] = True
-                boxes[i, j] = (x0, y0, x0 + 8, y0 + 10)
-    table = SampleTable(classes=classes, sources=("fake",), labels=lab,
-                        source_ids=np.zeros(n, np.int64), patients=np.arange(n).astype(str),
-                        texts=["t"] * n)
-    return MultiSourceDataset(table, lambda i: imgs[i],
-                              masks_fn=(lambda i: (segs[i], boxes[i])) if with_masks else None)
+CLASSES = FAKE_CLASSES
 
 
 class PixelModel(nn.Module):
@@ -83,6 +62,7 @@ def patched(monkeypatch):
         return fake_dataset(classes=CLASSES + extra, with_masks=with_masks)
 
     monkeypatch.setattr(E, "make_dataset", fake_make_dataset)
+    monkeypatch.setattr(G, "make_dataset", fake_make_dataset)
     return made
 
 
@@ -134,14 +114,14 @@ def test_zero_shot_marks_unseen_classes_and_uses_descriptions(patched):
 
 
 def test_grounding_on_pixel_model_hits_every_lesion(patched):
-    df = E.grounding(PixelModel(), CFG, source="chestxdet10")
+    df = G.grounding_table(PixelModel(), CFG, source="chestxdet10")
     per = df[df["metric"] == "pointing_game"].set_index("class")
     ds = fake_dataset()
     assert per.loc["nodule", "n"] == ds.table.labels[:, 0].sum()
     assert per.loc["macro", "value"] == pytest.approx(1.0)
     dice = df[(df["metric"] == "Dice") & (df["class"] == "macro")]["value"].item()
     assert 0.3 < dice <= 1.0
-    box = E.grounding(PixelModel(), CFG, source="chestxdet10", gt="box")
+    box = G.grounding_table(PixelModel(), CFG, source="chestxdet10", gt="box")
     assert box[box["metric"] == "pointing_game"]["value"].min() == pytest.approx(1.0)
 
 
@@ -167,14 +147,14 @@ def test_real_model_runs_every_evaluation(patched, smoke_model):
     z = E.zero_shot(smoke_model, CFG, sources=["shenzhen"], by="name")
     vals = z[z["defined"] & z["metric"].isin(["AUC", "F1", "ACC", "AP"])]["value"]
     assert vals.between(0, 1).all() and len(vals) == 3 * 4
-    g = E.grounding(smoke_model, CFG, source="chestxdet10")
+    g = G.grounding_table(smoke_model, CFG, source="chestxdet10")
     assert g[g["defined"]]["value"].between(0, 1).all()
-    heat = E.grounding_heatmaps(smoke_model, torch.rand(2, 1, 64, 64), ["nodule", "scoliosis"], CFG)
+    heat = G.grounding_heatmaps(smoke_model, torch.rand(2, 1, 64, 64), ["nodule", "scoliosis"], CFG)
     assert heat.shape == (2, 2, 64, 64)
 
 
 def test_every_class_has_a_visual_description():
-    from unichest_lib import descriptions, labels
+    from unichest_lib.data import descriptions, labels
 
     for c in labels.ALL_CLASSES:
         text = descriptions.describe(c)

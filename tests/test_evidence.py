@@ -8,10 +8,11 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from unichest_lib import checkpoints, evidence, losses, store, train
+from unichest_lib import evidence
 from unichest_lib.config import ConfigError, resolve
 from unichest_lib.data import make_dataset
 from unichest_lib.model import UniChest
+from unichest_lib.training import checkpoints, keys, losses, stages, store
 
 
 # ---- configuration and world -----------------------------------------------------------------
@@ -53,10 +54,10 @@ def test_variant_configs_change_one_thing(tmp_path):
     # Divide-only settings share the Conquer artifact; the continued run has its own key
     for name in ("K = 1", "no L_SCL", "equal weights"):
         v = evidence.variant_config(cfg, name)
-        assert store.key(v, "conquer") == store.key(cfg, "conquer")
-        assert store.key(v, "divide") != store.key(cfg, "divide")
-    assert store.key(cfg, "continued") not in (store.key(cfg, "conquer"), store.key(cfg, "divide"))
-    assert store.key(cfg.replace(divide_epochs=3), "continued") != store.key(cfg, "continued")
+        assert keys.key(v, "conquer") == keys.key(cfg, "conquer")
+        assert keys.key(v, "divide") != keys.key(cfg, "divide")
+    assert keys.key(cfg, "continued") not in (keys.key(cfg, "conquer"), keys.key(cfg, "divide"))
+    assert keys.key(cfg.replace(divide_epochs=3), "continued") != keys.key(cfg, "continued")
 
 
 # ---- the controls in the model and the loss ----------------------------------------------------
@@ -108,8 +109,8 @@ def test_continued_run_starts_from_conquer_and_trains_the_encoder(tmp_path):
                and not torch.equal(a[k], b[k])]
     assert changed, "the continued run must keep training the image encoder"
     with pytest.raises(checkpoints.CheckpointError, match="starts from a Conquer"):
-        train.continue_conquer(cfg, conquer_checkpoint=store.divide_checkpoint(cfg, progress=False),
-                               progress=False, out_dir=tmp_path / "x")
+        stages.continue_conquer(cfg, store.divide_checkpoint(cfg, progress=False),
+                                tmp_path / "x", progress=False)
 
 
 # ---- bootstrap bookkeeping ---------------------------------------------------------------------
@@ -126,7 +127,7 @@ def _scored(n=60, c=3, seed=0):
 
 def test_class_auc_replicates_match_sklearn_and_a_weighted_loop():
     s = _scored()
-    w = evidence._weights(s.patients, 5, "test")
+    w = evidence.patient_weights(s.patients, 5, "test")
     reps = evidence.class_auc_replicates(s, w, [0, 1])
     for k, j in enumerate([0, 1]):
         m = s.mask[:, j]
@@ -186,3 +187,18 @@ def test_every_claim_has_a_chapter_and_a_paper_number():
         assert c.chapter in ("02", "03", "04", "05") and c.paper and c.effect
     assert set(evidence.EXPENSIVE) <= set(evidence.CLAIM_KEYS)
     assert evidence.fmt_interval(0.0123, -0.004, 0.028) == "+0.012 [-0.004, +0.028]"
+
+
+def test_a_divide_model_scores_the_same_from_stored_patches(tmp_path):
+    from unichest_lib.evaluation import classification
+    from unichest_lib.training import features as frozen
+
+    cfg = resolve("smoke", image_size=32, amp=False, cache_dir=str(tmp_path), n_valid=0, n_test=0)
+    ds = make_dataset(cfg, ["chexpert"], "test")
+    model = UniChest(cfg, ds.classes).start_divide().eval()
+    feats = frozen.encode(model, ds, cfg)
+    a = classification.predict(model, ds, cfg).probs
+    b = classification.predict(model, ds, cfg, features=feats).probs
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="stored features"):
+        classification.predict(UniChest(cfg, ds.classes).eval(), ds, cfg, features=feats)

@@ -1,5 +1,5 @@
-"""Divide on stored frozen features (unichest_lib.features, cfg.divide_on_features): the same
-outputs as encoding the images, and without augmentation the same training run."""
+"""Divide on stored frozen features (unichest_lib.training.features, cfg.divide_on_features):
+the same outputs as encoding the images, and without augmentation the same training run."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import copy
 import pytest
 import torch
 
-from unichest_lib import features, store, train
 from unichest_lib.config import resolve
+from unichest_lib.training import features, keys
+from unichest_lib.training.rng import seed_everything
+from unichest_lib.training.stages import init_from_conquer
+from unichest_lib.training.trainer import Trainer
 
-from test_train import SOURCES, synth, tiny_cfg
+from conftest import SOURCES, synth, tiny_cfg
 
 
 @pytest.fixture(scope="module")
@@ -24,17 +27,17 @@ def conquer(data, tmp_path_factory):
     from unichest_lib.model import UniChest
 
     cfg = tiny_cfg(K=3)
-    train.seed_everything(cfg.seed, cfg.deterministic)
+    seed_everything(cfg.seed, cfg.deterministic)
     proto = UniChest(cfg, data[0].classes)
-    result = train.Trainer(cfg, "conquer", copy.deepcopy(proto), *data,
-                           tmp_path_factory.mktemp("conquer"), progress=False).fit()
+    result = Trainer(cfg, "conquer", copy.deepcopy(proto), *data,
+                     tmp_path_factory.mktemp("conquer"), progress=False).fit()
     return cfg, proto, result.checkpoint
 
 
 def _divide_model(conquer):
     cfg, proto, ckpt = conquer
     model = copy.deepcopy(proto)
-    train.init_from_conquer(model, ckpt)
+    init_from_conquer(model, ckpt)
     return model
 
 
@@ -67,7 +70,7 @@ def test_features_of_another_dataset_are_refused(conquer, data, tmp_path):
     model = _divide_model(conquer)
     fs = features.encode(model, data[1], cfg)  # the validation set's rows
     with pytest.raises(ValueError, match="rows"):
-        train.Trainer(cfg, "divide", model, *data, tmp_path, progress=False, features=fs)
+        Trainer(cfg, "divide", model, *data, tmp_path, progress=False, features=fs)
     with pytest.raises(IndexError, match="another dataset"):
         fs.batch(torch.tensor([len(data[1])]), "cpu")
 
@@ -79,14 +82,14 @@ def test_without_augmentation_divide_on_features_is_the_same_run(conquer, data, 
     runs = {}
     for on in (False, True):
         c = cfg.replace(divide_on_features=on)
-        train.seed_everything(c.seed, c.deterministic)
+        seed_everything(c.seed, c.deterministic)
         model = _divide_model(conquer)
-        trainer = train.Trainer(c, "divide", model, *data, tmp_path / str(on), progress=False)
+        trainer = Trainer(c, "divide", model, *data, tmp_path / str(on), progress=False)
         runs[on] = (trainer.fit(), trainer)
     assert runs[False][1].features is None and runs[True][1].features is not None
     h = [r.history[r.history.split == "train"] for r, _ in runs.values()]
     assert len(h[0]) == len(h[1]) == 4
-    for col in ("loss", "scl_loss", "bce_loss", "bcl_loss"):
+    for col in ("loss", "scl_loss", "multilabel_loss", "bcl_loss"):
         torch.testing.assert_close(torch.tensor(h[1][col].values), torch.tensor(h[0][col].values),
                                    rtol=1e-4, atol=1e-5)
     a, b = (r.model.state_dict() for r, _ in runs.values())
@@ -100,5 +103,5 @@ def test_without_augmentation_divide_on_features_is_the_same_run(conquer, data, 
 def test_divide_on_features_is_part_of_the_divide_key_only():
     cfg = resolve("smoke", divide_on_features=False)
     on = cfg.replace(divide_on_features=True)
-    assert store.conquer_key(on) == store.conquer_key(cfg)
-    assert store.divide_key(on) != store.divide_key(cfg)
+    assert keys.conquer_key(on) == keys.conquer_key(cfg)
+    assert keys.divide_key(on) != keys.divide_key(cfg)

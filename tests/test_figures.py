@@ -10,7 +10,7 @@ import plotly.io as pio
 import pytest
 from PIL import Image
 
-from unichest_lib import figures
+from unichest_lib.book import figures
 
 
 def _decode_png(uri: str) -> np.ndarray:
@@ -102,6 +102,9 @@ def test_overlay_puts_the_heatmap_peak_where_it_was():
     assert rgb.shape == (8, 8, 3)
     assert rgb[6, 1, 0] > 200 and rgb[6, 1, 2] < 50  # red where hot
     assert rgb[1, 6, 2] > 100 and rgb[1, 6, 0] < 50  # blue where cold
+    assert rgb.dtype == np.uint8
+    with pytest.raises(ValueError, match="heatmap must have shape"):
+        figures.overlay_rgb(img, np.zeros((1, 2, 2)))
     fig = figures.heatmap_overlay(img, hm, box=(0, 4, 4, 8), point=(1, 6))
     assert fig.data[0].type == "image" and len(fig.layout.shapes) == 1
 
@@ -119,7 +122,7 @@ def test_book_renderer_emits_json_and_library_free_html():
 
 
 def test_source_examples_caption_each_image_with_its_positive_labels():
-    from unichest_lib.samples import MultiSourceDataset, SampleTable
+    from unichest_lib.data.samples import MultiSourceDataset, SampleTable
 
     table = SampleTable(classes=("a", "b"), sources=("s",), labels=np.array([[1, 0], [0, 0]], np.float32),
                         source_ids=np.zeros(2, np.int64), patients=np.array(["p", "q"]), texts=["", ""])

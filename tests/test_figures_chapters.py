@@ -8,10 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from unichest_lib import figures, grounding, labels, notebook
+from unichest_lib.book import figures, notebook, tables
+from unichest_lib.book.explorer import Explorer
 from unichest_lib.config import resolve
 from unichest_lib.data import make_dataset
-from unichest_lib.explorer import Explorer
+from unichest_lib.data.label_spaces import union_classes
+from unichest_lib.evaluation import grounding
 from unichest_lib.model import UniChest
 
 
@@ -23,7 +25,7 @@ def cfg():
 @pytest.fixture(scope="module")
 def divide_model(cfg):
     torch.manual_seed(0)
-    return UniChest(cfg, labels.union_classes(cfg.sources)).start_divide().eval()
+    return UniChest(cfg, union_classes(cfg.sources, cfg.data)).start_divide().eval()
 
 
 def _count(module):
@@ -31,7 +33,7 @@ def _count(module):
 
 
 def test_query_network_table_lists_k_networks_and_their_parameters(divide_model):
-    table = notebook.query_network_table(divide_model)
+    table = tables.query_network_table(divide_model)
     qns = table[table["role"] == "query network"]
     assert list(qns.index) == ["QN1 (shared)", "QN2 (expert)", "QN3 (expert)"]
     assert qns.loc["QN1 (shared)", "parameters"] == _count(divide_model.qn1)
@@ -40,13 +42,13 @@ def test_query_network_table_lists_k_networks_and_their_parameters(divide_model)
 
 
 def test_query_network_table_with_one_network(cfg):
-    model = UniChest(cfg.replace(K=1), labels.union_classes(cfg.sources))
-    assert list(notebook.query_network_table(model).index) == ["QN1 (shared)"]
+    model = UniChest(cfg.replace(K=1), union_classes(cfg.sources, cfg.data))
+    assert list(tables.query_network_table(model).index) == ["QN1 (shared)"]
 
 
 def test_mean_gate_by_source_rows_are_distributions(cfg, divide_model):
     cfg = cfg.replace(amp=False)  # the fp32 reference below; bf16 is native on some CPUs
-    gates = notebook.mean_gate_by_source(divide_model, cfg, sources=cfg.sources[:2])
+    gates = tables.mean_gate_by_source(divide_model, cfg, sources=cfg.sources[:2])
     assert list(gates.index) == list(cfg.sources[:2])
     assert list(gates.columns) == ["QN2", "QN3"]
     np.testing.assert_allclose(gates.sum(axis=1).to_numpy(), 1.0, atol=1e-5)
@@ -60,9 +62,9 @@ def test_mean_gate_by_source_rows_are_distributions(cfg, divide_model):
 
 
 def test_mean_gate_by_source_refuses_a_conquer_model(cfg):
-    model = UniChest(cfg, labels.union_classes(cfg.sources))
+    model = UniChest(cfg, union_classes(cfg.sources, cfg.data))
     with pytest.raises(ValueError, match="Divide-stage"):
-        notebook.mean_gate_by_source(model, cfg)
+        tables.mean_gate_by_source(model, cfg)
 
 
 def test_gate_heatmap_shows_values_and_rejects_empty():

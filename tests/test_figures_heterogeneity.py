@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from unichest_lib import heterogeneity as het
-from unichest_lib.samples import MultiSourceDataset, SampleTable
+from unichest_lib.data.samples import MultiSourceDataset, SampleTable
+from unichest_lib.evaluation import heterogeneity as het
 
 
 def _dataset(n_per_source: int, shift: float, seed: int = 0) -> MultiSourceDataset:
@@ -21,7 +21,7 @@ def _dataset(n_per_source: int, shift: float, seed: int = 0) -> MultiSourceDatas
 
 def test_pixel_features_have_pooled_pixels_and_a_normalised_histogram():
     ds = _dataset(4, 0.0)
-    f = het.image_features(ds, kind="pixels", size=4, bins=8)
+    f = het.representations(ds, kind="pixels", size=4, bins=8)
     assert f.shape == (8, 4 * 4 + 8)
     img = ds[0]["image"][0].numpy()
     np.testing.assert_allclose(f[0, 0], img[:8, :8].mean(), rtol=1e-5)  # first pooled cell
@@ -29,8 +29,8 @@ def test_pixel_features_have_pooled_pixels_and_a_normalised_histogram():
 
 
 def test_separable_sources_score_high_and_identical_sources_near_chance():
-    far = het.image_features(_dataset(30, 0.3))
-    same = het.image_features(_dataset(30, 0.0))
+    far = het.representations(_dataset(30, 0.3))
+    same = het.representations(_dataset(30, 0.0))
     groups = np.repeat(["a", "b"], 30)
     s_far, s_same = het.separability(far, groups), het.separability(same, groups)
     assert s_far["source_accuracy"] > 0.95 and s_far["chance"] == 0.5
@@ -40,8 +40,8 @@ def test_separable_sources_score_high_and_identical_sources_near_chance():
 
 def test_random_encoder_features_are_deterministic_given_the_seed():
     ds = _dataset(2, 0.2)
-    a = het.image_features(ds, kind="random_encoder", seed=1)
-    b = het.image_features(ds, kind="random_encoder", seed=1)
+    a = het.representations(ds, kind="random_encoder", seed=1)
+    b = het.representations(ds, kind="random_encoder", seed=1)
     assert a.shape == (4, 512)
     np.testing.assert_array_equal(a, b)
 
@@ -49,7 +49,7 @@ def test_random_encoder_features_are_deterministic_given_the_seed():
 @pytest.mark.parametrize("method", [
     "tsne", pytest.param("umap", marks=pytest.mark.slow)])  # umap: ~25 CPU-s of numba JIT
 def test_embed_2d_gives_one_point_per_row_and_keeps_clusters_apart(method):
-    f = het.image_features(_dataset(10, 0.5))
+    f = het.representations(_dataset(10, 0.5))
     xy = het.embed_2d(f, method)
     assert xy.shape == (20, 2) and np.isfinite(xy).all()
     # each source's points lie nearer their own centroid than the other source's
@@ -68,7 +68,7 @@ def test_balanced_indices_caps_each_source():
 
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="kind"):
-        het.image_features(_dataset(2, 0.0), kind="vit")
+        het.representations(_dataset(2, 0.0), kind="vit")
     with pytest.raises(ValueError, match="method"):
         het.embed_2d(np.zeros((10, 3)), "pca")
     with pytest.raises(ValueError, match="rows each"):

@@ -5,10 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from unichest_lib import finetune as FT
 from unichest_lib.config import resolve
+from unichest_lib.evaluation import finetune as FT
 
-from test_evaluate import CLASSES, fake_dataset
+from conftest import FAKE_CLASSES as CLASSES
+from conftest import fake_dataset
 
 CFG = resolve("smoke", amp=False, eval_batch_size=16, batch_size=8)
 
@@ -30,14 +31,6 @@ def test_stratified_subset_keeps_every_pattern_and_its_share():
     assert len(FT.stratified_subset(y, 1.0, 0)) == 1000
     with pytest.raises(ValueError, match="portion"):
         FT.stratified_subset(y, 0.0, 0)
-
-
-def test_masked_bce_ignores_missing_elements():
-    logits = torch.tensor([[2.0, -1.0], [0.5, 3.0]])
-    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    mask = torch.tensor([[True, False], [True, True]])
-    ref = np.mean([np.log1p(np.exp(-2.0)), np.log1p(np.exp(0.5)), np.log1p(np.exp(-3.0))])
-    assert FT.masked_bce(logits, labels, mask).item() == pytest.approx(ref, rel=1e-6)
 
 
 class PixelEncoder(nn.Module):

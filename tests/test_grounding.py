@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from unichest_lib import grounding as G
+from unichest_lib.evaluation import grounding as G
 
 
 def _gaussian(h, w, cy, cx, sigma=4.0):
@@ -114,10 +114,3 @@ def test_heatmaps_from_output_upsamples_and_normalises():
     assert hm[0, 1].abs().max() == 0.0  # a constant map becomes zeros
 
 
-def test_overlay_returns_rgb_uint8_and_checks_shapes():
-    img = np.linspace(0, 1, 64 * 64).reshape(64, 64)
-    rgb = G.overlay(img, _gaussian(64, 64, 32, 32).numpy())
-    assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8
-    assert rgb[32, 32, 0] > rgb[32, 32, 2]  # hot centre is red, not blue
-    with pytest.raises(ValueError, match="upsample"):
-        G.overlay(img, np.zeros((8, 8)))

@@ -2,13 +2,18 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from unichest_lib import resolve
-from unichest_lib import losses as L
+from unichest_lib.training import losses as L
 
-torch.manual_seed(0)
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test draws the same numbers whichever tests ran before it."""
+    torch.manual_seed(0)
 
 
 # ---- slow references (float64, Python loops, straight from the equations) -------------
@@ -97,6 +102,15 @@ def test_asl_without_focusing_or_clip_is_bce():
     a = L.asl_loss(x, y, mask, gamma_neg=0, gamma_pos=0, clip=0)
     b = L.bce_loss(x, y, mask)
     assert a.item() == pytest.approx(b.item(), rel=1e-5)
+
+
+def test_bce_is_the_mean_over_observed_elements_only():
+    """Also the fine-tuning loss of the transfer evaluation (paper Table II)."""
+    logits = torch.tensor([[2.0, -1.0], [0.5, 3.0]])
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    mask = torch.tensor([[True, False], [True, True]])
+    ref = np.mean([np.log1p(np.exp(-2.0)), np.log1p(np.exp(0.5)), np.log1p(np.exp(-3.0))])
+    assert L.bce_loss(logits, labels, mask).item() == pytest.approx(ref, rel=1e-6)
 
 
 @pytest.mark.parametrize("fn", [L.asl_loss, L.bce_loss])
@@ -211,12 +225,12 @@ def test_conquer_loss_is_bcl_plus_multilabel_eq4():
     cfg = resolve("smoke")
     out, batch = _out_and_batch()
     terms = L.conquer_loss(out, batch, cfg)
-    assert set(terms) == {"bcl_loss", "bce_loss", "loss"}
+    assert set(terms) == {"bcl_loss", "multilabel_loss", "loss"}
     want = L.bcl_loss(out["image_emb"], out["text_emb"]) + L.asl_loss(
         out["logits"], batch["labels"], batch["mask"])
     assert terms["loss"].item() == pytest.approx(want.item(), rel=1e-6)
     cfg_bce = resolve("smoke", multilabel_loss="bce")
-    assert L.conquer_loss(out, batch, cfg_bce)["bce_loss"].item() == pytest.approx(
+    assert L.conquer_loss(out, batch, cfg_bce)["multilabel_loss"].item() == pytest.approx(
         L.bce_loss(out["logits"], batch["labels"], batch["mask"]).item())
 
 
@@ -224,8 +238,8 @@ def test_divide_loss_is_eq7_and_bcl_carries_no_gradient():
     cfg = resolve("smoke")
     out, batch = _out_and_batch(divide=True)
     terms = L.divide_loss(out, batch, cfg)
-    assert set(terms) == {"bcl_loss", "bce_loss", "scl_loss", "loss"}
-    total = terms["bcl_loss"] + terms["bce_loss"] + terms["scl_loss"]
+    assert set(terms) == {"bcl_loss", "multilabel_loss", "scl_loss", "loss"}
+    total = terms["bcl_loss"] + terms["multilabel_loss"] + terms["scl_loss"]
     assert terms["loss"].item() == pytest.approx(total.item())
     assert not terms["bcl_loss"].requires_grad
     terms["loss"].backward()
@@ -245,3 +259,12 @@ def test_bad_variant_names_are_clear_errors():
         L.scl_loss(torch.randn(4, 3), torch.tensor([0, 0, 1, 1]), variant="nope")
     with pytest.raises(ValueError, match="reduction"):
         L.asl_loss(torch.randn(2, 3), torch.ones(2, 3), reduction="max")
+
+
+def test_histories_logged_before_the_rename_read_with_todays_term_names():
+    import pandas as pd
+
+    old = pd.DataFrame({"step": [1], "bcl_loss": [0.6], "bce_loss": [0.02], "loss": [0.62]})
+    new = L.current_term_names(old)
+    assert list(new.columns) == ["step", "bcl_loss", "multilabel_loss", "loss"]
+    assert L.current_term_names(new).equals(new)

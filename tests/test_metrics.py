@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from unichest_lib.metrics import (
+from unichest_lib.evaluation.metrics import (
     MACRO, binary_curve_metrics, by_class, classification_metrics, macro_summary, to_tidy,
 )
 

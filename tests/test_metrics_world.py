@@ -6,7 +6,7 @@ import pytest
 
 from unichest_lib.config import resolve
 from unichest_lib.data import make_dataset
-from unichest_lib.metrics import classification_metrics
+from unichest_lib.evaluation.metrics import classification_metrics
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from unichest_lib import model as model_mod
-from unichest_lib.text import TextEncoder, resolve_text_model
+from unichest_lib.model import encoders
+from unichest_lib.model.text import TextEncoder, resolve_text_model
 
 
 def test_offline_default_resolves_to_the_installed_model_folder():
@@ -49,7 +49,7 @@ def test_pretrained_backbone_failure_is_a_clear_error(monkeypatch):
 
     monkeypatch.setattr(torchvision.models, "resnet18", refuse)
     with pytest.raises(RuntimeError, match="pretrained_backbone=True.*resnet18"):
-        model_mod.ImageEncoder("resnet18", 32, pretrained=True)
+        encoders.ImageEncoder("resnet18", 32, pretrained=True)
 
 
 def test_cache_is_bounded_and_results_do_not_depend_on_it():

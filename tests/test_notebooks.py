@@ -8,16 +8,14 @@ promise; every chapter must state where its numbers come from and its wall time.
 from __future__ import annotations
 
 import json
-import os
 import re
-from pathlib import Path
 
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import PLOTLY, ROOT, execute_notebook, outputs_text
+
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-PLOTLY = "application/vnd.plotly.v1+json"
 
 #: per chapter: the least number of plotly figures, and text that must appear in the outputs
 KEY_OUTPUTS = {
@@ -31,36 +29,6 @@ KEY_OUTPUTS = {
     "05_ablations": (3, ["K = 1", "no L_SCL", "equal weights", "heterogeneity"]),
     "06_claims": (1, ["smallest detectable", "verdict", "contradicted"]),
 }
-
-
-def _outputs_text(nb) -> tuple[str, int]:
-    text, figures = [], 0
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "stream":
-                text.append(out["text"])
-            data = out.get("data", {})
-            figures += PLOTLY in data
-            text.append(data.get("text/plain", "") + data.get("text/html", "")[:2000])
-    return "\n".join(text), figures
-
-
-def _execute(path: Path, out: Path, **params):
-    import papermill as pm
-
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    old = {k: os.environ.get(k) for k in [*env, "UNICHEST_PROFILE"]}
-    os.environ.update(env)
-    os.environ.pop("UNICHEST_PROFILE", None)
-    try:
-        return pm.execute_notebook(str(path), str(out), parameters=params, cwd=str(ROOT),
-                                   kernel_name="python3", progress_bar=False)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -79,8 +47,8 @@ def test_notebook_is_stored_without_outputs_and_has_one_parameters_cell(path):
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_at_smoke_profile_and_shows_key_outputs(path, tmp_path):
-    nb = _execute(path, tmp_path / path.name, profile="smoke")
-    text, figures = _outputs_text(nb)
+    nb = execute_notebook(path, tmp_path / path.name, profile="smoke")
+    text, figures = outputs_text(nb)
     assert "embedded procedural world" in text or "real datasets" in text
     assert "Wall time" in text
     n_fig, phrases = KEY_OUTPUTS.get(path.stem, (0, []))
@@ -99,7 +67,7 @@ def test_bad_parameter_fails_before_any_work(tmp_path):
     import papermill as pm
 
     with pytest.raises(pm.PapermillExecutionError, match="images_per_source"):
-        _execute(ROOT / "notebooks" / "00_data.ipynb", tmp_path / "bad.ipynb",
+        execute_notebook(ROOT / "notebooks" / "00_data.ipynb", tmp_path / "bad.ipynb",
                  profile="smoke", images_per_source=0)
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from unichest_lib.report_filter import extract, report_to_text, score, sentences
-from unichest_lib.samples import SEP, Triplet
+from unichest_lib.data.report_filter import extract, report_to_text, score, sentences
+from unichest_lib.data.samples import SEP, Triplet
 
 
 def pairs(report, **kw):
@@ -87,7 +87,7 @@ def test_score_is_micro_precision_recall():
 
 def test_every_class_name_reads_back_as_itself():
     # label-concatenation texts (samples without reports) pass through the filter unchanged
-    from unichest_lib.labels import ALL_CLASSES
+    from unichest_lib.data.labels import ALL_CLASSES
 
     for c in ALL_CLASSES:
         assert report_to_text(c) == c

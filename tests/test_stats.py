@@ -1,4 +1,4 @@
-"""unichest_lib.stats against slow, obvious references (loops) and constructed cases."""
+"""unichest_lib.evaluation.stats against slow, obvious references (loops) and constructed cases."""
 
 import math
 import statistics
@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as st
 from sklearn.metrics import roc_auc_score
 
-from unichest_lib.stats import (
+from unichest_lib.evaluation.stats import (
     VERDICTS, bca_ci, cluster_weights, delong, macro_auc_boot, min_detectable_effect,
     paired_bootstrap, percentile_ci, pooled_interval, seed_interval, summarise, verdict,
     weighted_auc,

@@ -8,7 +8,7 @@ import pathlib
 import pytest
 import torch
 
-from unichest_lib import checkpoints, store
+from unichest_lib.training import checkpoints, keys, store
 from unichest_lib.config import Config, resolve
 
 CFG = resolve("smoke")
@@ -16,8 +16,8 @@ CFG = resolve("smoke")
 
 def test_changing_K_keeps_the_conquer_key_but_changes_the_divide_key():
     other = CFG.replace(K=3)
-    assert store.conquer_key(other) == store.conquer_key(CFG)
-    assert store.divide_key(other) != store.divide_key(CFG)
+    assert keys.conquer_key(other) == keys.conquer_key(CFG)
+    assert keys.divide_key(other) != keys.divide_key(CFG)
 
 
 @pytest.mark.parametrize("field, value", [("image_size", 128), ("seed", 1), ("lr", 1e-3),
@@ -28,29 +28,29 @@ def test_upstream_changes_change_both_keys(field, value):
     if field == "sources":
         kw["val_source"] = "chestxray14"
     other = CFG.replace(**kw)
-    assert store.conquer_key(other) != store.conquer_key(CFG)
-    assert store.divide_key(other) != store.divide_key(CFG)
+    assert keys.conquer_key(other) != keys.conquer_key(CFG)
+    assert keys.divide_key(other) != keys.divide_key(CFG)
 
 
 def test_every_field_is_classified_and_each_divide_field_changes_only_the_divide_key():
     names = {f.name for f in dataclasses.fields(Config)}
-    assert set(store.DIVIDE_ONLY) <= names and set(store.NOT_UPSTREAM) <= names
-    assert set(store.conquer_fields()) | set(store.DIVIDE_ONLY) | set(store.NOT_UPSTREAM) == names
+    assert set(keys.DIVIDE_ONLY) <= names and set(keys.NOT_UPSTREAM) <= names
+    assert set(keys.conquer_fields()) | set(keys.DIVIDE_ONLY) | set(keys.NOT_UPSTREAM) == names
     changes = dict(K=2, lam=0.3, scl_dim=8, tau_scl=0.5, scl_variant="outside",
                    combine="probabilities", divide_epochs=7, divide_on_features=False,
                    scl_weight=0.5, gate="uniform")
-    assert set(changes) == set(store.DIVIDE_ONLY)
+    assert set(changes) == set(keys.DIVIDE_ONLY)
     for k, v in changes.items():
         other = CFG.replace(**{k: v})
-        assert store.conquer_key(other) == store.conquer_key(CFG), k
-        assert store.divide_key(other) != store.divide_key(CFG), k
+        assert keys.conquer_key(other) == keys.conquer_key(CFG), k
+        assert keys.divide_key(other) != keys.divide_key(CFG), k
 
 
 def test_where_things_run_does_not_change_the_key(tmp_path):
     other = CFG.replace(num_workers=2, device="cpu", eval_batch_size=8)
-    assert store.conquer_key(other) == store.conquer_key(CFG)
+    assert keys.conquer_key(other) == keys.conquer_key(CFG)
     moved = CFG.replace(cache_dir=str(tmp_path))
-    assert store.divide_key(moved) == store.divide_key(CFG)
+    assert keys.divide_key(moved) == keys.divide_key(CFG)
     assert store.artifact_dir(moved, "conquer").parent == tmp_path / "artifacts"
 
 
@@ -93,13 +93,10 @@ def test_damaged_artifact_is_detected_and_rebuilt(tmp_path, monkeypatch):
 
 def test_load_model_conquer_serves_every_K(tmp_path):
     """One Conquer artifact is shared by all K; loading it with another K must work."""
-    from unichest_lib import store
-    from unichest_lib.config import resolve
-
     cfg = resolve("smoke", cache_dir=str(tmp_path), max_steps_per_epoch=1, batch_size=4,
                   sources=("chestxray14",), K=4)
     m4 = store.load_model(cfg, "conquer", progress=False)
     m2 = store.load_model(cfg.replace(K=2), "conquer", progress=False)
-    assert store.conquer_key(cfg) == store.conquer_key(cfg.replace(K=2))
+    assert keys.conquer_key(cfg) == keys.conquer_key(cfg.replace(K=2))
     a, b = m4.state_dict(), m2.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a if k in b)

@@ -1,7 +1,7 @@
 """The trainer (paper Section III-C): Conquer then Divide, frozen encoders, schedule, NaN guard.
 
-Runs on a tiny synthetic two-source dataset (32 px) so the file stays fast; the end-to-end
-run on the embedded world is in ``test_train_stages.py``.
+Runs on a tiny synthetic two-source dataset (32 px, ``conftest.synth``) so the file stays
+fast; the end-to-end run on the embedded world is in ``test_train_stages.py``.
 """
 
 from __future__ import annotations
@@ -13,37 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from unichest_lib import checkpoints, labels, train
-from unichest_lib.config import resolve
-from unichest_lib.samples import MultiSourceDataset, SampleTable, labels_to_text
+from unichest_lib.training import checkpoints
+from unichest_lib.training.optim import WarmupCosine
+from unichest_lib.training.rng import seed_everything
+from unichest_lib.training.stages import init_from_conquer
+from unichest_lib.training.trainer import NonFiniteLossError, Trainer
 
-SOURCES = ("chestxray14", "vindr")
-
-
-def synth(sources, n_per_source: int, size: int, seed: int) -> MultiSourceDataset:
-    """A small multi-source dataset in the library's sample contract: class 0 brightens the
-    image, every other label is noise; unobserved classes are missing (NaN)."""
-    classes = labels.union_classes(sources)
-    rng = np.random.default_rng(seed)
-    src = np.repeat(np.arange(len(sources)), n_per_source)
-    mask = np.stack([labels.observed_mask(s, classes) for s in sources])[src]
-    y = (rng.random((len(src), len(classes))) < 0.3).astype(np.float32)
-    y[~mask] = np.nan
-    texts = [labels_to_text(np.nan_to_num(y[i]), mask[i], classes) for i in range(len(src))]
-    imgs = rng.random((len(src), size, size)).astype(np.float32) * 0.5
-    imgs += np.nan_to_num(y[:, :1])[:, :, None] * 0.5
-    table = SampleTable(tuple(classes), tuple(sources), y, src.astype(np.int64),
-                        np.array([f"p{i}" for i in range(len(src))], dtype=object), texts)
-    return MultiSourceDataset(table, lambda i: imgs[i], name="synth")
-
-
-def tiny_cfg(**kw):
-    base = dict(sources=",".join(SOURCES), val_source="chestxray14", image_size=32,
-                batch_size=4, eval_batch_size=16, augment=False, fourier_mixup_p=0.0,
-                amp=False, max_steps_per_epoch=2, conquer_epochs=2, divide_epochs=1,
-                deterministic=True, dropout=0.0)
-    base.update(kw)
-    return resolve("smoke", **base)
+from conftest import SOURCES, synth, tiny_cfg
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +40,10 @@ def fresh(data):
 @pytest.fixture(scope="module")
 def conquer_run(data, fresh, tmp_path_factory):
     cfg = tiny_cfg()
-    train.seed_everything(cfg.seed, cfg.deterministic)
+    seed_everything(cfg.seed, cfg.deterministic)
     model = fresh()
     out = tmp_path_factory.mktemp("conquer")
-    result = train.Trainer(cfg, "conquer", model, *data, out, progress=False).fit()
+    result = Trainer(cfg, "conquer", model, *data, out, progress=False).fit()
     return cfg, result
 
 
@@ -76,8 +52,8 @@ def test_conquer_writes_history_best_and_last(conquer_run):
     h = r.history
     steps = h[h.split == "train"]
     assert list(steps.step) == [1, 2, 3, 4]  # 2 epochs x max_steps_per_epoch
-    assert {"bcl_loss", "bce_loss", "loss", "lr"} <= set(h.columns)
-    assert np.allclose(steps.loss, steps.bcl_loss + steps.bce_loss, atol=1e-5)
+    assert {"bcl_loss", "multilabel_loss", "loss", "lr"} <= set(h.columns)
+    assert np.allclose(steps.loss, steps.bcl_loss + steps.multilabel_loss, atol=1e-5)
     valid = h[h.split == "valid"]
     assert list(valid.epoch) == [1, 2] and valid.val_aAUC.between(0, 1).all()
     assert r.best_metric == valid.val_aAUC.max()
@@ -86,7 +62,7 @@ def test_conquer_writes_history_best_and_last(conquer_run):
 
 
 def test_cosine_schedule_with_warmup_reaches_zero():
-    f = train.WarmupCosine(total=10, warmup=2)
+    f = WarmupCosine(total=10, warmup=2)
     lrs = [f(s) for s in range(11)]
     assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0)
     assert lrs[2] == pytest.approx(1.0) and lrs[10] == pytest.approx(0.0)
@@ -98,7 +74,7 @@ def test_divide_keeps_encoders_bit_identical_and_optimizer_state_only_for_moe(co
                                                                              fresh, tmp_path):
     cfg, r = conquer_run
     model = fresh()
-    train.init_from_conquer(model, r.checkpoint)
+    init_from_conquer(model, r.checkpoint)
     assert model.stage == "divide"
     before = {k: v.clone() for k, v in model.state_dict().items()
               if k.startswith(("image_encoder.", "text_encoder."))}
@@ -106,7 +82,7 @@ def test_divide_keeps_encoders_bit_identical_and_optimizer_state_only_for_moe(co
     for k in before:  # the encoders (BN running stats included) came from the checkpoint
         if k in conquer_state:
             assert torch.equal(before[k], conquer_state[k]), k
-    trainer = train.Trainer(cfg, "divide", model, *data, tmp_path, progress=False)
+    trainer = Trainer(cfg, "divide", model, *data, tmp_path, progress=False)
     res = trainer.fit()
     after = model.state_dict()
     for k, v in before.items():
@@ -120,35 +96,35 @@ def test_divide_keeps_encoders_bit_identical_and_optimizer_state_only_for_moe(co
              if n.startswith("experts.") and not torch.equal(p, init[n])]
     assert moved, "the experts did not train"
     h = res.history[res.history.split == "train"]
-    assert {"scl_loss", "bcl_loss", "bce_loss"} <= set(h.columns)
+    assert {"scl_loss", "bcl_loss", "multilabel_loss"} <= set(h.columns)
 
 
 def test_divide_experts_start_fresh_not_from_checkpoint(conquer_run, fresh):
     cfg, r = conquer_run
     model = fresh()
-    train.init_from_conquer(model, r.checkpoint)
+    init_from_conquer(model, r.checkpoint)
     for k, v in fresh().start_divide().state_dict().items():
         if k.startswith(("experts.", "gate.", "scl_proj.")):
             assert torch.equal(v, model.state_dict()[k]), k
 
 
 def test_non_finite_loss_raises_naming_the_term_and_writes_no_checkpoint(data, fresh, tmp_path):
-    from unichest_lib import losses
+    from unichest_lib.training import losses
 
     cfg = tiny_cfg(conquer_epochs=1)
 
     def poisoned(out, batch, cfg):
         terms = losses.conquer_loss(out, batch, cfg)
-        terms["bce_loss"] = terms["bce_loss"] * float("nan")
-        terms["loss"] = terms["bcl_loss"] + terms["bce_loss"]
+        terms["multilabel_loss"] = terms["multilabel_loss"] * float("nan")
+        terms["loss"] = terms["bcl_loss"] + terms["multilabel_loss"]
         return terms
 
-    trainer = train.Trainer(cfg, "conquer", fresh(), *data, tmp_path, progress=False,
+    trainer = Trainer(cfg, "conquer", fresh(), *data, tmp_path, progress=False,
                             loss_fn=poisoned)
-    with pytest.raises(train.NonFiniteLossError) as e:
+    with pytest.raises(NonFiniteLossError) as e:
         trainer.fit()
     msg = str(e.value)
-    assert "bce_loss" in msg and "step 1" in msg and "epoch 1" in msg
+    assert "multilabel_loss" in msg and "step 1" in msg and "epoch 1" in msg
     assert "chestxray14" in msg or "vindr" in msg
     assert not checkpoints.exists(tmp_path / "last") and not checkpoints.exists(tmp_path / "best")
 
@@ -169,7 +145,7 @@ def test_trainer_pools_the_class_queries_as_a_reloaded_model_does(data, fresh, t
     the aAUC it scores later (a padded batch shared with other texts changes the last bits,
     which bf16 then amplifies)."""
     model = fresh()
-    train.Trainer(tiny_cfg(), "conquer", model, *data, tmp_path, progress=False)._warm_text_cache()
+    Trainer(tiny_cfg(), "conquer", model, *data, tmp_path, progress=False)._warm_text_cache()
     cached = torch.stack([model.text_encoder.cached()[c] for c in model.classes])
     reloaded = fresh()  # nothing cached, as after checkpoints.load in a new process
     assert torch.equal(cached, reloaded.text_encoder.pooled(list(reloaded.classes)))

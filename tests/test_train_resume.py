@@ -16,9 +16,11 @@ import time
 import pytest
 import torch
 
-from unichest_lib import checkpoints, train
+from unichest_lib.training import checkpoints
+from unichest_lib.training.rng import seed_everything
+from unichest_lib.training.trainer import Trainer
 
-from test_train import SOURCES, synth, tiny_cfg
+from conftest import SOURCES, synth, tiny_cfg
 
 HERE = pathlib.Path(__file__).resolve().parent
 SETTINGS = dict(conquer_epochs=2, dropout=0.1, augment=True, fourier_mixup_p=0.5)
@@ -28,9 +30,11 @@ CHILD = textwrap.dedent("""
     import torch
     torch.set_num_threads({threads!r})  # the parent's: reductions then run in the same order
     sys.path.insert(0, {here!r})
-    from test_train import SOURCES, synth, tiny_cfg
-    from unichest_lib import losses, train
+    from conftest import SOURCES, synth, tiny_cfg
     from unichest_lib.model import UniChest
+    from unichest_lib.training import losses
+    from unichest_lib.training.rng import seed_everything
+    from unichest_lib.training.trainer import Trainer
 
     cfg = tiny_cfg(**{settings!r})
     calls = []
@@ -42,11 +46,11 @@ CHILD = textwrap.dedent("""
             time.sleep(600)
         return losses.conquer_loss(out, batch, cfg)
 
-    train.seed_everything(cfg.seed, cfg.deterministic)
+    seed_everything(cfg.seed, cfg.deterministic)
     data = synth(SOURCES, 8, 32, 0), synth(SOURCES[:1], 12, 32, 1)
     model = UniChest(cfg, data[0].classes)
-    train.Trainer(cfg, "conquer", model, *data, {out!r}, progress=False,
-                  loss_fn=loss_then_hang).fit()
+    Trainer(cfg, "conquer", model, *data, {out!r}, progress=False,
+            loss_fn=loss_then_hang).fit()
 """)
 
 
@@ -64,10 +68,10 @@ def test_sigkill_mid_epoch_keeps_last_checkpoint_and_resume_is_bit_identical(tmp
         # meanwhile, the uninterrupted reference run in this process
         cfg = tiny_cfg(**SETTINGS)
         data = synth(SOURCES, 8, 32, 0), synth(SOURCES[:1], 12, 32, 1)
-        train.seed_everything(cfg.seed, cfg.deterministic)
+        seed_everything(cfg.seed, cfg.deterministic)
         proto = UniChest(cfg, data[0].classes)
         model = copy.deepcopy(proto)
-        ref = train.Trainer(cfg, "conquer", model, *data, tmp_path / "ref", progress=False).fit()
+        ref = Trainer(cfg, "conquer", model, *data, tmp_path / "ref", progress=False).fit()
         deadline = time.time() + 400
         while not marker.exists():
             assert child.poll() is None, "the child run ended before reaching epoch 2"
@@ -85,9 +89,9 @@ def test_sigkill_mid_epoch_keeps_last_checkpoint_and_resume_is_bit_identical(tmp
     checkpoints.load(out / "last", cfg)
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     # resume: a fresh process state, the same configuration
-    train.seed_everything(123)  # whatever the global RNG holds now must not matter
+    seed_everything(123)  # whatever the global RNG holds now must not matter
     resumed_model = copy.deepcopy(proto)
-    resumed = train.Trainer(cfg, "conquer", resumed_model, *data, out, progress=False).fit(resume=True)
+    resumed = Trainer(cfg, "conquer", resumed_model, *data, out, progress=False).fit(resume=True)
     a, b = model.state_dict(), resumed_model.state_dict()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resuming"

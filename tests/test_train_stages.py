@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from unichest_lib import checkpoints, store
+from unichest_lib.training import checkpoints, store
 from unichest_lib.config import resolve
 
 

@@ -1,4 +1,5 @@
-"""The embedded world keeps the promises of the design brief (synthetic-world.md)."""
+"""The embedded world keeps its promises: the dials of ``data/world/sources.py``, splits,
+caching, reports and the data cards generated from the code."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unichest_lib import labels as L
 from unichest_lib.config import PRETRAIN_SOURCES, resolve
-from unichest_lib.world import CHUNK, FINDINGS, World, priors
-from unichest_lib.world import population as popm
-from unichest_lib.world.render import render_rows
-from unichest_lib.world.sources import SPECS, dials, effective
+from unichest_lib.data import label_spaces
+from unichest_lib.data import labels as L
+from unichest_lib.data.world import CHUNK, FINDINGS, World, priors
+from unichest_lib.data.world import population as popm
+from unichest_lib.data.world.render import render_rows
+from unichest_lib.data.world.sources import SPECS, dials, effective
 
 # the derived priors are cached here across test runs (gitignored .cache/)
 PRIORS_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "test-world"
@@ -43,7 +45,7 @@ def test_same_seed_gives_same_pixels_labels_and_reports(tmp_path):
 def test_dataset_follows_the_sample_contract(tmp_path):
     c = cfg(tmp_path)
     ds = World(c).dataset(list(PRETRAIN_SOURCES), "train")
-    assert ds.classes == L.union_classes(PRETRAIN_SOURCES)
+    assert ds.classes == label_spaces.union_classes(PRETRAIN_SOURCES, "embedded")
     assert ds.sources == PRETRAIN_SOURCES
     item = ds[3]
     assert item["image"].shape == (1, c.image_size, c.image_size)
@@ -54,7 +56,7 @@ def test_dataset_follows_the_sample_contract(tmp_path):
     assert set(ds.table.source_ids.tolist()) == set(range(len(PRETRAIN_SOURCES)))
     for s_id, s in enumerate(PRETRAIN_SOURCES):
         rows = ds.table.source_ids == s_id
-        outside = ~L.observed_mask(s, ds.classes)
+        outside = ~label_spaces.observed_mask(s, ds.classes, "embedded")
         assert np.isnan(ds.table.labels[rows][:, outside]).all(), f"{s}: classes outside its space must be NaN"
     assert len(ds.reports) == len(ds) and len(ds.world_rows) == len(ds)
 
@@ -69,7 +71,7 @@ def test_missing_classes_are_masked_not_negative(tmp_path):
 
 
 def test_chexpert_uncertain_labels_become_missing_only_with_heterogeneity(tmp_path):
-    own = [L.ALL_CLASSES.index(c) for c in L.SOURCE_CLASSES["chexpert"]]
+    own = [L.ALL_CLASSES.index(c) for c in L.EMBEDDED_LABEL_SPACES["chexpert"]]
     w1 = World(cfg(tmp_path, n_per_source=400))
     lab1 = popm.source_labels(w1.population("chexpert").state, "chexpert", L.ALL_CLASSES)
     assert np.isnan(lab1[:, own]).mean() > 0.01  # U-Ignore: uncertain -> NaN
@@ -238,7 +240,7 @@ def test_bad_source_or_split_fails_clearly(tmp_path):
 
 
 def test_preview_cli_writes_a_grid(tmp_path):
-    from unichest_lib.world.__main__ import main
+    from unichest_lib.data.world.__main__ import main
 
     out = tmp_path / "grid.png"
     assert main(["preview", "--profile", "smoke", "--out", str(out), "--n", "2",
@@ -247,14 +249,14 @@ def test_preview_cli_writes_a_grid(tmp_path):
 
 
 def test_embedded_data_cards_are_current_and_readable():
-    from unichest_lib import cards
-    from unichest_lib.world.card import card_text
+    from unichest_lib.data import cards
+    from unichest_lib.data.world.card import card_text
 
     stats = priors.real_statistics(PRIORS_CACHE)
     for s in SPECS:
         path = cards.CARDS_DIR / f"embedded_{s}.md"
         assert path.read_text(encoding="utf-8") == card_text(s, stats), (
-            f"{path.name} is stale: run python -m unichest_lib.world cards")
+            f"{path.name} is stale: run python -m unichest_lib.data.world cards")
         meta, body = cards.read_card(path)
-        assert meta["kind"] == "embedded" and meta["label_space"] == list(L.SOURCE_CLASSES[s])
+        assert meta["kind"] == "embedded" and meta["label_space"] == list(L.EMBEDDED_LABEL_SPACES[s])
         assert "SYNTHETIC" in meta["notice"] and "not a clinical claim" in body.splitlines()[2]

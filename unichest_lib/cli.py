@@ -1,11 +1,14 @@
 """Command line: ``python -m unichest_lib conquer|divide|evaluate --profile P --<field> V``.
 
+The entry point of the ``unichest`` script and ``python -m unichest_lib``; it sits above the
+whole library (it may import any of it; nothing imports it).
+
 Every :class:`~unichest_lib.config.Config` field is an option of the same name (generated
 from the dataclass, so nothing can drift); an unknown option is an error naming it. The verbs
 call the same functions as the notebooks, and run unchanged under ``torchrun`` for DDP::
 
     python -m unichest_lib conquer --profile paper --data my_real_data.yml
-    torchrun --nproc_per_node 4 -m unichest_lib divide --profile paper --K 3 --resume
+    torchrun --nproc_per_node 4 -m unichest_lib divide --profile paper --K 3
 """
 
 from __future__ import annotations
@@ -28,15 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train and evaluate UniChest (Dai et al., TMI 2024).")
     p.add_argument("verb", choices=VERBS, help="conquer (Eq. 4), divide (Eq. 7) or evaluate")
     p.add_argument("--profile", default="tutorial", choices=PROFILES)
-    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    p.add_argument("--out-dir", default=None, help="run folder (default: the artifact store)")
-    p.add_argument("--conquer-checkpoint", default=None, help="divide: start from this checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="with --out-dir: continue from the run's last checkpoint (the store "
+                        "resumes an interrupted build by itself)")
+    p.add_argument("--out-dir", default=None,
+                   help="train into this run folder instead of the artifact store")
+    p.add_argument("--conquer-checkpoint", default=None,
+                   help="divide with --out-dir: start from this checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     group = p.add_argument_group("configuration (any Config field, by name)")
     for f in dataclasses.fields(Config):
         if f.name == "profile":
             continue
-        group.add_argument(f"--{f.name}", default=None, metavar="V", help=f"default: profile's")
+        group.add_argument(f"--{f.name}", default=None, metavar="V", help="default: profile's")
     return p
 
 
@@ -53,35 +60,48 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Config]:
                           + ", ".join(fields))
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
                  if f.name != "profile" and getattr(args, f.name) is not None}
-    return args, resolve(args.profile, **overrides)
+    cfg = resolve(args.profile, **overrides)
+    if args.conquer_checkpoint is not None and (args.verb != "divide" or args.out_dir is None):
+        raise ConfigError("--conquer-checkpoint starts a Divide run outside the artifact store: "
+                          "use it with the divide verb and --out-dir")
+    return args, cfg
 
 
 def run(args: argparse.Namespace, cfg: Config):
-    """Run the verb with the same functions the notebooks call; returns their result."""
-    from . import distributed
+    """Run the verb with the same functions the notebooks call; returns what they return.
+
+    ``conquer`` / ``divide`` without ``--out-dir`` ask the artifact store, which trains the
+    stage (and Divide's Conquer) when missing, under its lock, and files it where the chapters
+    find it; an interrupted build resumes by itself. With ``--out-dir`` the stage trains
+    there (``--resume`` continues that run; ``--conquer-checkpoint`` picks Divide's start,
+    default the store's Conquer checkpoint) and the store is not touched."""
+    from .training import distributed, store
 
     progress = not args.no_progress
+    if args.verb == "evaluate":
+        from .evaluation.classification import in_domain
+
+        table = in_domain(store.load_model(cfg, "divide", progress=progress), cfg)
+        print(table.to_string())
+        return table
+    if distributed.launched_by_torchrun():  # every rank meets before the store looks at files
+        distributed.init_from_env(cfg.device)
+    if args.out_dir is None:
+        path = store.checkpoint(cfg, args.verb, progress=progress)
+        if distributed.is_main():
+            best = store.manifest(cfg, args.verb).get("best_metric")
+            print(f"best validation aAUC {best:.4f}; checkpoint {path}")
+        return path
+    from .training import stages
+
     if args.verb == "conquer":
-        from . import train
-
-        result = train.conquer(cfg, progress=progress, out_dir=args.out_dir, resume=args.resume)
-        if distributed.is_main():
-            print(f"best validation aAUC {result.best_metric:.4f}; checkpoint {result.checkpoint}")
-        return result
-    if args.verb == "divide":
-        from . import train
-
-        result = train.divide(cfg, conquer_checkpoint=args.conquer_checkpoint, progress=progress,
-                              out_dir=args.out_dir, resume=args.resume)
-        if distributed.is_main():
-            print(f"best validation aAUC {result.best_metric:.4f}; checkpoint {result.checkpoint}")
-        return result
-    from . import evaluate, store
-
-    model = store.load_model(cfg, "divide", progress=progress)
-    table = evaluate.in_domain(model, cfg)
-    print(table.to_string())
-    return table
+        result = stages.conquer(cfg, args.out_dir, progress=progress, resume=args.resume)
+    else:
+        start = args.conquer_checkpoint or store.conquer_checkpoint(cfg, progress=progress)
+        result = stages.divide(cfg, start, args.out_dir, progress=progress, resume=args.resume)
+    if distributed.is_main():
+        print(f"best validation aAUC {result.best_metric:.4f}; checkpoint {result.checkpoint}")
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from . import distributed
+    from .training import distributed
 
     try:
         run(args, cfg)

@@ -33,6 +33,11 @@ ALL_SOURCES = PRETRAIN_SOURCES + DOWNSTREAM_SOURCES
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 
+#: Fields Config once had, with the one value every run used. The records of older
+#: checkpoints still hold them; :meth:`Config.from_dict` ignores them. ``nan_policy="raise"``:
+#: a non-finite loss always raises (``unichest_lib.training.trainer.NonFiniteLossError``).
+REMOVED_FIELDS = {"nan_policy": "raise"}
+
 
 class ConfigError(ValueError):
     """A parameter has an invalid value; the message says which, and what is valid."""
@@ -107,7 +112,6 @@ class Config:
     deterministic: bool = False  # torch deterministic algorithms (slower)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     max_steps_per_epoch: int = 0  # 0 = full epochs; >0 caps steps (smoke runs)
-    nan_policy: str = "raise"  # what to do on a non-finite loss: "raise"
 
     # ---- evaluation -------------------------------------------------------------------
     eval_batch_size: int = 64  # images per evaluation step
@@ -126,8 +130,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
-        """Rebuild a Config from :meth:`to_dict` output (unknown keys are an error)."""
-        return _apply(cls(), dict(d))
+        """Rebuild a Config from :meth:`to_dict` output. Unknown keys are an error, except the
+        fields of :data:`REMOVED_FIELDS`, which older checkpoints still record."""
+        return _apply(cls(), {k: v for k, v in d.items() if k not in REMOVED_FIELDS})
 
     def validate(self) -> "Config":
         _validate(self)
@@ -159,7 +164,6 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "bcl_variant": ("paper", "code"),
     "multilabel_loss": ("asl", "bce"),
     "loss_reduction": ("mean", "sum"),
-    "nan_policy": ("raise",),
     "report_text": ("filtered", "labels"),
 }
 
@@ -352,5 +356,6 @@ def describe(cfg: Config, *, against: str | None = None) -> str:
 
 __all__ = [
     "ALL_SOURCES", "BACKBONES", "Config", "ConfigError", "DOWNSTREAM_SOURCES", "PRETRAIN_SOURCES",
-    "PROFILES", "PROGRESS_ENV", "describe", "profile_defaults", "progress_bars", "resolve",
+    "PROFILES", "PROGRESS_ENV", "REMOVED_FIELDS", "describe", "profile_defaults", "progress_bars",
+    "resolve",
 ]

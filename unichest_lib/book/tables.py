@@ -1,0 +1,106 @@
+"""Library results as tables a chapter shows: the data cards as Markdown, the parameters of
+each query network, and the mean gate weight of each source.
+
+Introduced in ``notebooks/00_data.ipynb`` (cards) and ``notebooks/03_divide.ipynb``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..config import Config
+from ..model import count_parameters
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_CARD_FIELDS = ("role", "access", "licence", "provenance", "citation")
+
+
+def cards_markdown(table, kind: str) -> str:
+    """The data cards of one ``kind`` ("real" or "embedded") of
+    :func:`unichest_lib.data.cards.load_cards` as Markdown: per card, a heading, a short field
+    list and the card's own text with its headings demoted under the heading."""
+    import re
+
+    if len(table) == 0 or "kind" not in table:
+        return "*No data cards found in `data_cards/`.*"
+    parts = []
+    for _, card in table[table["kind"] == kind].iterrows():
+        body = re.sub(r"^(#+) ", lambda m: "#" * min(len(m.group(1)) + 2, 6) + " ",
+                      card["body"], flags=re.M)
+        body = re.sub(r"\A### [^\n]*\n", "", body)  # the card's own title: we print ours
+        fields = [f"* **{f}**: {card[f]}" for f in _CARD_FIELDS
+                  if f in card and isinstance(card[f], str) and card[f]]
+        if isinstance(card.get("stats_command"), str):
+            fields.append(f"* **stats_command**: `{card['stats_command']}`")
+        parts.append(f"### {card['title']} (`{card['name']}`)\n\n" + "\n".join(fields)
+                     + _generation_block(card) + f"\n\n{body}\n")
+    return "\n".join(parts) or f"*No data cards of kind {kind!r}.*"
+
+
+def _generation_block(card) -> str:
+    """An embedded card's generation settings (label space, images per profile, the
+    ``dials`` that differ from the neutral world) as Markdown; '' for a real card."""
+
+    def value(key):
+        v = card.get(key)
+        return v if isinstance(v, (dict, list)) else None
+
+    label_space, n_images, dials = value("label_space"), value("n_images"), value("dials")
+    if not (label_space or n_images or dials):
+        return ""
+    out = []
+    if label_space:
+        out.append(f"* **label space** ({len(label_space)}): {', '.join(label_space)}")
+    if n_images:
+        out.append("* **images**: " + ", ".join(f"{n} at `{p}`" for p, n in n_images.items()))
+    if dials:
+        groups = "; ".join(f"{group}: " + ", ".join(f"{k} {v}" for k, v in sorted(vals.items()))
+                           for group, vals in dials.items() if isinstance(vals, dict) and vals)
+        out.append("* **dials** (the values that differ from the neutral world, at "
+                   f"`heterogeneity = 1`): {groups or 'none'}")
+    return "\n" + "\n".join(out)
+
+
+def query_network_table(model) -> "pd.DataFrame":
+    """Trainable parameters of each query network of ``model`` (QN¹ = shared, then the K−1
+    experts, which are stored stacked and share nothing), plus the gate Φ1 and projection Φ2.
+    """
+    import pandas as pd
+
+    n = count_parameters
+    k = model.cfg.K
+    rows = [dict(part="QN1 (shared)", role="query network", parameters=n(model.qn1))]
+    per_expert = n(model.experts) // (k - 1) if k > 1 else 0
+    rows += [dict(part=f"QN{j} (expert)", role="query network", parameters=per_expert)
+             for j in range(2, k + 1)]
+    if k > 1:
+        rows += [dict(part="gate Φ1", role="ω = softmax(Φ1(Ī))", parameters=n(model.gate)),
+                 dict(part="projection Φ2", role="ω̄ = Φ2(ω), for L_SCL",
+                      parameters=n(model.scl_proj))]
+    return pd.DataFrame(rows).set_index("part")
+
+
+def mean_gate_by_source(model, cfg: Config, sources=None, split: str = "valid") -> "pd.DataFrame":
+    """Mean gate weights ω (Eq. 5) per source: rows sources, columns experts QN2..QNK.
+    Each row sums to 1; a source that leans on one expert has one large value.
+    Introduced in ``notebooks/03_divide.ipynb``."""
+    import pandas as pd
+    import torch
+
+    from ..data import make_dataset
+    from ..model.inference import gate_weights
+
+    if model.stage != "divide" or model.cfg.K < 2:
+        raise ValueError(f"mean_gate_by_source needs a Divide-stage model with K >= 2 "
+                         f"(got stage {model.stage!r}, K={model.cfg.K})")
+    rows = {}
+    for src in tuple(cfg.sources if sources is None else sources):
+        omega = gate_weights(model, make_dataset(cfg, [src], split), cfg)
+        rows[src] = torch.from_numpy(omega).mean(0).numpy()
+    return pd.DataFrame.from_dict(rows, orient="index",
+                                  columns=[f"QN{j}" for j in range(2, model.cfg.K + 1)])
+
+
+__all__ = ["cards_markdown", "mean_gate_by_source", "query_network_table"]

@@ -1,0 +1,150 @@
+"""Who is in each embedded source: patients, their true findings, and the labels a source
+recorded for them (the *label prior and noise* heterogeneity of :mod:`.sources`), plus the
+patient-disjoint train/valid/test split.
+
+True findings are drawn with a Gaussian copula so that they co-occur: a patient-level
+severity shared by all classes, a patient-level per-class propensity shared by that patient's
+follow-up images, and an image-level term. Each class keeps its prevalence exactly as a
+marginal. Labels are the findings seen through the source's labelling process: false
+negatives, false positives and CheXpert-style "uncertain" mentions, which become missing
+(NaN) under the U-Ignore policy (the policy the paper's multi-source setting implies: an
+uncertain label is not a supervision signal).
+
+Introduced in ``notebooks/00_data.ipynb``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtri
+
+from .. import labels as L
+from .phantom import F32
+from .priors import findings as finding_names
+
+FINDINGS = finding_names()
+SPLITS = ("train", "valid", "test")
+SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
+#: Correlation weights of the copula: shared severity, patient propensity, image term.
+W_SEVERITY, W_PATIENT, W_IMAGE = 0.25, 0.45, 0.30
+#: Classes that a "no finding" label tolerates (CheXpert's convention).
+NO_FINDING_TOLERATES = ("support devices",)
+
+
+@dataclass
+class Population:
+    """One source's images (n rows) over :data:`FINDINGS` (F columns)."""
+
+    patients: np.ndarray  # str (n,)
+    split: np.ndarray  # str (n,): "train" | "valid" | "test"
+    truth: np.ndarray  # bool (n, F): rendered findings
+    state: np.ndarray  # float32 (n, F): recorded 1 / 0 / NaN (uncertain)
+    side: np.ndarray  # float32 (n, F): +1 right, -1 left
+    u: np.ndarray  # float32 (n, F): lateral position in the lung
+    v: np.ndarray  # float32 (n, F): vertical position in the lung
+    jitter: np.ndarray  # float32 (n, F, 3): size, density, texture jitter
+    device_kind: np.ndarray  # int (n,)
+
+
+def draw_patients(rng: np.random.Generator, n: int, images_per_patient: float) -> np.ndarray:
+    """Patient index of each of ``n`` images; 1 + Poisson(mean - 1) images per patient."""
+    k = 1 + rng.poisson(max(images_per_patient - 1, 0), n)
+    return np.repeat(np.arange(n), k)[:n]
+
+
+def split_patients(rng: np.random.Generator, patient: np.ndarray, n_valid: int = 0,
+                   n_test: int = 0) -> np.ndarray:
+    """Assign whole patients to train/valid/test: 70/10/20 of the patients (at least one
+    in each split when there are three or more), or, when ``n_test`` / ``n_valid`` > 0,
+    whole patients in a random order to test until it holds at least ``n_test`` images,
+    then to valid until at least ``n_valid`` (the evaluation splits sized independently of
+    the training set); the rest is train."""
+    if n_valid or n_test:
+        return _split_by_count(rng, patient, n_valid, n_test)
+    uniq = np.unique(patient)
+    order = rng.permutation(len(uniq))
+    n_p = len(uniq)
+    n_valid = max(1, round(SPLIT_FRACTIONS[1] * n_p)) if n_p >= 3 else 0
+    n_test = max(1, round(SPLIT_FRACTIONS[2] * n_p)) if n_p >= 3 else 0
+    which = np.zeros(n_p, dtype=np.int64)
+    which[order[:n_test]] = 2
+    which[order[n_test:n_test + n_valid]] = 1
+    lookup = dict(zip(uniq, which))
+    return np.array([SPLITS[lookup[p]] for p in patient])
+
+
+def _split_by_count(rng: np.random.Generator, patient: np.ndarray, n_valid: int,
+                    n_test: int) -> np.ndarray:
+    uniq, counts = np.unique(patient, return_counts=True)
+    order = rng.permutation(len(uniq))
+    filled = np.cumsum(counts[order])
+    which = np.zeros(len(uniq), dtype=np.int64)
+    # the first patients (in random order) whose images reach n_test go to test, then valid
+    n_te = int(np.searchsorted(filled, n_test)) + 1 if n_test else 0
+    which[order[:n_te]] = 2
+    rest = filled[n_te:] - (filled[n_te - 1] if n_te else 0)
+    n_va = int(np.searchsorted(rest, n_valid)) + 1 if n_valid else 0
+    which[order[n_te:n_te + n_va]] = 1
+    lookup = dict(zip(uniq, which))
+    return np.array([SPLITS[lookup[p]] for p in patient])
+
+
+def draw_findings(rng: np.random.Generator, patient: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """True findings (n, F) with marginal prevalence ``prior`` (F,), correlated within a
+    patient and across classes (Gaussian copula)."""
+    n_pat = patient.max() + 1
+    f = len(prior)
+    sev = rng.standard_normal((n_pat, 1))
+    prop = rng.standard_normal((n_pat, f))
+    img = rng.standard_normal((len(patient), f))
+    z = (np.sqrt(W_SEVERITY) * sev[patient] + np.sqrt(W_PATIENT) * prop[patient]
+         + np.sqrt(W_IMAGE) * img)
+    return z > ndtri(1 - np.asarray(prior))
+
+
+def record_labels(rng: np.random.Generator, truth: np.ndarray, noise, uncertain_rate: np.ndarray,
+                  prior: np.ndarray) -> np.ndarray:
+    """What the labeller recorded (n, F): 1, 0 or NaN (uncertain -> U-Ignore).
+
+    ``noise`` is a :class:`~.sources.LabelNoise`; ``uncertain_rate`` (F,) are the real
+    CheXpert fractions of "-1" labels (0 where CheXpert has no such class).
+    """
+    n, f = truth.shape
+    r = rng.random((n, f, 3))
+    state = truth.astype(F32)
+    state[truth & (r[..., 0] < noise.false_negative)] = 0
+    state[~truth & (r[..., 0] < noise.false_positive)] = 1
+    # uncertain: a share of positives (real unc/(pos+unc)) and of negatives (real unc rate)
+    p_pos = noise.uncertain * uncertain_rate / np.maximum(uncertain_rate + prior, 1e-6)
+    p_neg = noise.uncertain * uncertain_rate
+    unc = np.where(truth, r[..., 1] < p_pos, r[..., 2] < p_neg)
+    state[unc] = np.nan
+    return state
+
+
+def source_labels(state: np.ndarray, source: str, classes) -> np.ndarray:
+    """Labels (n, c) over ``classes``: the recorded state where ``source`` annotates a class,
+    NaN where it does not (missing, not negative). "no finding" is 1 when none of the
+    source's own classes (but support devices) is recorded positive."""
+    own = set(L.embedded_label_space(source))
+    col = {c: i for i, c in enumerate(FINDINGS)}
+    out = np.full((len(state), len(classes)), np.nan, dtype=F32)
+    own_findings = [col[c] for c in own if c in col and c not in NO_FINDING_TOLERATES]
+    any_pos = (state[:, own_findings] == 1).any(axis=1) if own_findings else np.zeros(len(state), bool)
+    for j, c in enumerate(classes):
+        if c not in own:
+            continue
+        out[:, j] = (~any_pos).astype(F32) if c == "no finding" else state[:, col[c]]
+    return out
+
+
+def draw_layout(rng: np.random.Generator, n: int, p_right: float):
+    """Where each image's findings sit and how they vary: side, u, v (n, F), jitter (n, F, 3)."""
+    f = len(FINDINGS)
+    side = np.where(rng.random((n, f)) < p_right, F32(1), F32(-1))
+    u = rng.uniform(-0.5, 0.6, (n, f)).astype(F32)
+    v = rng.uniform(-0.5, 0.6, (n, f)).astype(F32)
+    jitter = rng.uniform(-1, 1, (n, f, 3)).astype(F32)
+    return side, u, v, jitter, rng.integers(1, 8, n)

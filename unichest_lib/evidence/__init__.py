@@ -1,0 +1,32 @@
+"""The book's evidence: every comparison it draws a conclusion from, over training seeds, with
+95 % intervals resampled by patient, against its matched control.
+
+The one place that combines trained runs with evaluation: :mod:`.variants` names the runs
+(UniChest and its controls) and gets them from the store — :func:`load`, :func:`checkpoint`
+and :func:`history` are how a chapter gets a trained model, its checkpoint and its training
+history; :mod:`.measures` scores them over seeds with paired patient bootstraps;
+:mod:`.claims` lists the paper's claims and measures each; :mod:`.ledger` is the claims
+ledger and its cache. Everything below is re-exported here (``evidence.variant_table``, ...).
+Introduced in ``notebooks/02_conquer.ipynb``; the ledger in ``notebooks/06_claims.ipynb``.
+"""
+
+from .claims import (CLAIM_KEYS, CLAIMS, Claim, equivalence_verdict, gate_routing,
+                     grounding_vs_random, measure_claim, source_gates, transfer_vs_random)
+from .ledger import (EXPENSIVE, FULL, NOT_RUN, VERSION, chapter_claims, fmt_interval, grid_table,
+                     ledger_table, measure, verdict_lines)
+from .measures import (ALPHA, MIN_POS, N_BOOT, Measure, Scored, class_auc_replicates,
+                       grounding_by_class, has_classes, in_domain_measure, kept_columns,
+                       macro_measure, metric_table, patient_weights, scored, split_sizes,
+                       variant_table, with_intervals)
+from .variants import (BACKBONES, GRID, LEVELS, SEEDS, VARIANTS, Variant, checkpoint, history,
+                       load, variant_config)
+
+__all__ = ["ALPHA", "BACKBONES", "CLAIMS", "CLAIM_KEYS", "Claim", "EXPENSIVE", "FULL", "GRID",
+           "LEVELS", "MIN_POS", "Measure", "NOT_RUN", "N_BOOT", "SEEDS", "Scored", "VARIANTS",
+           "VERSION", "Variant", "chapter_claims", "checkpoint", "class_auc_replicates",
+           "equivalence_verdict", "fmt_interval", "gate_routing", "grid_table",
+           "grounding_by_class", "grounding_vs_random", "has_classes", "history",
+           "in_domain_measure", "kept_columns", "ledger_table", "load", "macro_measure",
+           "measure", "measure_claim", "metric_table", "patient_weights", "scored",
+           "source_gates", "split_sizes", "transfer_vs_random", "variant_config",
+           "variant_table", "verdict_lines", "with_intervals"]

@@ -1,0 +1,258 @@
+"""The claims of the paper the book tests, and how each is measured.
+
+:data:`CLAIMS` lists them, each with the chapter that shows it, the paper's number and the
+effect that is measured; :func:`measure_claim` measures one over the profile's seeds as the
+difference of a variant and its matched control (:mod:`.measures`), or, for the three that are
+not macro AUCs, as gate routing accuracy (:func:`gate_routing`), pointing game against a random
+peak (:func:`grounding_vs_random`) and linear-probe transfer against a random encoder
+(:func:`transfer_vs_random`). :mod:`.ledger` turns the measurements into the claims ledger.
+
+Introduced in ``notebooks/06_claims.ipynb``; chapters 02–05 show their own claims.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from ..config import Config, ConfigError
+from ..data import make_dataset
+from ..evaluation import finetune, grounding, stats
+from ..model.inference import gate_weights
+from .measures import (MIN_POS, N_BOOT, Measure, Scored, patient_weights, class_auc_replicates,
+                       has_classes, in_domain_measure, kept_columns, macro_measure, split_sizes)
+from .variants import GRID, LEVELS, SEEDS, load, variant_config
+
+
+# ---- the claims -------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A claim of the paper the book tests. ``kind``/``margin`` feed
+    :func:`unichest_lib.evaluation.stats.verdict`; ``paper`` is the paper's number with its
+    source."""
+
+    key: str
+    chapter: str
+    text: str
+    effect: str  # what is measured, in words
+    paper: str
+    kind: str = "greater"
+    margin: float = 0.0
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("multi_vs_single", "02",
+          "Multi-source Conquer beats Conquer on one source (in-domain on that source)",
+          "aAUC(Conquer, all sources) - aAUC(Conquer, one source), test split of val_source",
+          "+0.054 aAUC on ChestX-ray14 (Table VI: 0.8468 vs 0.7933, single-source KAD)"),
+    Claim("unichest_vs_conquer", "03", "UniChest beats its own Conquer stage",
+          "mean in-domain aAUC(UniChest) - aAUC(Conquer only)",
+          "+0.012 aAUC on ChestX-ray14 (Table VI: 0.8584 vs 0.8468)"),
+    Claim("unichest_vs_continued", "03",
+          "UniChest beats Conquer trained for the same number of extra steps",
+          "mean in-domain aAUC(UniChest) - aAUC(Conquer continued)", "not reported"),
+    Claim("gate_routes", "03", "The gate routes images by source",
+          "accuracy of predicting the source from the gate weights omega minus the majority share",
+          "not measured (stated in Section III-C3)"),
+    Claim("zero_shot_unseen", "04", "Zero-shot on classes no source labels beats chance",
+          "mean AUC of UniChest on the unseen classes of the downstream sources - 0.5",
+          "Shenzhen TB AUC 0.950 (Table VI; TB is a VinDr class there); PadChest unseen "
+          "classes above chance (Fig. 6)"),
+    Claim("grounding_vs_random", "04", "The attention points at lesions better than a random peak",
+          "pointing-game hit rate - expected hit rate of a uniformly random peak (lesion area)",
+          "qualitative (Fig. 7)"),
+    Claim("transfer_vs_random", "04", "Pre-training helps transfer",
+          "linear-probe AUC on the transfer source: pre-trained minus randomly initialised encoder",
+          "not reported (Table II compares pre-trained models only)"),
+    Claim("experts_vs_k1", "05", "Experts beat a single query network (K = 1)",
+          "mean in-domain aAUC(UniChest) - aAUC(K = 1)", "not reported (Fig. 8 has K = 3-5)"),
+    Claim("scl_matters", "05", "The source contrastive loss helps",
+          "mean in-domain aAUC(UniChest) - aAUC(no L_SCL)",
+          "not reported alone (the equal-weights row removes gate and L_SCL together)"),
+    Claim("gate_vs_equal", "05", "A learned gate beats equal expert weights",
+          "mean in-domain aAUC(UniChest) - aAUC(equal weights)",
+          "+0.006 aAUC on ChestX-ray14 (Table VI: 0.8584 vs 0.8528)"),
+    Claim("lam_k_robust", "05", "lambda and K change aAUC by under 0.01",
+          "largest |aAUC(K, lambda) - aAUC(K=4, lambda=0.5)| over the grid, mean in-domain",
+          "range of aAUC under 1 % over K 3-5, lambda 0.3-0.7 (Fig. 8)",
+          kind="equivalent", margin=0.01),
+    Claim("reports_vs_labels", "05", "Report entities beat label concatenation as the text",
+          "mean in-domain aAUC of Conquer: report entities - label concatenation",
+          "+0.012 aAUC (Table VII: 0.8831 vs 0.8716)"),
+    Claim("gain_grows", "05", "Divide's gain grows with source heterogeneity",
+          "[UniChest - Conquer continued] at heterogeneity 1 minus the same at 0",
+          "not testable on real data (the paper's motivation, Section I)"),
+)
+CLAIM_KEYS = tuple(c.key for c in CLAIMS)
+
+
+def equivalence_verdict(intervals: Sequence[tuple[float, float]], margin: float) -> str:
+    """Verdict of "every effect lies within +-margin" over several intervals: holds when
+    every interval lies inside, contradicted when one lies wholly outside, else inconclusive."""
+    per = [stats.verdict(lo, hi, kind="equivalent", margin=margin) for lo, hi in intervals]
+    if per and all(v == "holds" for v in per):
+        return "holds"
+    if any(v == "contradicted" for v in per):
+        return "contradicted"
+    return "inconclusive"
+
+
+# ---- measuring each claim ---------------------------------------------------------------------
+def _grid_configs(cfg: Config):
+    Ks, lams = GRID[cfg.profile]
+    return [(k, x) for k in Ks for x in lams if not (k == cfg.K and x == cfg.lam)]
+
+
+def measure_claim(cfg: Config, key: str, progress: bool = True) -> dict:
+    """Measure one claim: a dict with the summary fields, the split sizes and the seeds."""
+    kw = dict(progress=progress)
+
+    def vs(control: str, c: Config = cfg) -> Measure:  # UniChest minus a control, in-domain
+        return in_domain_measure(c, "UniChest", **kw) - in_domain_measure(c, control, **kw)
+
+    if key == "multi_vs_single":
+        src = [cfg.val_source]
+        m = (macro_measure(cfg, "Conquer only", src, **kw)
+             - macro_measure(cfg, "one source", src, **kw))
+    elif key == "unichest_vs_conquer":
+        m = vs("Conquer only")
+    elif key == "unichest_vs_continued":
+        m = vs("Conquer continued")
+    elif key == "experts_vs_k1":
+        m = vs("K = 1")
+    elif key == "scl_matters":
+        m = vs("no L_SCL")
+    elif key == "gate_vs_equal":
+        m = vs("equal weights")
+    elif key == "reports_vs_labels":
+        lab = dict(report_text="labels")
+        m = (in_domain_measure(cfg, "Conquer only", **kw)
+             - macro_measure(cfg, "Conquer only", cfg.sources, **lab, **kw))
+    elif key == "gain_grows":
+        gains = [vs("Conquer continued", cfg.replace(heterogeneity=h)) for h in LEVELS]
+        m = gains[1] - gains[0]
+        m.info["per_level"] = {h: g.summary() for h, g in zip(LEVELS, gains)}
+    elif key == "lam_k_robust":
+        base = in_domain_measure(cfg, "UniChest", **kw)
+        diffs = {(k, x): in_domain_measure(cfg, "UniChest", K=k, lam=x, **kw) - base
+                 for k, x in _grid_configs(cfg)}
+        sums = {kx: d.summary(kind="equivalent", margin=0.01) for kx, d in diffs.items()}
+        worst = max(sums, key=lambda kx: abs(sums[kx]["mean"]))
+        out = dict(sums[worst])
+        out["verdict"] = equivalence_verdict([(s["lo"], s["hi"]) for s in sums.values()], 0.01)
+        out["detail"] = f"largest at K = {worst[0]}, lambda = {worst[1]}; {len(sums)} settings"
+        out["grid"] = {f"K={k}, lambda={x}": s for (k, x), s in sums.items()}
+        out["n_test"] = split_sizes(cfg, cfg.sources)
+        return out
+    elif key == "zero_shot_unseen":
+        srcs = [s for s in cfg.downstream if s != "chestxdet10" and has_classes(cfg, s, False)]
+        m = macro_measure(cfg, "UniChest", srcs, seen=False, **kw)
+        m = Measure(m.points - 0.5, m.reps - 0.5, m.info)
+    elif key == "gate_routes":
+        m = gate_routing(cfg, **kw)
+    elif key == "grounding_vs_random":
+        m = grounding_vs_random(cfg, **kw)
+    elif key == "transfer_vs_random":
+        m = transfer_vs_random(cfg, **kw)
+    else:
+        raise ConfigError(f"unknown claim {key!r}; choose one of {CLAIM_KEYS}")
+    claim = next(c for c in CLAIMS if c.key == key)
+    out = m.summary(kind=claim.kind, margin=claim.margin)
+    out["n_test"] = m.info.get("n_test") or split_sizes(cfg, m.info.get("sources", []))
+    if "classes" in m.info:
+        t = m.info["classes"]
+        flagged = t[~t["kept"]]
+        out["flagged"] = ", ".join(f"{r['source']}:{r['class']} ({r['n_pos']})"
+                                   for _, r in flagged.iterrows())
+    if "per_level" in m.info:
+        out["per_level"] = m.info["per_level"]
+    out["detail"] = m.info.get("detail", "")
+    return out
+
+
+# ---- the three claims that are not macro AUCs ------------------------------------------------
+def gate_routing(cfg: Config, *, seeds=None, n_boot=None, progress: bool = True) -> Measure:
+    """Per seed: a multinomial logistic regression from the gate weights ω (Eq. 5) to the
+    source, fitted on the validation splits and scored on the test splits of ``cfg.sources``;
+    the effect is its test accuracy minus the majority source's share (chance)."""
+    from sklearn.linear_model import LogisticRegression
+
+    seeds = tuple(SEEDS[cfg.profile] if seeds is None else seeds)
+    n_boot = N_BOOT[cfg.profile] if n_boot is None else n_boot
+    if cfg.K < 2:
+        raise ConfigError("gate_routing needs K >= 2 (K = 1 has no gate)")
+    points, reps = np.zeros(len(seeds)), np.zeros((len(seeds), n_boot))
+    for i, seed in enumerate(seeds):
+        model = load(cfg, "UniChest", seed, progress=progress)
+        (xv, yv, _), (xt, yt, pt) = (source_gates(model, cfg, split) for split in ("valid", "test"))
+        clf = LogisticRegression(max_iter=2000).fit(xv, yv)
+        hit = (clf.predict(xt) == yt).astype(float)
+        chance = np.bincount(yt).max() / len(yt)
+        w = patient_weights(pt, n_boot, f"gate/{cfg.heterogeneity}")
+        points[i] = hit.mean() - chance
+        reps[i] = (w @ hit) / w.sum(1) - chance
+    return Measure(points, reps, dict(what="gate source accuracy - chance",
+                                      sources=list(cfg.sources), seeds=list(seeds)))
+
+
+def source_gates(model, cfg: Config, split: str):
+    """(ω (n, K-1), source index (n,), patients (n,)) of ``cfg.sources``' ``split``."""
+    ds = make_dataset(cfg, cfg.sources, split)
+    return gate_weights(model, ds, cfg), ds.table.source_ids, np.asarray(ds.table.patients)
+
+
+def grounding_vs_random(cfg: Config, *, source: str = "chestxdet10", seeds=None, n_boot=None,
+                        progress: bool = True) -> Measure:
+    """Pointing-game hits of UniChest minus the hit rate of a uniformly random peak (the
+    lesion's area fraction), per instance, averaged over instances; resampled by patient."""
+    seeds = tuple(SEEDS[cfg.profile] if seeds is None else seeds)
+    n_boot = N_BOOT[cfg.profile] if n_boot is None else n_boot
+    points, reps = np.zeros(len(seeds)), np.zeros((len(seeds), n_boot))
+    n = 0
+    for i, seed in enumerate(seeds):
+        model = load(cfg, "UniChest", seed, progress=progress)
+        inst = grounding.grounding_instances(model, variant_config(cfg, "UniChest", seed), source)
+        d = inst["hit"].to_numpy(float) - inst["area"].to_numpy(float)
+        w = patient_weights(inst["patient"].to_numpy(), n_boot, f"ground/{source}")
+        points[i] = d.mean()
+        reps[i] = (w @ d) / w.sum(1)
+        n = len(inst)
+    return Measure(points, reps, dict(what="pointing game - random peak", sources=[source],
+                                      seeds=list(seeds), n_test=f"{source}: {n} lesion instances"))
+
+
+def transfer_vs_random(cfg: Config, *, source: str = "siim", seeds=None, n_boot=None,
+                       progress: bool = True) -> Measure:
+    """Linear probe (all of ``source``'s training split) on the frozen Ī of UniChest's image
+    encoder minus the same probe on a randomly initialised encoder of the same architecture;
+    macro AUC over kept classes of the test split, paired resamples by patient."""
+    from ..model import UniChest
+
+    seeds = tuple(SEEDS[cfg.profile] if seeds is None else seeds)
+    n_boot = N_BOOT[cfg.profile] if n_boot is None else n_boot
+    tr, te = make_dataset(cfg, [source], "train"), make_dataset(cfg, [source], "test")
+    points, reps = np.zeros(len(seeds)), np.zeros((len(seeds), n_boot))
+    for i, seed in enumerate(seeds):
+        c = variant_config(cfg, "UniChest", seed)
+        pre = load(cfg, "UniChest", seed, progress=progress)
+        rnd = UniChest(c, pre.classes).eval()
+        s = {}
+        for name, m in (("pre", pre), ("random", rnd)):
+            scores = finetune.probe_scores(m, c, tr, te)
+            s[name] = Scored(scores, np.nan_to_num(te.table.labels, nan=0.0), te.table.mask,
+                             np.asarray(te.table.patients), tuple(te.classes),
+                             tuple(True for _ in te.classes))
+        cols, table = kept_columns(s["pre"], min_pos=MIN_POS[cfg.profile])
+        w = patient_weights(s["pre"].patients, n_boot, f"transfer/{source}")
+        diff = (np.nanmean(class_auc_replicates(s["pre"], w, cols), 1)
+                - np.nanmean(class_auc_replicates(s["random"], w, cols), 1))
+        points[i], reps[i] = diff[0], diff[1:]
+    return Measure(points, reps, dict(what="linear probe: pre-trained - random init",
+                                      sources=[source], seeds=list(seeds),
+                                      classes=table.assign(source=source)))
+
+
+__all__ = ["CLAIMS", "CLAIM_KEYS", "Claim", "equivalence_verdict", "gate_routing",
+           "grounding_vs_random", "measure_claim", "source_gates", "transfer_vs_random"]

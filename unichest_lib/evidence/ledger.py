@@ -1,0 +1,153 @@
+"""The claims ledger: every claim of :mod:`.claims` measured (or read back from the cache),
+with the paper's number, ours with its interval, the smallest effect the comparison could
+detect, and a verdict from :func:`unichest_lib.evaluation.stats.verdict`; and the tables and
+Markdown the chapters print from it. Measured claims are cached on disk
+(``<cache_dir>/evidence``), keyed by the configuration, the seeds and the bootstrap size.
+
+Introduced in ``notebooks/06_claims.ipynb``; chapters 02–05 show their own claims.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..config import Config, ConfigError
+from ..fileio import atomic_write
+from ..training.keys import DIVIDE_ONLY, conquer_fields
+from .claims import CLAIM_KEYS, CLAIMS, measure_claim
+from .measures import N_BOOT, digest, in_domain_measure
+from .variants import GRID, SEEDS
+
+#: Claims that need many extra runs per seed (the λ×K grid's Divide runs; a Conquer on label
+#: text; Conquer and its continued control in a second world): measured when ``full`` is on
+#: (see :data:`FULL`).
+EXPENSIVE = ("lam_k_robust", "reports_vs_labels", "gain_grows")
+#: Per profile: whether the book measures the :data:`EXPENSIVE` claims by default. At
+#: ``tutorial`` they would more than double the book's training time (measured in the README).
+FULL = {"smoke": True, "tutorial": False, "paper": True}
+#: The verdict of a claim that was not measured in this run (not a statistical verdict).
+NOT_RUN = "not run"
+
+
+# ---- the ledger -----------------------------------------------------------------------------
+def _cache_file(cfg: Config, key: str, seeds) -> pathlib.Path:
+    d = cfg.to_dict()
+    up = {f: d[f] for f in conquer_fields() if f != "seed"}
+    blob = digest({"claim": key, "config": up, "divide": {f: d[f] for f in DIVIDE_ONLY},
+                    "seeds": list(seeds), "n_boot": N_BOOT[cfg.profile], "version": VERSION})
+    return pathlib.Path(cfg.cache_dir) / "evidence" / f"{key}-{blob[:16]}.json"
+
+
+#: Bump when a measurement's definition changes (invalidates the cached claim rows).
+VERSION = 1
+
+
+def measure(cfg: Config, keys: Sequence[str] | None = None, *, full: bool | None = None,
+            progress: bool = True) -> pd.DataFrame:
+    """The claims ledger rows of ``keys`` (default: every claim), measured or read back
+    from the cache. Columns: claim, chapter, text, effect, paper, mean, lo, hi, mde,
+    n_seeds, per_seed, n_test, flagged, verdict, detail. With ``full`` False (default: the
+    profile's :data:`FULL`) the :data:`EXPENSIVE` claims are measured only when their
+    result is already cached; otherwise their verdict is :data:`NOT_RUN`."""
+    keys = CLAIM_KEYS if keys is None else tuple(keys)
+    full = FULL[cfg.profile] if full is None else bool(full)
+    seeds = SEEDS[cfg.profile]
+    rows = []
+    for key in keys:
+        claim = next((c for c in CLAIMS if c.key == key), None)
+        if claim is None:
+            raise ConfigError(f"unknown claim {key!r}; choose one of {CLAIM_KEYS}")
+        file = _cache_file(cfg, key, seeds)
+        res = None
+        if not full and key in EXPENSIVE and not file.is_file():
+            nan = float("nan")
+            res = dict(mean=nan, lo=nan, hi=nan, mde=nan, n_seeds=len(seeds), per_seed=[],
+                       n_test="", flagged="", verdict=NOT_RUN,
+                       detail="needs extra Conquer runs per seed; run chapter 05 or 06 with "
+                              "-p full_ledger True")
+        elif file.is_file():
+            try:
+                res = json.loads(file.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                res = None
+        if res is None:
+            res = measure_claim(cfg, key, progress)
+            atomic_write(file, json.dumps(res, default=_json_default))
+        rows.append(dict(claim=claim.text, key=key, chapter=claim.chapter, effect=claim.effect,
+                         paper=claim.paper, **{k: res.get(k) for k in (
+                             "mean", "lo", "hi", "mde", "n_seeds", "per_seed", "n_test",
+                             "flagged", "verdict", "detail", "grid", "per_level")}))
+    return pd.DataFrame(rows)
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, pd.DataFrame):
+        return o.to_dict(orient="list")
+    raise TypeError(f"cannot store {type(o).__name__} in the evidence cache")
+
+
+def chapter_claims(cfg: Config, chapter: str, *, full: bool | None = None,
+                   progress: bool = True) -> pd.DataFrame:
+    """The ledger rows of one chapter's claims (``chapter`` = "02" ... "05")."""
+    return measure(cfg, [c.key for c in CLAIMS if c.chapter == chapter], full=full,
+                   progress=progress)
+
+
+def grid_table(cfg: Config, *, progress: bool = True) -> pd.DataFrame:
+    """Mean in-domain test aAUC of UniChest for every (K, λ) of :data:`GRID` (the default
+    setting included) over the profile's seeds: columns K, lam, mean, lo, hi, n_seeds."""
+    Ks, lams = GRID[cfg.profile]
+    rows = []
+    for k in Ks:
+        for x in lams:
+            extra = {} if (k == cfg.K and x == cfg.lam) else dict(K=k, lam=x)
+            summ = in_domain_measure(cfg, "UniChest", progress=progress, **extra).summary()
+            rows.append(dict(K=k, lam=x, mean=summ["mean"], lo=summ["lo"], hi=summ["hi"],
+                             n_seeds=summ["n_seeds"]))
+    return pd.DataFrame(rows)
+
+
+def fmt_interval(mean: float, lo: float, hi: float, digits: int = 3) -> str:
+    """``+0.012 [-0.004, +0.028]``."""
+    if mean is None or not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def ledger_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The ledger as the book shows it: one row per claim, readable columns."""
+    return pd.DataFrame({
+        "chapter": rows["chapter"], "claim": rows["claim"], "paper": rows["paper"],
+        "ours (mean [95 % CI])": [fmt_interval(m, lo, hi) for m, lo, hi in
+                                 zip(rows["mean"], rows["lo"], rows["hi"])],
+        "smallest detectable": [f"{v:.3f}" if v is not None and np.isfinite(v) else "n/a"
+                                for v in rows["mde"]],
+        "seeds": rows["n_seeds"], "verdict": rows["verdict"],
+    }).set_index("claim")
+
+
+def verdict_lines(rows: pd.DataFrame) -> str:
+    """Markdown bullets, one per claim: its verdict, our number and interval, and seeds."""
+    out = []
+    for _, r in rows.iterrows():
+        if r["verdict"] == NOT_RUN:
+            out.append(f"* **{NOT_RUN}** — {r['claim']} ({r['detail']}).")
+            continue
+        out.append(f"* **{r['verdict']}** — {r['claim']}: "
+                   f"{fmt_interval(r['mean'], r['lo'], r['hi'])} "
+                   f"({r['effect']}; {r['n_seeds']} seeds; smallest detectable effect "
+                   f"{r['mde']:.3f}).")
+    return "\n".join(out)
+
+
+__all__ = ["EXPENSIVE", "FULL", "NOT_RUN", "VERSION", "chapter_claims", "fmt_interval",
+           "grid_table", "ledger_table", "measure", "verdict_lines"]

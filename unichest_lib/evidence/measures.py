@@ -1,0 +1,320 @@
+"""Measuring a variant over seeds: cached test-split predictions, per-class AUCs bootstrapped
+by patient, and the tables the chapters show with their 95 % intervals.
+
+For every (variant, seed) the test split of each source is scored once and the per-class
+AUCs are bootstrapped with **the same patient resamples** for every variant and seed
+(:func:`unichest_lib.evaluation.stats.cluster_weights`), so differences between two variants
+are paired. A comparison's interval is :func:`unichest_lib.evaluation.stats.pooled_interval`:
+it counts the spread between seeds *and* the test-set sampling. Classes with fewer than
+:data:`MIN_POS` positives or negatives in a test split are flagged and left out of the macro
+means. Predictions are cached on disk (``<cache_dir>/evidence/predictions``), keyed by the
+checkpoint's checksum, the world and the query mode.
+
+Introduced in ``notebooks/02_conquer.ipynb``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+import warnings
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..config import Config
+from ..data import make_dataset
+from ..data.label_spaces import source_classes, union_classes
+from ..evaluation import classification, grounding, metrics, stats
+from ..fileio import atomic_write
+from ..training import checkpoints, store
+from ..training import features as frozen_features
+from .variants import SEEDS, VARIANTS, checkpoint, load, variant_config
+
+#: Bootstrap replicates per profile.
+N_BOOT = {"smoke": 200, "tutorial": 1000, "paper": 2000}
+#: A class needs this many positives *and* negatives in a test split to enter a macro mean
+#: (per profile; the smoke world's test splits are tiny).
+MIN_POS = {"smoke": 2, "tutorial": 5, "paper": 10}
+ALPHA = 0.05
+
+
+# ---- cached predictions -------------------------------------------------------------------
+_WORLD_FIELDS = ("data", "world_seed", "heterogeneity", "image_size", "n_per_source",
+                 "n_downstream", "n_valid", "n_test", "cache_dir")
+
+
+def digest(obj) -> str:
+    """sha256 of ``obj`` as sorted JSON (the key of the evidence caches)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclasses.dataclass
+class Scored:
+    """One model's probabilities on one split of one source, with what the statistics need."""
+
+    probs: np.ndarray  # (n, c)
+    labels: np.ndarray  # (n, c) 0/1
+    mask: np.ndarray  # (n, c) observed
+    patients: np.ndarray  # (n,)
+    classes: tuple[str, ...]
+    seen: tuple[bool, ...]  # class among the model's training classes
+
+
+_MODELS: dict[str, object] = {}
+#: Test-split patches of each Conquer encoder, shared by the Divide runs that start from it
+#: (the query networks read them instead of re-encoding: the same probabilities).
+_EVAL_FEATURES: dict[str, object] = {}
+
+
+def _model(path: pathlib.Path, cfg: Config, stage: str, progress: bool):
+    """The stored model at ``path`` (of ``cfg``'s ``stage``), kept for the next few calls."""
+    key = str(path)
+    if key not in _MODELS:
+        if len(_MODELS) >= 4:
+            _MODELS.pop(next(iter(_MODELS)))
+        _MODELS[key] = store.load_model(cfg, stage, progress=progress)
+    return _MODELS[key]
+
+
+def scored(cfg: Config, name: str, seed: int, source: str, *, split: str = "test",
+           by: str = "name", progress: bool = True, **extra) -> Scored:
+    """Probabilities of variant ``name`` (seed) on ``source``'s ``split``, cached on disk by
+    checkpoint checksum, data and query mode (``.npz`` of plain arrays, no pickle)."""
+    c = variant_config(cfg, name, seed, **extra)
+    path = checkpoint(cfg, name, seed, progress=progress, **extra)
+    sha = checkpoints.read_meta(path)["sha256"]
+    d = cfg.to_dict()
+    key = digest({"sha": sha, "world": {f: d[f] for f in _WORLD_FIELDS}, "source": source,
+                   "split": split, "by": by})
+    file = pathlib.Path(cfg.cache_dir) / "evidence" / "predictions" / f"{key[:24]}.npz"
+    ds = make_dataset(cfg, [source], split)
+    meta = checkpoints.read_meta(path)
+    seen = tuple(k in meta["classes"] for k in ds.classes)
+    probs = None
+    if file.is_file():
+        try:
+            with np.load(file, allow_pickle=False) as z:
+                probs = z["probs"]
+        except (OSError, ValueError, KeyError):  # a damaged cache file: recompute it
+            probs = None
+        if probs is not None and probs.shape != (len(ds), len(ds.classes)):
+            probs = None
+    if probs is None:
+        model = _model(path, c, VARIANTS[name].stage, progress)
+        feats = None
+        if VARIANTS[name].stage == "divide":  # frozen encoder: encode each split once per seed
+            start = meta["extra"].get("run_key", "").rsplit(":", 1)[-1]  # its Conquer's sha256
+            fkey = f"eval:{start}:{ds.name}:{len(ds)}:{c.image_size}:{c.amp}:{c.channels_last}"
+            feats = _EVAL_FEATURES.get(fkey)
+            if feats is None:
+                feats = frozen_features.encode(model, ds, c)
+                if len(_EVAL_FEATURES) >= 16:
+                    _EVAL_FEATURES.pop(next(iter(_EVAL_FEATURES)))
+                _EVAL_FEATURES[fkey] = feats
+        probs = classification.predict(model, ds, c, by=by, features=feats).probs
+        atomic_write(file, lambda f: np.savez(f, probs=probs))
+    t = ds.table
+    return Scored(probs=probs, labels=np.nan_to_num(t.labels, nan=0.0), mask=t.mask,
+                  patients=np.asarray(t.patients), classes=tuple(ds.classes), seen=seen)
+
+
+# ---- bootstrap of class AUCs -------------------------------------------------------------------
+def class_auc_replicates(s: Scored, weights: np.ndarray, columns: Sequence[int]) -> np.ndarray:
+    """(B + 1, len(columns)) AUCs: row 0 on the full split, rows 1.. on the resamples."""
+    w = np.vstack([np.ones((1, weights.shape[1])), weights])
+    out = np.full((len(w), len(columns)), np.nan)
+    for k, j in enumerate(columns):
+        m = s.mask[:, j]
+        out[:, k] = stats.weighted_auc(s.labels[m, j], s.probs[m, j], w[:, m])
+    return out
+
+
+def kept_columns(s: Scored, *, seen: bool | None = None, min_pos: int = 5
+                 ) -> tuple[list[int], pd.DataFrame]:
+    """Columns with at least ``min_pos`` positives and negatives (optionally only seen or
+    unseen classes), and a table of every class's n, n_pos and whether it was kept."""
+    n = s.mask.sum(0)
+    n_pos = (s.labels * s.mask).sum(0)
+    rows, keep = [], []
+    for j, c in enumerate(s.classes):
+        if seen is not None and s.seen[j] != seen:
+            continue
+        ok = n_pos[j] >= min_pos and n[j] - n_pos[j] >= min_pos
+        rows.append(dict(**{"class": c}, n=int(n[j]), n_pos=int(n_pos[j]), kept=bool(ok)))
+        if ok:
+            keep.append(j)
+    return keep, pd.DataFrame(rows)
+
+
+def patient_weights(patients: np.ndarray, n_boot: int, tag: str) -> np.ndarray:
+    """(n_boot, n) bootstrap weights resampling *patients* (:func:`stats.cluster_weights`),
+    seeded by ``tag``: every variant and seed measured on one split shares them."""
+    seed = int(hashlib.sha256(tag.encode()).hexdigest()[:8], 16)
+    return stats.cluster_weights(patients, n_boot, np.random.default_rng(seed))
+
+
+@dataclasses.dataclass
+class Measure:
+    """One quantity over seeds: ``points`` (n_seeds,) and ``reps`` (n_seeds, B) replicates
+    on shared resamples; ``info`` says what it was computed on."""
+
+    points: np.ndarray
+    reps: np.ndarray
+    info: dict
+
+    def __sub__(self, other: "Measure") -> "Measure":
+        return Measure(self.points - other.points, self.reps - other.reps,
+                       {**self.info, "minus": other.info.get("what", "")})
+
+    def summary(self, *, kind: str = "greater", margin: float = 0.0) -> dict:
+        out = stats.summarise(self.points, self.reps, alpha=ALPHA, kind=kind, margin=margin)
+        out["per_seed"] = [float(v) for v in self.points]
+        return out
+
+
+def macro_measure(cfg: Config, name: str, sources: Sequence[str], *, split: str = "test",
+                  by: str = "name", seen: bool | None = None, seeds=None, n_boot=None,
+                  progress: bool = True, **extra) -> Measure:
+    """Mean over ``sources`` of each source's macro AUC (kept classes; ``seen`` selects
+    seen/unseen classes only), for every seed, with bootstrap replicates."""
+    seeds = tuple(SEEDS[cfg.profile] if seeds is None else seeds)
+    n_boot = N_BOOT[cfg.profile] if n_boot is None else n_boot
+    points = np.zeros(len(seeds))
+    reps = np.zeros((len(seeds), n_boot))
+    tables = []
+    for src in sources:
+        for i, seed in enumerate(seeds):
+            s = scored(cfg, name, seed, src, split=split, by=by, progress=progress, **extra)
+            cols, table = kept_columns(s, seen=seen, min_pos=MIN_POS[cfg.profile])
+            if i == 0:
+                w = patient_weights(s.patients, n_boot, f"{src}/{split}/{cfg.heterogeneity}")
+                tables.append(table.assign(source=src))
+            if not cols:  # nothing measurable: NaN, and the verdict says inconclusive
+                points[i], reps[i] = np.nan, np.nan
+                continue
+            auc = class_auc_replicates(s, w, cols)
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a resample without positives
+                macro = np.nanmean(auc, axis=1)
+            points[i] += macro[0] / len(sources)
+            reps[i] += macro[1:] / len(sources)
+    info = dict(what=name, sources=list(sources), split=split, seeds=list(seeds),
+                n_boot=n_boot, classes=pd.concat(tables, ignore_index=True))
+    return Measure(points, reps, info)
+
+
+def variant_table(cfg: Config, names: Sequence[str], sources: Sequence[str] | None = None, *,
+                  split: str = "test", by: str = "name", seen: bool | None = None,
+                  mean_row: bool = True, progress: bool = True, **extra) -> pd.DataFrame:
+    """aAUC of each variant on each source (and their mean), over the profile's seeds:
+    columns variant, source, mean, lo, hi (pooled 95 % interval), n_seeds, per_seed,
+    n_images, n_classes (kept) and flagged (classes left out, with their positives)."""
+    sources = tuple(cfg.sources if sources is None else sources)
+    rows = []
+    for name in names:
+        parts = [(s, [s]) for s in sources] + ([("mean", list(sources))]
+                                               if mean_row and len(sources) > 1 else [])
+        for label, srcs in parts:
+            m = macro_measure(cfg, name, srcs, split=split, by=by, seen=seen,
+                              progress=progress, **extra)
+            summ = m.summary()
+            t = m.info["classes"]
+            rows.append(dict(variant=name, source=label, mean=summ["mean"], lo=summ["lo"],
+                             hi=summ["hi"], n_seeds=summ["n_seeds"],
+                             per_seed=", ".join(f"{v:.3f}" for v in m.points),
+                             n_classes=int(t["kept"].sum()),
+                             flagged=", ".join(f"{r['class']} ({r['n_pos']})"
+                                               for _, r in t[~t["kept"]].iterrows())))
+    return pd.DataFrame(rows)
+
+
+def metric_table(cfg: Config, names: Sequence[str], sources: Sequence[str] | None = None, *,
+                 split: str = "test", progress: bool = True) -> pd.DataFrame:
+    """aF1, aACC and mAP (max-F1 thresholds, as the paper) of each variant and source over
+    the profile's seeds, macro over the kept classes: columns variant, source, metric, mean,
+    lo, hi (t-interval over seeds), n_seeds. aAUC with its bootstrap interval is
+    :func:`variant_table`."""
+    sources = tuple(cfg.sources if sources is None else sources)
+    seeds = SEEDS[cfg.profile]
+    rows = []
+    for name in names:
+        for src in sources:
+            per = {k: [] for k in ("aF1", "aACC", "mAP")}
+            for seed in seeds:
+                s = scored(cfg, name, seed, src, split=split, progress=progress)
+                cols, _ = kept_columns(s, min_pos=MIN_POS[cfg.profile])
+                pc = metrics.classification_metrics(s.labels[:, cols], s.probs[:, cols],
+                                                    s.mask[:, cols], [s.classes[j] for j in cols])
+                for k, v in (("aF1", "F1"), ("aACC", "ACC"), ("mAP", "AP")):
+                    per[k].append(float(pc.attrs[k]) if cols else float("nan"))
+            for k, vals in per.items():
+                si = stats.seed_interval(np.array(vals), ALPHA)
+                rows.append(dict(variant=name, source=src, metric=k, mean=si["mean"],
+                                 lo=si["lo"], hi=si["hi"], n_seeds=si["n"]))
+    return pd.DataFrame(rows)
+
+
+def grounding_by_class(cfg: Config, *, source: str = "chestxdet10", progress: bool = True
+                       ) -> pd.DataFrame:
+    """Pointing game of UniChest per lesion class over the profile's seeds, next to the
+    random-peak baseline (the mean lesion area fraction): columns class, n (instances),
+    mean, lo, hi (pooled interval over seeds and patients), random."""
+    seeds = SEEDS[cfg.profile]
+    n_boot = N_BOOT[cfg.profile]
+    insts = [grounding.grounding_instances(load(cfg, "UniChest", sd, progress=progress),
+                                          variant_config(cfg, "UniChest", sd), source)
+             for sd in seeds]
+    rows = []
+    for cls in sorted(insts[0]["class"].unique()):
+        pts, reps = [], []
+        for inst in insts:
+            d = inst[inst["class"] == cls]
+            hit = d["hit"].to_numpy(float)
+            w = patient_weights(d["patient"].to_numpy(), n_boot, f"ground/{source}/{cls}")
+            pts.append(hit.mean())
+            tot = w.sum(1)  # a resample may draw no patient with this lesion: NaN, skipped
+            reps.append(np.where(tot > 0, (w @ hit) / np.maximum(tot, 1e-12), np.nan))
+        pi = stats.pooled_interval(np.array(pts), np.array(reps), ALPHA)
+        d0 = insts[0][insts[0]["class"] == cls]
+        rows.append({"class": cls, "n": len(d0), "mean": pi["mean"], "lo": pi["lo"],
+                     "hi": pi["hi"], "random": float(d0["area"].mean())})
+    return pd.DataFrame(rows)
+
+
+def with_intervals(df: pd.DataFrame, index: str | Sequence[str], columns: str,
+                   digits: int = 3) -> pd.DataFrame:
+    """A pivot of ``mean [lo, hi]`` strings (a table a reader can read intervals from)."""
+    cell = [f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite(m) else "n/a"
+            for m, lo, hi in zip(df["mean"], df["lo"], df["hi"])]
+    return df.assign(cell=cell).pivot(index=index, columns=columns, values="cell")
+
+
+def in_domain_measure(cfg: Config, name: str, **kw) -> Measure:
+    """:func:`macro_measure` of variant ``name`` on every pre-training source."""
+    return macro_measure(cfg, name, cfg.sources, **kw)
+
+
+def has_classes(cfg: Config, source: str, seen: bool) -> bool:
+    """Whether ``source`` has classes that the pre-training sources label (``seen``) or not
+    (label spaces of ``cfg.data``'s world)."""
+    known = set(union_classes(cfg.sources, cfg.data))
+    return any((c in known) == seen for c in source_classes(source, cfg.data))
+
+
+def split_sizes(cfg: Config, sources: Sequence[str], split: str = "test") -> str:
+    """"<source> <n> images / <m> patients" of each source's ``split``, joined by "; "."""
+    parts = []
+    for s in sources:
+        ds = make_dataset(cfg, [s], split)
+        parts.append(f"{s} {len(ds)} images / {len(set(ds.table.patients))} patients")
+    return "; ".join(parts)
+
+
+__all__ = ["ALPHA", "MIN_POS", "N_BOOT", "Measure", "Scored", "class_auc_replicates", "digest",
+           "grounding_by_class", "has_classes", "in_domain_measure", "kept_columns",
+           "macro_measure", "metric_table", "patient_weights", "scored", "split_sizes",
+           "variant_table", "with_intervals"]

@@ -1,0 +1,241 @@
+"""The UniChest model: QN¹, the K−1 expert query networks, gate Φ1 and projection Φ2 (Eq. 5).
+
+Paper Section III (Eqs. 1, 2, 5). ``UniChest(cfg, classes)`` returns a dict of tensors from
+``forward`` (open_clip style) so the losses in :mod:`unichest_lib.training.losses` take what
+they need. Its parts: the image encoder (:mod:`.encoders`), the text encoder (:mod:`.text`)
+and the query networks (:mod:`.query`).
+
+Design choices (the paper leaves them open; see the spec table in the book's appendix):
+
+* **Shared and expert networks.** QN¹ is its own :class:`~.query.QueryNetworks` with E = 1 so
+  that it can train in Conquer alone; the K−1 experts are one ``QueryNetworks`` with E = K−1.
+* **Stages.** ``stage == "conquer"``: image encoder, text encoder (projection; backbone per
+  ``cfg.freeze_text``) and QN¹ train. :meth:`UniChest.start_divide` freezes both encoders for
+  real, re-initialises the K−1 experts (paper: randomly initialised) and activates the gate
+  Φ1 and projection Φ2.
+
+Introduced in ``notebooks/02_conquer.ipynb`` (Conquer) and ``notebooks/03_divide.ipynb``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..config import Config
+from .encoders import ImageEncoder, sincos_2d
+from .query import QueryNetworks
+from .text import TextEncoder
+
+#: The stages a model can be in. A run's stage (:data:`unichest_lib.training.keys.STAGES`)
+#: adds ``"continued"``, whose model stays in ``"conquer"``.
+MODEL_STAGES = ("conquer", "divide")
+
+
+# ---------------------------------------------------------------------------------------
+# Eq. 5
+# ---------------------------------------------------------------------------------------
+def combine_scores(s1: torch.Tensor, expert_scores: torch.Tensor, gate: torch.Tensor,
+                   lam: float, mode: str = "scores", eps: float = 1e-6) -> torch.Tensor:
+    """s^All of Eq. 5 from s¹ (B, c), the experts' scores (B, K−1, c) and ω (B, K−1).
+
+    ``mode="scores"`` (paper): λ·s¹ + (1−λ)·Σ_k ω^k s^k on logits.
+    ``mode="probabilities"`` (official code): p = λ·σ(s¹) + (1−λ)·Σ_k ω^k σ(s^k), returned as
+    its logit log(p/(1−p)) (p clamped to [eps, 1−eps]) so that sigmoid(result) = p and every
+    consumer can keep treating ``logits`` as logits.
+    """
+    if mode == "scores":
+        return lam * s1 + (1.0 - lam) * torch.einsum("bk,bkc->bc", gate, expert_scores)
+    if mode == "probabilities":
+        p = lam * torch.sigmoid(s1) + (1.0 - lam) * torch.einsum(
+            "bk,bkc->bc", gate, torch.sigmoid(expert_scores))
+        return torch.logit(p, eps=eps)
+    raise ValueError(f"combine mode {mode!r} is not valid; choose 'scores' or 'probabilities'")
+
+
+# ---------------------------------------------------------------------------------------
+# UniChest
+# ---------------------------------------------------------------------------------------
+class UniChest(nn.Module):
+    """UniChest (Eqs. 1, 2, 5): image/text encoders, QN¹, K−1 experts, gate Φ1, projection Φ2.
+
+    ``classes`` is the union label space the model is trained on; their names are the
+    queries. Build in the Conquer stage; call :meth:`start_divide` for the Divide stage.
+    """
+
+    def __init__(self, cfg: Config, classes: Sequence[str]):
+        super().__init__()
+        if isinstance(classes, str) or not classes:
+            raise ValueError(f"classes must be a non-empty sequence of class names, got {classes!r}")
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"classes contain duplicates: {classes!r}")
+        self.cfg = cfg
+        self.classes = tuple(classes)
+        self.stage = "conquer"
+        d = cfg.embed_dim
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.image_encoder = ImageEncoder(cfg.backbone, d, pretrained=cfg.pretrained_backbone,
+                                              channels_last=cfg.channels_last)
+            self.text_encoder = TextEncoder(cfg.text_model, d, freeze_backbone=cfg.freeze_text)
+            qn = dict(dim=d, n_heads=cfg.n_heads, ffn_dim=cfg.ffn_dim,
+                      n_layers=cfg.n_decoder_layers, dropout=cfg.dropout)
+            self.qn1 = QueryNetworks(1, **qn)
+            self.experts = QueryNetworks(cfg.K - 1, **qn) if cfg.K > 1 else None
+            self.gate = nn.Linear(d, cfg.K - 1) if cfg.K > 1 else None  # Φ1
+            self.scl_proj = nn.Linear(cfg.K - 1, cfg.scl_dim) if cfg.K > 1 else None  # Φ2
+        gen = torch.Generator().manual_seed(cfg.seed)
+        self.qn1.reset_parameters(gen)
+        for m in (self.experts, self.gate, self.scl_proj):
+            if m is not None:
+                if isinstance(m, QueryNetworks):
+                    m.reset_parameters(gen)
+                m.requires_grad_(False)  # inactive until start_divide()
+        self.register_buffer("pos_cache", torch.empty(0), persistent=False)
+        self._query_cache: dict[tuple[str, ...], torch.Tensor] = {}
+
+    # ---- stages -----------------------------------------------------------------------
+    def start_divide(self, *, reinit_experts: bool = True) -> "UniChest":
+        """Enter the Divide stage (Section III-C3): freeze Φ_image and Φ_text for real
+        (no gradients, eval mode incl. batch norm, kept by :meth:`train`), re-initialise the
+        K−1 experts (paper: random; ``reinit_experts=False`` when about to load a Divide
+        checkpoint), and make QN¹, the experts, Φ1 and Φ2 trainable."""
+        if self.stage == "divide":
+            return self
+        self.stage = "divide"
+        self.image_encoder.requires_grad_(False)
+        self.image_encoder.eval()
+        self.text_encoder.freeze()
+        self._query_cache.clear()
+        if self.experts is not None:
+            if reinit_experts:
+                gen = torch.Generator().manual_seed(self.cfg.seed + 1)
+                self.experts.reset_parameters(gen)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(self.cfg.seed + 1)
+                    self.gate.reset_parameters()
+                    self.scl_proj.reset_parameters()
+            for m in (self.experts, self.gate, self.scl_proj):
+                m.requires_grad_(True)
+        self.qn1.requires_grad_(True)
+        return self
+
+    def train(self, mode: bool = True) -> "UniChest":
+        super().train(mode)
+        if self.stage == "divide":
+            self.image_encoder.eval()
+            self.text_encoder.eval()
+        return self
+
+    def clear_caches(self) -> None:
+        """Forget cached text embeddings (done on every ``load_state_dict``)."""
+        self._query_cache.clear()
+        self.text_encoder.clear_cache()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.clear_caches()
+        return result
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters the current stage trains (build the optimiser from these)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # ---- text side --------------------------------------------------------------------
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """T = Φ_text(t) for each text: (n, d)."""
+        return self.text_encoder(texts)
+
+    def class_queries(self, names: Sequence[str] | None = None) -> torch.Tensor:
+        """Φ_text of class names, the queries of Eq. 2: (c', d). Cached once the whole text
+        encoder is frozen (Divide); the backbone's features are cached whenever it is."""
+        names = tuple(self.classes if names is None else names)
+        if not self.text_encoder.frozen:
+            return self.encode_text(names)
+        if names not in self._query_cache:
+            with torch.no_grad():
+                self._query_cache[names] = self.encode_text(names)
+        q = self._query_cache[names]
+        return q.to(self.text_encoder.proj.weight.device)
+
+    def _positions(self, h: int, w: int, device) -> torch.Tensor:
+        n = h * w
+        if self.pos_cache.shape != (n, self.cfg.embed_dim) or self.pos_cache.device != device:
+            self.pos_cache = sincos_2d(h, w, self.cfg.embed_dim, device=device)
+        return self.pos_cache
+
+    # ---- forward ----------------------------------------------------------------------
+    def forward(self, images: torch.Tensor | None, texts: Sequence[str] | None = None, *,
+                queries: torch.Tensor | None = None, return_attention: bool = False,
+                patches: torch.Tensor | None = None, grid: tuple[int, int] | None = None
+                ) -> dict:
+        """See the module docstring and the shared interface: returns patches, image_emb,
+        text_emb (with texts), scores (B, K_active, c), gate / gate_proj (Divide, K > 1),
+        logits (B, c) and, with ``return_attention``, attention (B, K_active, c, h, w).
+
+        In the Divide stage the frozen encoder's output may be passed instead of images:
+        ``forward(None, texts, patches=I, grid=(h, w))`` (see :mod:`unichest_lib.training.features`)."""
+        frozen = self.stage == "divide"
+        no_grad = torch.no_grad() if frozen else contextlib.nullcontext()
+        if patches is None:
+            with no_grad:
+                patches, (h, w) = self.image_encoder(images)
+        elif not frozen or images is not None or grid is None:
+            raise ValueError("precomputed patches replace the images only in the Divide stage "
+                             "(frozen encoder): call forward(None, texts, patches=I, grid=(h, w))")
+        else:
+            (h, w) = grid
+        out = {"patches": patches, "image_emb": patches.mean(1)}
+        if texts is not None:
+            if len(texts) != patches.shape[0]:
+                raise ValueError(f"got {len(texts)} texts for {patches.shape[0]} images")
+            with no_grad:
+                out["text_emb"] = self.encode_text(texts)
+        q = self.class_queries() if queries is None else self._check_queries(queries)
+        pos = self._positions(h, w, patches.device)
+        scores, attn = self.qn1(q, patches, pos, need_weights=return_attention)
+        logits = scores[:, 0]
+        if frozen and self.experts is not None:
+            s_exp, a_exp = self.experts(q, patches, pos, need_weights=return_attention)
+            if self.cfg.gate == "uniform":  # "equal weights": every expert 1/(K-1), no Φ1
+                gate = s_exp.new_full((s_exp.shape[0], s_exp.shape[1]), 1.0 / s_exp.shape[1],
+                                      dtype=torch.float32)
+                out["gate"] = gate
+            else:
+                # ω = softmax(Φ1(Ī)), in float32 under autocast so that ω sums to 1 (Eq. 5)
+                gate = torch.softmax(self.gate(out["image_emb"]).float(), dim=-1)
+                out["gate"] = gate
+                out["gate_proj"] = self.scl_proj(gate)  # ω̄ = Φ2(ω)
+            logits = combine_scores(logits, s_exp, gate, self.cfg.lam, self.cfg.combine)
+            scores = torch.cat([scores, s_exp], dim=1)
+            if return_attention:
+                attn = torch.cat([attn, a_exp], dim=1)
+        out["scores"] = scores
+        out["logits"] = logits
+        if return_attention:
+            out["attention"] = attn.reshape(*attn.shape[:3], h, w)
+        return out
+
+    def _check_queries(self, queries: torch.Tensor) -> torch.Tensor:
+        if queries.ndim != 2 or queries.shape[1] != self.cfg.embed_dim:
+            raise ValueError(f"queries must have shape (c', {self.cfg.embed_dim}), "
+                             f"got {tuple(queries.shape)}; build them with model.class_queries(names)")
+        return queries
+
+    @torch.no_grad()
+    def predict_proba(self, images: torch.Tensor, class_names: Sequence[str] | None = None):
+        """(B, c') probabilities σ(logits) for the model's classes or any other class names
+        (zero-shot: the names become the queries). Does not change train/eval mode."""
+        queries = None if class_names is None else self.class_queries(class_names)
+        return torch.sigmoid(self.forward(images, queries=queries)["logits"].float())
+
+
+def count_parameters(module: nn.Module | None) -> int:
+    """Number of scalar parameters of ``module`` (0 for None)."""
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+__all__ = ["MODEL_STAGES", "UniChest", "combine_scores", "count_parameters"]

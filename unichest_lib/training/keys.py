@@ -1,0 +1,90 @@
+"""What identifies a trained run: the stages, and the keys the artifact store files them under.
+
+A leaf module (it reads only :mod:`unichest_lib.config`), so the trainer, the stages, the
+store, the evidence and its caches can all ask "which run is this?" without importing each
+other.
+
+The **Conquer key** hashes the library version and every :class:`~unichest_lib.config.Config`
+field that can change the Conquer result — all of them except :data:`DIVIDE_ONLY` (fields
+read only by the Divide stage) and :data:`NOT_UPSTREAM` (fields that change where or how fast,
+not what). The **Divide key** hashes the Conquer key plus the Divide fields, so changing ``K``
+reuses the Conquer checkpoint while changing ``image_size`` retrains both. The
+**continued key** (the compute-matched control) hashes the Conquer key and ``divide_epochs``.
+
+These hashes name every stored artifact: ``tests/test_legacy.py`` pins them to the values the
+library computed before, so a change here cannot silently orphan trained checkpoints.
+
+Introduced in ``notebooks/02_conquer.ipynb``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from ..config import Config
+
+#: The training runs the library knows, in a fixed order (:func:`unichest_lib.training.rng.
+#: epoch_seed` uses the position): the paper's two stages, and ``"continued"``, the
+#: compute-matched control (Conquer trained further with Eq. 4 for as many epochs as Divide
+#: adds). A *model* is only ever in the first two (:data:`unichest_lib.model.MODEL_STAGES`).
+STAGES = ("conquer", "divide", "continued")
+
+#: Fields read only by the Divide stage: they do not change the Conquer checkpoint.
+DIVIDE_ONLY = ("K", "lam", "scl_dim", "tau_scl", "scl_variant", "combine", "divide_epochs",
+               "divide_on_features", "scl_weight", "gate")
+#: Fields that change where or how fast things run, or which evaluation is done, but not
+#: the trained weights (``num_workers`` is safe because augmentation runs in the trainer).
+#: ``nan_policy`` was such a field until it was removed; it was never hashed.
+NOT_UPSTREAM = ("profile", "cache_dir", "num_workers", "device", "eval_batch_size",
+                "downstream", "n_downstream")
+
+
+def check_stage(stage: str) -> str:
+    """``stage`` if it is one of :data:`STAGES`, else a ValueError naming the valid ones."""
+    if stage not in STAGES:
+        raise ValueError(f"stage {stage!r} is not valid; choose one of {STAGES}")
+    return stage
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def conquer_fields() -> tuple[str, ...]:
+    """The Config fields the Conquer key hashes (everything upstream of Conquer)."""
+    skip = set(DIVIDE_ONLY) | set(NOT_UPSTREAM)
+    return tuple(f.name for f in dataclasses.fields(Config) if f.name not in skip)
+
+
+def conquer_key(cfg: Config) -> str:
+    """sha256 of the library version and every field in :func:`conquer_fields`."""
+    from .. import __version__
+
+    d = cfg.to_dict()
+    return _digest({"stage": "conquer", "version": __version__,
+                    "fields": {f: d[f] for f in conquer_fields()}})
+
+
+def divide_key(cfg: Config) -> str:
+    """sha256 of the Conquer key and every field in :data:`DIVIDE_ONLY`."""
+    d = cfg.to_dict()
+    return _digest({"stage": "divide", "conquer": conquer_key(cfg),
+                    "fields": {f: d[f] for f in DIVIDE_ONLY}})
+
+
+def continued_key(cfg: Config) -> str:
+    """sha256 of the Conquer key and ``divide_epochs`` (the length of the continued run)."""
+    return _digest({"stage": "continued", "conquer": conquer_key(cfg),
+                    "divide_epochs": cfg.divide_epochs})
+
+
+def key(cfg: Config, stage: str) -> str:
+    """The key of the ``stage`` run of ``cfg`` (one of :data:`STAGES`)."""
+    check_stage(stage)
+    return {"conquer": conquer_key, "divide": divide_key, "continued": continued_key}[stage](cfg)
+
+
+__all__ = ["DIVIDE_ONLY", "NOT_UPSTREAM", "STAGES", "check_stage", "conquer_fields",
+           "conquer_key", "continued_key", "divide_key", "key"]

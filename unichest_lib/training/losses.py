@@ -1,0 +1,195 @@
+"""The losses of UniChest (paper Section III-C, Eqs. 3-7), each a small vectorised function.
+
+Every function takes tensors and returns a scalar tensor. :func:`conquer_loss` and
+:func:`divide_loss` take the model's output dict and a batch and return a dict of named terms
+ending in ``_loss`` plus ``"loss"``, their sum (open_clip style), so every term can be logged
+and plotted by name:
+
+``bcl_loss``        L_BCL, Eq. 3 (in Divide computed from frozen features: reported, no
+                    gradient)
+``multilabel_loss`` the paper's L_BCE, the multi-label loss on observed classes:
+                    ``cfg.multilabel_loss`` selects ASL (the paper's "enhanced" BCE, the
+                    default) or plain BCE (logged as ``bce_loss`` before issue #17, which was
+                    wrong for ASL; :func:`current_term_names` reads old histories)
+``scl_loss``        L_SCL, Eq. 6 (Divide only)
+
+Losses are computed in float32 whatever the autocast dtype of the model output.
+
+Introduced in ``notebooks/02_conquer.ipynb`` (Eqs. 3, 4) and ``notebooks/03_divide.ipynb``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..config import Config
+from ..model import combine_scores  # Eq. 5 lives with the model; re-exported here
+
+#: The official code's BCL logit scale: log(1/0.07), never exponentiated (spec table).
+CODE_BCL_SCALE = math.log(1 / 0.07)
+
+
+def bcl_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, tau: float = 1.0,
+             variant: str = "paper") -> torch.Tensor:
+    """L_BCL, Eq. 3: image-text bidirectional contrastive loss over a batch of M pairs.
+
+    ``image_emb`` Ī (M, d), ``text_emb`` T (M, d); pair i is the positive of row i.
+    ``variant="paper"``: L2-normalised features, logits Ī_i·T_m/τ, the image->text and
+    text->image cross-entropies **summed**, averaged over i.
+    ``variant="code"`` (official code): unnormalised features, logits scaled by log(1/0.07)
+    (``tau`` unused), the two directions **averaged**.
+    """
+    img, txt = image_emb.float(), text_emb.float()
+    if img.shape != txt.shape or img.ndim != 2:
+        raise ValueError(f"image_emb {tuple(img.shape)} and text_emb {tuple(txt.shape)} must "
+                         "both have shape (M, d)")
+    target = torch.arange(img.shape[0], device=img.device)
+    if variant == "paper":
+        logits = F.normalize(img, dim=1) @ F.normalize(txt, dim=1).T / tau
+        return F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
+    if variant == "code":
+        logits = CODE_BCL_SCALE * img @ txt.T
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    raise ValueError(f"bcl variant {variant!r} is not valid; choose 'paper' or 'code'")
+
+
+def _reduce(elementwise: torch.Tensor, mask: torch.Tensor | None, reduction: str) -> torch.Tensor:
+    """Sum or mean of ``elementwise`` over observed elements; masked ones get zero gradient."""
+    if mask is None:
+        mask = torch.ones_like(elementwise, dtype=torch.bool)
+    if mask.shape != elementwise.shape:
+        raise ValueError(f"mask shape {tuple(mask.shape)} != logits shape {tuple(elementwise.shape)}")
+    kept = torch.where(mask.bool(), elementwise, torch.zeros_like(elementwise))
+    if reduction == "sum":
+        return kept.sum()
+    if reduction == "mean":
+        return kept.sum() / mask.sum().clamp_min(1)
+    raise ValueError(f"reduction {reduction!r} is not valid; choose 'mean' or 'sum'")
+
+
+def asl_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None, *,
+             gamma_neg: float = 6.0, gamma_pos: float = 0.0, clip: float = 0.05,
+             eps: float = 1e-8, reduction: str = "mean") -> torch.Tensor:
+    """Asymmetric loss (Ridnik et al., ICCV 2021), the paper's "enhanced" L_BCE.
+
+    Shapes (M, c). With p = σ(x) and the shifted negative probability p_m = max(p − clip, 0):
+    positives −(1−p)^γ+ log p, negatives −p_m^γ− log(1 − p_m); logs clamped at ``eps``. The
+    focal weights are computed without gradient (as the official code), without touching the
+    global grad mode. Only elements where ``mask`` is True count (missing labels are neither
+    positive nor negative); ``reduction`` is the mean over observed elements or their sum.
+    """
+    x, y = logits.float(), targets.float()
+    p = torch.sigmoid(x)
+    p_neg = 1.0 - p
+    if clip > 0:
+        p_neg = (p_neg + clip).clamp(max=1.0)  # = 1 - p_m
+    loss = y * torch.log(p.clamp(min=eps)) + (1 - y) * torch.log(p_neg.clamp(min=eps))
+    if gamma_neg > 0 or gamma_pos > 0:
+        with torch.no_grad():
+            pt = p * y + p_neg * (1 - y)
+            weight = torch.pow(1 - pt, gamma_pos * y + gamma_neg * (1 - y))
+        loss = loss * weight
+    return _reduce(-loss, mask, reduction)
+
+
+def bce_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None, *,
+             reduction: str = "mean") -> torch.Tensor:
+    """Binary cross-entropy on observed elements only; shapes (M, c)."""
+    el = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
+    return _reduce(el, mask, reduction)
+
+
+def scl_loss(z: torch.Tensor, source: torch.Tensor, tau: float = 1.0,
+             variant: str = "paper") -> torch.Tensor:
+    """L_SCL, Eq. 6: source contrastive loss on the gate projections ω̄ (M, k), sources (M,).
+
+    Similarities s_ij = cos(ω̄_i, ω̄_j)/τ (L2-normalised, as the official code; bounded).
+    ``variant="paper"``: per anchor i, −log[Σ_{j≠i, l_j=l_i} e^{s_ij} / Σ_{m≠i} e^{s_im}],
+    averaged over the anchors with at least one same-source partner.
+    ``variant="outside"`` (official code, SupCon "outside"): −log[e^{s_ij} / Σ_{m≠i} e^{s_im}]
+    averaged over all same-source pairs (i, j≠i).
+    With no same-source pair in the batch the loss is 0 (still attached to the graph).
+    """
+    zf = z.float()
+    if zf.ndim != 2 or source.shape != zf.shape[:1]:
+        raise ValueError(f"z must be (M, k) and source (M,), got {tuple(z.shape)}, {tuple(source.shape)}")
+    m = zf.shape[0]
+    zero = zf.sum() * 0.0
+    if m < 2:
+        return zero
+    zn = F.normalize(zf, dim=1)
+    sim = zn @ zn.T / tau
+    eye = torch.eye(m, dtype=torch.bool, device=zf.device)
+    pos = (source[:, None] == source[None, :]) & ~eye
+    has_pos = pos.any(dim=1)  # no host sync: empty cases divide 0 by clamp_min(1)
+    log_denom = torch.logsumexp(sim.masked_fill(eye, float("-inf")), dim=1)  # (M,)
+    if variant == "paper":
+        pos_logits = sim.masked_fill(~pos, float("-inf"))
+        pos_logits = torch.where(has_pos[:, None], pos_logits, torch.zeros_like(sim))  # no -inf rows
+        per_anchor = log_denom - torch.logsumexp(pos_logits, dim=1)
+        return torch.where(has_pos, per_anchor, torch.zeros_like(per_anchor)).sum() / has_pos.sum().clamp_min(1)
+    if variant == "outside":
+        per_pair = log_denom[:, None] - sim
+        return torch.where(pos, per_pair, torch.zeros_like(sim)).sum() / pos.sum().clamp_min(1)
+    raise ValueError(f"scl variant {variant!r} is not valid; choose 'paper' or 'outside'")
+
+
+def multilabel_loss(logits: torch.Tensor, batch: dict, cfg: Config) -> torch.Tensor:
+    """L_BCE of Eqs. 4/7 as ``cfg`` selects it: ASL (paper) or plain BCE, on observed classes."""
+    labels, mask = batch["labels"].to(logits.device), batch["mask"].to(logits.device)
+    if cfg.multilabel_loss == "asl":
+        return asl_loss(logits, labels, mask, gamma_neg=cfg.asl_gamma_neg,
+                        gamma_pos=cfg.asl_gamma_pos, clip=cfg.asl_clip,
+                        reduction=cfg.loss_reduction)
+    return bce_loss(logits, labels, mask, reduction=cfg.loss_reduction)
+
+
+def _bcl(out: dict, cfg: Config) -> torch.Tensor:
+    if "text_emb" not in out:
+        raise KeyError("the model output has no 'text_emb': call model(images, texts=batch['text'])")
+    return bcl_loss(out["image_emb"], out["text_emb"], cfg.tau_bcl, cfg.bcl_variant)
+
+
+def conquer_loss(out: dict, batch: dict, cfg: Config) -> dict[str, torch.Tensor]:
+    """L_Conquer(s¹), Eq. 4 = L_BCL + L_BCE(s¹, Y), with ``out["logits"]`` = s¹."""
+    terms = {"bcl_loss": _bcl(out, cfg),
+             "multilabel_loss": multilabel_loss(out["logits"], batch, cfg)}
+    terms["loss"] = sum(terms.values())
+    return terms
+
+
+def divide_loss(out: dict, batch: dict, cfg: Config) -> dict[str, torch.Tensor]:
+    """L_Divide, Eq. 7 = L_SCL + L_Conquer(s^All), with ``out["logits"]`` = s^All (Eq. 5).
+
+    L_BCL comes from the frozen encoders, so it is a constant: computed, reported and
+    included in ``loss`` but detached. With K = 1, or a uniform gate, there is no learned
+    gate and L_SCL is 0. ``cfg.scl_weight`` multiplies L_SCL in ``loss`` (1 in the paper;
+    0 is the "no source contrast" control); ``scl_loss`` is reported unweighted.
+    """
+    bcl = _bcl(out, cfg).detach()
+    ml = multilabel_loss(out["logits"], batch, cfg)
+    if "gate_proj" in out:
+        scl = scl_loss(out["gate_proj"], batch["source"].to(out["gate_proj"].device),
+                       cfg.tau_scl, cfg.scl_variant)
+    else:
+        scl = ml.new_zeros(())
+    terms = {"bcl_loss": bcl, "multilabel_loss": ml, "scl_loss": scl}
+    terms["loss"] = bcl + ml + cfg.scl_weight * scl
+    return terms
+
+
+#: Logged term names of earlier versions -> today's (histories stored in old checkpoints).
+RENAMED_TERMS = {"bce_loss": "multilabel_loss"}
+
+
+def current_term_names(history):
+    """A training-history DataFrame with old term names (:data:`RENAMED_TERMS`) renamed."""
+    return history.rename(columns=RENAMED_TERMS)
+
+
+__all__ = ["CODE_BCL_SCALE", "RENAMED_TERMS", "asl_loss", "bce_loss", "bcl_loss",
+           "combine_scores", "conquer_loss", "current_term_names", "divide_loss",
+           "multilabel_loss", "scl_loss"]

@@ -1,0 +1,157 @@
+"""The paper's two training stages (Section III-C) and the compute-matched control.
+
+* :func:`conquer` — Eq. 4: the image encoder, the text encoder and QN¹ learn from every
+  source in ``cfg.sources`` at once.
+* :func:`divide` — Eq. 7: starting from the best Conquer checkpoint (selected by aAUC on the
+  *validation* split of ``cfg.val_source``, never the test split), both encoders are frozen,
+  K−1 fresh expert query networks, the gate Φ1 and the projection Φ2 join, and only the
+  MoE-QN trains.
+* :func:`continue_conquer` — the control: the Conquer checkpoint trained further with Eq. 4
+  for as many epochs as Divide adds.
+
+Each takes **explicit paths**: ``out_dir``, where its run writes its "best" and "last"
+checkpoints, and for Divide and the control the Conquer checkpoint to start from. None of
+them decides where artifacts live or trains a missing upstream stage: that is the store's job
+(:mod:`.store`), the one orchestrator. All of them run the same :class:`~.trainer.Trainer`.
+
+Introduced in ``notebooks/02_conquer.ipynb`` and ``notebooks/03_divide.ipynb``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+from ..config import Config
+from . import checkpoints
+from .keys import DIVIDE_ONLY, conquer_fields, conquer_key, continued_key, divide_key
+from .rng import seed_everything
+from .trainer import Trainer, TrainResult
+
+
+def _datasets(cfg: Config):
+    from .. import data
+
+    return (data.make_dataset(cfg, cfg.sources, "train"),
+            data.make_dataset(cfg, [cfg.val_source], "valid"))
+
+
+def conquer(cfg: Config, out_dir, *, progress: bool = True, resume: bool = False,
+            eval_hook: Callable | None = None) -> TrainResult:
+    """The Conquer stage (Eq. 4): encoders + QN¹ on the training split of all ``cfg.sources``.
+
+    Checkpoints go to ``out_dir``; ``resume`` continues from its "last" checkpoint.
+    ``eval_hook(model, epoch) -> dict`` adds numbers to each epoch's validation row.
+    """
+    from ..model import UniChest
+
+    cfg = cfg.validate()
+    seed_everything(cfg.seed, cfg.deterministic)
+    train_set, val_set = _datasets(cfg)
+    model = UniChest(cfg, train_set.classes)
+    trainer = Trainer(cfg, "conquer", model, train_set, val_set, out_dir, progress=progress,
+                      eval_hook=eval_hook, run_key=conquer_key(cfg))
+    return trainer.fit(resume=resume)
+
+
+_TEXT_CACHES: dict[str, dict] = {}
+
+
+def _text_cache(cfg: Config, given: dict | None) -> dict | None:
+    """Pooled text features shared by the Divide runs of this process that use the same
+    frozen pretrained text backbone (``cfg.freeze_text``); None when the backbone trains.
+    (In Divide, L_BCL is a reported constant, so the last bits of a shared feature cannot
+    change what is trained.)"""
+    if given is not None or not cfg.freeze_text:
+        return given
+    return _TEXT_CACHES.setdefault(cfg.text_model, {})
+
+
+def init_from_conquer(model, conquer_path) -> None:
+    """Load a Conquer checkpoint into a fresh ``model`` and enter the Divide stage: every
+    tensor except the modules that only Divide trains (the K−1 experts, Φ1, Φ2 keep their
+    fresh random initialisation, as the paper says), then ``model.start_divide()``."""
+    tensors, meta = checkpoints.read_tensors(conquer_path)
+    if meta.get("stage") != "conquer":
+        raise checkpoints.CheckpointError(
+            f"{conquer_path} is a {meta.get('stage')!r} checkpoint; Divide starts from a Conquer one")
+    inactive = {n for n, p in model.named_parameters() if not p.requires_grad}
+    model.start_divide()
+    divide_only = {n for n, p in model.named_parameters() if p.requires_grad and n in inactive}
+    # the checkpoint's own experts (untrained, maybe of another K) are not wanted
+    state = model.state_dict()
+    tensors = {k: v for k, v in tensors.items()
+               if checkpoints.model_key(k) in state and checkpoints.model_key(k) not in divide_only}
+    checkpoints.load_model_state(model, tensors, meta, skip=divide_only,
+                                 source=f"Conquer checkpoint {conquer_path}")
+
+
+def _check_conquer_settings(meta: dict, cfg: Config) -> None:
+    """Warn when the Conquer checkpoint was trained with other upstream settings than ``cfg``."""
+    saved = meta["config"]
+    now = cfg.to_dict()
+    diff = [f"{f}: checkpoint {saved.get(f)!r}, now {now[f]!r}"
+            for f in conquer_fields() if saved.get(f) != now[f] and f != "seed"]
+    if diff:
+        warnings.warn("the Conquer checkpoint was trained with other settings than this Divide "
+                      "run:\n  " + "\n  ".join(diff), RuntimeWarning, stacklevel=3)
+
+
+def divide(cfg: Config, conquer_checkpoint, out_dir, *, progress: bool = True,
+           resume: bool = False, eval_hook: Callable | None = None, features=None,
+           text_cache: dict | None = None) -> TrainResult:
+    """The Divide stage (Eq. 7) from the Conquer checkpoint at ``conquer_checkpoint``, written
+    to ``out_dir``. Encoders are frozen; only the MoE-QN, Φ1 and Φ2 are optimised.
+
+    With ``cfg.divide_on_features`` the steps run on stored frozen patches
+    (:mod:`unichest_lib.training.features`): ``features`` passes ones already encoded from
+    this Conquer checkpoint and training split, ``text_cache`` a dict of pooled text features
+    shared between runs.
+    """
+    from ..model import UniChest
+
+    cfg = cfg.validate()
+    train_set, val_set = _datasets(cfg)
+    meta = checkpoints.read_meta(conquer_checkpoint)
+    checkpoints.check_compatible(meta, cfg, train_set.classes)
+    _check_conquer_settings(meta, cfg)
+    seed_everything(cfg.seed, cfg.deterministic)
+    model = UniChest(cfg, train_set.classes)
+    init_from_conquer(model, conquer_checkpoint)
+    run_key = f"{divide_key(cfg)}:{meta['sha256']}"  # this Divide from this Conquer
+    features_key = (f"{meta['sha256']}:{train_set.name}:{len(train_set)}:{cfg.image_size}:"
+                    f"{cfg.amp}:{cfg.channels_last}")
+    trainer = Trainer(cfg, "divide", model, train_set, val_set, out_dir, progress=progress,
+                      eval_hook=eval_hook, run_key=run_key, features=features,
+                      text_cache=_text_cache(cfg, text_cache), features_key=features_key)
+    return trainer.fit(resume=resume)
+
+
+def continue_conquer(cfg: Config, conquer_checkpoint, out_dir, *, progress: bool = True,
+                     resume: bool = False, eval_hook: Callable | None = None) -> TrainResult:
+    """The compute-matched control of Divide: the Conquer checkpoint at ``conquer_checkpoint``
+    trained further with Eq. 4 (encoders, text projection and QN¹ all trainable, training-time
+    augmentation) for ``cfg.divide_epochs`` epochs, i.e. as many optimiser steps as the Divide
+    stage adds, with a fresh warm-up + cosine schedule, written to ``out_dir``. If UniChest
+    beats this, its gain is not just more training. Introduced in
+    ``notebooks/03_divide.ipynb``."""
+    cfg = cfg.validate()
+    meta = checkpoints.read_meta(conquer_checkpoint)
+    if meta.get("stage") != "conquer":
+        raise checkpoints.CheckpointError(
+            f"{conquer_checkpoint} is a {meta.get('stage')!r} checkpoint; the continued run "
+            "starts from a Conquer one")
+    train_set, val_set = _datasets(cfg)
+    checkpoints.check_compatible(meta, cfg, train_set.classes)
+    _check_conquer_settings(meta, cfg)
+    seed_everything(cfg.seed, cfg.deterministic)
+    saved = meta["config"]  # the checkpoint's own Divide-only fields (its expert shapes)
+    model = checkpoints.load(conquer_checkpoint, cfg.replace(
+        **{f: saved[f] for f in DIVIDE_ONLY if f in saved}))
+    run_key = f"{continued_key(cfg)}:{meta['sha256']}"
+    trainer = Trainer(cfg, "continued", model, train_set, val_set, out_dir, progress=progress,
+                      eval_hook=eval_hook, run_key=run_key)
+    return trainer.fit(resume=resume)
+
+
+__all__ = ["conquer", "continue_conquer", "divide", "init_from_conquer"]

@@ -1,0 +1,194 @@
+"""The artifact store, the one orchestrator: where every trained checkpoint lives, and what
+trains it when it is missing.
+
+Every chapter (through :mod:`unichest_lib.evidence`) and the command line ask the store for
+the Conquer, Divide or continued checkpoint of a configuration and get a path, training first
+(with a progress bar) when none exists yet; a Divide or continued run asks the store for its
+Conquer checkpoint the same way. The training stages themselves (:mod:`.stages`) only ever
+write where they are told. Artifacts are filed under the keys of :mod:`.keys` (re-exported
+here), so changing ``K`` reuses the Conquer checkpoint while changing ``image_size`` retrains
+both.
+
+Layout under ``<cfg.cache_dir>/artifacts``::
+
+    conquer-<key16>/checkpoint.safetensors, checkpoint.json   the best checkpoint
+    conquer-<key16>/manifest.json                              key, config, sha256 (last)
+    conquer-<key16>/run/                                       the training run (last/best)
+    conquer-<key16>/.lock                                      held while training
+
+A truncated or tampered file fails its checksum and is rebuilt; an interrupted build resumes
+from its run's last checkpoint. Under ``torchrun`` every rank calls the store: rank 0 holds
+the lock, cleans up and publishes, and all ranks train together.
+
+Introduced in ``notebooks/02_conquer.ipynb``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import pathlib
+import shutil
+import warnings
+
+from ..config import Config
+from ..fileio import atomic_copy, atomic_write_json, sha256
+from . import checkpoints
+from .keys import (DIVIDE_ONLY, NOT_UPSTREAM, STAGES, conquer_fields, conquer_key, continued_key,
+                   divide_key, key)
+
+
+def root(cfg: Config) -> pathlib.Path:
+    return pathlib.Path(cfg.cache_dir) / "artifacts"
+
+
+def artifact_dir(cfg: Config, stage: str) -> pathlib.Path:
+    """Folder of the ``stage`` artifact of ``cfg``: ``<root>/<stage>-<key[:16]>``."""
+    return root(cfg) / f"{stage}-{key(cfg, stage)[:16]}"
+
+
+def _checkpoint_path(cfg: Config, stage: str) -> pathlib.Path:
+    return artifact_dir(cfg, stage) / "checkpoint"
+
+
+def is_valid(cfg: Config, stage: str) -> bool:
+    """True when the ``stage`` artifact exists and its manifest, key and checksum agree."""
+    folder = artifact_dir(cfg, stage)
+    manifest = folder / "manifest.json"
+    tensor_file, json_file = checkpoints.files(folder / "checkpoint")
+    if not (manifest.exists() and tensor_file.exists() and json_file.exists()):
+        return False
+    try:
+        m = json.loads(manifest.read_text())
+        meta = checkpoints.read_meta(folder / "checkpoint")
+    except (json.JSONDecodeError, UnicodeDecodeError, checkpoints.CheckpointError):
+        return False
+    return (m.get("key") == key(cfg, stage) and m.get("sha256") == meta.get("sha256")
+            and sha256(tensor_file) == m.get("sha256"))
+
+
+def manifest(cfg: Config, stage: str) -> dict:
+    """The manifest of a valid ``stage`` artifact (key, config, sha256, best_metric)."""
+    return json.loads((artifact_dir(cfg, stage) / "manifest.json").read_text())
+
+
+@contextlib.contextmanager
+def _lock(folder: pathlib.Path):
+    """An exclusive advisory lock on ``folder/.lock`` (blocks while another process trains)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _publish(cfg: Config, stage: str, best: pathlib.Path) -> pathlib.Path:
+    """Copy run checkpoint ``best`` into the artifact folder and write the manifest last."""
+    folder = artifact_dir(cfg, stage)
+    dest = folder / "checkpoint"
+    for src, dst in zip(checkpoints.files(best), checkpoints.files(dest)):
+        atomic_copy(src, dst)
+    meta = checkpoints.read_meta(dest)
+    atomic_write_json(folder / "manifest.json", {
+        "stage": stage, "key": key(cfg, stage), "config": cfg.to_dict(),
+        "sha256": meta["sha256"], "best_metric": meta["extra"].get("best_metric"),
+    }, fsync=True)
+    return dest
+
+
+def _build(cfg: Config, stage: str, progress: bool) -> pathlib.Path:
+    """Train the ``stage`` run of ``cfg`` into its run folder (resuming an interrupted one)
+    from the store's own Conquer checkpoint, and publish its best checkpoint."""
+    from . import distributed, stages
+
+    run_dir = artifact_dir(cfg, stage) / "run"
+    resume = run_dir.exists()  # an interrupted earlier build: continue it
+    kw = dict(progress=progress, resume=resume)
+    if stage == "conquer":
+        result = stages.conquer(cfg, run_dir, **kw)
+    elif stage == "continued":
+        result = stages.continue_conquer(cfg, conquer_checkpoint(cfg, progress=progress),
+                                         run_dir, **kw)
+    else:
+        result = stages.divide(cfg, conquer_checkpoint(cfg, progress=progress), run_dir, **kw)
+    if distributed.is_main():
+        _publish(cfg, stage, result.checkpoint)
+    distributed.barrier()
+    return _checkpoint_path(cfg, stage)
+
+
+def checkpoint(cfg: Config, stage: str, *, progress: bool = True) -> pathlib.Path:
+    """Path of the best ``stage`` checkpoint for ``cfg``, training it first if missing.
+
+    A damaged artifact (failed checksum, missing manifest) is reported and rebuilt.
+    """
+    from . import distributed
+
+    folder = artifact_dir(cfg, stage)
+    if is_valid(cfg, stage):
+        return _checkpoint_path(cfg, stage)
+    main = distributed.is_main()
+    with _lock(folder) if main else contextlib.nullcontext():
+        distributed.barrier()  # under torchrun: rank 0 holds the lock before anyone looks
+        if is_valid(cfg, stage):  # another process finished it while we waited
+            return _checkpoint_path(cfg, stage)
+        if main and (folder / "manifest.json").exists():
+            warnings.warn(f"artifact {folder} failed its checksum or manifest check; rebuilding it",
+                          RuntimeWarning, stacklevel=2)
+            (folder / "manifest.json").unlink()
+            shutil.rmtree(folder / "run", ignore_errors=True)
+        distributed.barrier()
+        return _build(cfg, stage, progress)
+
+
+def conquer_checkpoint(cfg: Config, *, progress: bool = True) -> pathlib.Path:
+    """The best Conquer checkpoint of ``cfg`` (trained on first use). Eq. 4."""
+    return checkpoint(cfg, "conquer", progress=progress)
+
+
+def divide_checkpoint(cfg: Config, *, progress: bool = True) -> pathlib.Path:
+    """The best Divide checkpoint of ``cfg`` (trains Conquer and Divide on first use). Eq. 7."""
+    return checkpoint(cfg, "divide", progress=progress)
+
+
+def continued_checkpoint(cfg: Config, *, progress: bool = True) -> pathlib.Path:
+    """The compute-matched control: Conquer trained ``divide_epochs`` more epochs with Eq. 4."""
+    return checkpoint(cfg, "continued", progress=progress)
+
+
+def load_model(cfg: Config, stage: str = "divide", *, progress: bool = True):
+    """The trained UniChest model of ``stage`` for ``cfg``, in eval mode.
+
+    One Conquer artifact serves every value of the Divide-only fields (K, lam, ...), so a
+    Conquer (or continued) model is built from the checkpoint's own configuration, not from
+    ``cfg``; a Divide model from ``cfg``, whose architecture fields are checked first.
+    """
+    path = checkpoint(cfg, stage, progress=progress)
+    model = checkpoints.load(path, cfg if stage == "divide" else None)
+    return model.eval()
+
+
+def history(cfg: Config, stage: str, *, progress: bool = True):
+    """The training history of the ``stage`` artifact of ``cfg`` (one row per optimiser
+    step, one validation row per epoch), read from its run's last checkpoint; trains the
+    artifact first if it is missing."""
+    import pandas as pd
+
+    from .losses import current_term_names
+
+    checkpoint(cfg, stage, progress=progress)
+    last = artifact_dir(cfg, stage) / "run" / "last"
+    if not checkpoints.exists(last):
+        raise FileNotFoundError(f"no training run for the {stage} artifact of this configuration "
+                                f"at {last}; delete {last.parent.parent} to retrain it")
+    return current_term_names(pd.DataFrame(checkpoints.read_meta(last)["extra"]["history"]))
+
+
+__all__ = ["DIVIDE_ONLY", "NOT_UPSTREAM", "STAGES", "artifact_dir", "checkpoint",
+           "conquer_checkpoint", "conquer_fields", "conquer_key", "continued_checkpoint",
+           "continued_key", "divide_checkpoint", "divide_key", "history", "is_valid", "key",
+           "load_model", "manifest", "root"]

@@ -1,0 +1,389 @@
+"""The trainer that runs every stage of UniChest (paper Section III-C).
+
+:class:`Trainer` runs one stage: AdamW + cosine annealing (optional linear warm-up,
+:mod:`.optim`), bf16 autocast, train-time augmentation with Fourier amplitude mixup
+(:mod:`.augment`), seeded data order (:mod:`.rng`), a validation aAUC after every epoch (on the
+*validation* split of ``cfg.val_source``, never the test split), "best" and "last"
+checkpoints, and resuming from "last" that reproduces an uninterrupted run (bit-identical on
+CPU with ``deterministic=True``). Under ``torchrun`` it trains with DistributedDataParallel
+(:mod:`.distributed`). The paper's stages that build a model and run it are :mod:`.stages`.
+
+Introduced in ``notebooks/02_conquer.ipynb`` and ``notebooks/03_divide.ipynb``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import warnings
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import hardware
+from ..config import Config, progress_bars
+from ..evaluation.metrics import macro_auc
+from ..model.inference import evaluating, predict_batches
+from . import checkpoints, distributed, losses
+from .keys import check_stage
+from .optim import make_optimizer, make_scheduler
+from .rng import epoch_seed, rng_state, set_rng_state
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or Inf; the message names the step, epoch, term(s) and batch."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a training stage returns.
+
+    ``history`` has one row per optimiser step (``split == "train"``: stage, epoch, step, lr
+    and each loss term) and one per epoch (``split == "valid"``: ``val_aAUC``).
+    """
+
+    model: torch.nn.Module
+    history: pd.DataFrame
+    checkpoint: pathlib.Path  # the best checkpoint (by validation aAUC)
+    best_metric: float
+    last_checkpoint: pathlib.Path
+    out_dir: pathlib.Path
+
+
+
+def class_index(model_classes: Sequence[str], data_classes: Sequence[str]) -> list[int]:
+    """Columns of the model's classes that hold each of ``data_classes``."""
+    missing = [c for c in data_classes if c not in model_classes]
+    if missing:
+        raise ValueError(f"the validation source has classes {missing} the model was not trained "
+                         f"on; the model knows {list(model_classes)}")
+    return [list(model_classes).index(c) for c in data_classes]
+
+
+
+
+# ---- the trainer ---------------------------------------------------------------------------
+_LOSS_OUT_KEYS = ("image_emb", "text_emb", "logits", "gate", "gate_proj")
+_LOSS_BATCH_KEYS = ("labels", "mask", "source")
+
+
+class Trainer:
+    """Runs one stage: epochs of optimiser steps, a validation aAUC after each epoch, best and
+    last checkpoints in ``out_dir``, and resuming from the last one.
+
+    ``model`` is a :class:`~unichest_lib.model.UniChest` already in ``stage``; ``train_set``
+    and ``val_set`` are :class:`~unichest_lib.data.samples.MultiSourceDataset` s;
+    ``loss_fn(out, batch, cfg)`` returns a dict of terms ending in ``_loss`` plus ``"loss"``.
+    """
+
+    def __init__(self, cfg: Config, stage: str, model, train_set, val_set, out_dir, *,
+                 loss_fn: Callable | None = None, progress: bool = True,
+                 eval_hook: Callable | None = None, run_key: str = "",
+                 features=None, text_cache: dict | None = None, features_key: str = ""):
+        check_stage(stage)
+        self.cfg, self.stage, self.progress, self.eval_hook = cfg, stage, progress, eval_hook
+        self.out_dir = pathlib.Path(out_dir)
+        self.run_key = run_key
+        self.device = distributed.init_from_env(cfg.device) if distributed.launched_by_torchrun() \
+            else distributed.resolve_device(cfg.device)
+        self.model = model.to(self.device)
+        self.net = distributed.wrap(self.model, self.device)
+        self.loss_fn = loss_fn or (losses.divide_loss if stage == "divide" else losses.conquer_loss)
+        self.train_set, self.val_set = train_set, val_set
+        self.train_loader = self._train_loader()
+        self.steps_per_epoch = len(self.train_loader)
+        if cfg.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
+        self.epochs = cfg.conquer_epochs if stage == "conquer" else cfg.divide_epochs  # continued:
+        # as many epochs (and steps) as the Divide stage, the compute-matched control
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg, self.epochs * self.steps_per_epoch)
+        self.aug_generator = torch.Generator()
+        self.epoch, self.step = 0, 0
+        self.best_metric, self.best_epoch = -math.inf, -1
+        self.rows: list[dict] = []
+        self._augment = None
+        self.features, self.text_cache = features, text_cache
+        self.features_key = features_key
+        self._val_store = None
+        if features is not None and (stage != "divide" or len(train_set) != features.n_rows):
+            raise ValueError(f"stored features ({features.n_rows} rows) serve only the Divide stage "
+                             f"of the dataset they were encoded from ({len(train_set)} rows here)")
+
+    def _warm_text_cache(self) -> None:
+        """Encode every class name and training text once, in a fixed order, when the text
+        backbone is frozen. Its pooled features are cached per text, and a feature computed
+        inside a padded batch depends (in the last float bits) on the batch's other texts;
+        a fixed order makes a resumed run, or any new process, see exactly the features an
+        uninterrupted run sees. The class names (the queries) are pooled first, alone and in
+        the model's order, exactly as ``UniChest.class_queries`` pools them for a reloaded
+        checkpoint: otherwise, under bf16, a checkpoint scored later differs from the
+        validation aAUC it was selected by (0.630 against 0.623 was seen at ``tutorial``)."""
+        enc = getattr(self.model, "text_encoder", None)
+        if enc is None or not getattr(enc, "backbone_frozen", False):
+            return
+        enc.clear_cache()
+        enc.pooled(list(self.model.classes))
+        if self.text_cache is not None:  # pooled features shared by runs of one text backbone
+            enc.add_cached(self.text_cache)
+        enc.pooled(sorted(set(self.train_set.table.texts)))
+        if self.text_cache is not None:
+            self.text_cache.update(enc.cached())
+
+    def _encode_features(self) -> None:
+        """``cfg.divide_on_features``: encode the training split once with the frozen
+        encoder (see :mod:`unichest_lib.training.features`) unless stored features were
+        passed in."""
+        if self.stage == "divide" and self.cfg.divide_on_features and self.features is None:
+            from . import features
+
+            def make():
+                return features.encode(self.model, self.train_set, self.cfg)
+
+            if self.features_key:  # runs from one Conquer checkpoint share one encoding
+                self.features = features.shared(self.features_key, make)
+            else:
+                self.features = make()
+
+    # -- data --------------------------------------------------------------------------
+    def _train_loader(self):
+        from .. import data
+
+        if not distributed.is_distributed():
+            return data.make_loader(self.train_set, self.cfg, train=True)
+        from torch.utils.data import DataLoader, DistributedSampler
+
+        local = distributed.local_batch_size(self.cfg.batch_size)
+        sampler = DistributedSampler(self.train_set, shuffle=True, seed=self.cfg.seed, drop_last=True)
+        return DataLoader(self.train_set, batch_size=local, sampler=sampler, drop_last=True,
+                          num_workers=self.cfg.num_workers, collate_fn=data.collate)
+
+    def _val_loader(self):
+        from .. import data
+
+        return data.make_loader(self.val_set, self.cfg, train=False)
+
+    def _seed_epoch(self, epoch: int) -> None:
+        s = epoch_seed(self.cfg.seed, self.stage, epoch)
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(s)
+        elif self.train_loader.generator is not None:
+            self.train_loader.generator.manual_seed(s)
+        self.aug_generator.manual_seed(s)
+
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        """Training-batch augmentation: ``augment.train_transform`` then Fourier amplitude
+        mixup with probability ``cfg.fourier_mixup_p`` (paper Section IV-B)."""
+        if self.cfg.augment or self.cfg.fourier_mixup_p > 0:
+            from . import augment
+        if self.cfg.augment:
+            if self._augment is None:
+                self._augment = augment.train_transform(self.cfg)
+            images = self._augment(images, generator=self.aug_generator)
+        if self.cfg.fourier_mixup_p > 0:
+            images = augment.fourier_amplitude_mixup(images, self.cfg.fourier_mixup_p,
+                                                     self.aug_generator)
+        return images
+
+    # -- one step -----------------------------------------------------------------------
+    def loss_terms(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
+        """The stage's loss on the *global* batch: loss inputs are cast to float32 and, under
+        DDP, gathered from every rank with gradients (global negatives)."""
+        out = {k: v.float() for k, v in out.items() if k in _LOSS_OUT_KEYS}
+        batch = {k: batch[k].to(self.device) for k in _LOSS_BATCH_KEYS}
+        if distributed.is_distributed():
+            out, batch = distributed.gather_batch(out), distributed.gather_batch(batch)
+        return self.loss_fn(out, batch, self.cfg)
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        """One optimiser step on ``batch``; returns the loss terms as floats."""
+        if self.features is not None:  # Divide on stored frozen patches: no encoder, no augment
+            patches = self.features.batch(batch["index"], self.device)
+            with hardware.autocast(self.cfg.amp, self.device):
+                out = self.net(None, texts=batch["text"], patches=patches,
+                               grid=self.features.grid)
+        else:
+            images = batch["image"].to(self.device, non_blocking=True)
+            images = self.augment(images)
+            with hardware.autocast(self.cfg.amp, self.device):
+                out = self.net(images, texts=batch["text"])
+        terms = self.loss_terms(out, batch)
+        values = self._check_finite(terms, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return values
+
+    def _check_finite(self, terms: dict, batch: dict) -> dict[str, float]:
+        """The terms as floats, read back in one transfer (one device sync per step), after
+        checking that all are finite."""
+        stacked = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
+        values = dict(zip(terms, stacked.tolist()))
+        bad = [k for k, v in values.items() if k != "loss" and not math.isfinite(v)]
+        if bad or not math.isfinite(values["loss"]):
+            names = self.train_set.sources
+            src = sorted({names[int(s)] for s in batch["source"]})
+            idx = batch["index"].tolist() if "index" in batch else []
+            raise NonFiniteLossError(
+                f"{self.stage} stage: non-finite loss at step {self.step + 1} (epoch "
+                f"{self.epoch + 1}): offending term(s) {bad or ['loss']} = "
+                f"{ {k: values[k] for k in (bad or ['loss'])} }; batch sources {src}, "
+                f"sample indices {idx[:16]}{' ...' if len(idx) > 16 else ''}. No checkpoint was "
+                "written for this step; lower lr, check the inputs, or set amp=False.")
+        return values
+
+    # -- epochs -------------------------------------------------------------------------
+    def fit(self, *, resume: bool = False) -> TrainResult:
+        """Train the remaining epochs (all of them unless resuming); returns a TrainResult."""
+        if resume and checkpoints.exists(self.last_path):
+            self.restore(self.last_path)
+        elif resume:
+            warnings.warn(f"resume=True but {self.out_dir} holds no 'last' checkpoint of a "
+                          f"{self.stage} run; starting from epoch 1", RuntimeWarning, stacklevel=2)
+        self._warm_text_cache()  # after restoring: loading weights clears the model's caches
+        self._encode_features()
+        if self.epochs == 0 and self.epoch == 0:
+            self._end_epoch()
+        while self.epoch < self.epochs:
+            self._run_epoch()
+            self._end_epoch()
+        distributed.barrier()
+        return self.result()
+
+    def _run_epoch(self) -> None:
+        from tqdm.auto import tqdm
+
+        self._seed_epoch(self.epoch)
+        self.net.train()
+        bar = tqdm(total=self.steps_per_epoch, disable=not (progress_bars(self.progress) and distributed.is_main()),
+                   desc=f"{self.stage} {self.epoch + 1}/{self.epochs}", leave=False)
+        for i, batch in enumerate(self.train_loader):
+            if i >= self.steps_per_epoch:
+                break
+            lr = self.optimizer.param_groups[0]["lr"]
+            terms = self.train_step(batch)
+            self.rows.append(dict(stage=self.stage, split="train", epoch=self.epoch + 1,
+                                  step=self.step, lr=lr, **terms))
+            bar.update(1)
+            bar.set_postfix(loss=f"{terms['loss']:.4f}")
+        bar.close()
+
+    def _end_epoch(self) -> None:
+        metrics = self.validate()
+        self.epoch = min(self.epoch + 1, max(self.epochs, 1))
+        row = dict(stage=self.stage, split="valid", epoch=self.epoch, step=self.step, **metrics)
+        self.rows.append(row)
+        value = metrics["val_aAUC"]
+        improved = self.best_epoch < 0 or (math.isfinite(value) and value > self.best_metric)
+        if improved:
+            self.best_metric, self.best_epoch = value, self.epoch
+        if not math.isfinite(value):
+            warnings.warn(f"{self.stage} epoch {self.epoch}: validation aAUC on "
+                          f"{self.cfg.val_source!r} is {value} (no class has both positive and "
+                          f"negative samples in its {len(self.val_set)} validation images); the "
+                          f"best checkpoint stays at epoch {self.best_epoch}. Use more images or "
+                          "another val_source", RuntimeWarning, stacklevel=2)
+        if distributed.is_main():
+            if improved:
+                checkpoints.save(self.best_path, self.model, self.cfg, extra=self._extra())
+            self.save_last()
+        distributed.barrier()
+
+    def validate(self) -> dict[str, float]:
+        """aAUC on the validation split of ``cfg.val_source`` (+ the eval hook's numbers).
+        A Divide run on stored features validates on the stored patches of the validation
+        split (encoded once: the frozen encoder gives the same patches every epoch)."""
+        idx = class_index(self.model.classes, self.val_set.classes)
+        ss = []
+        with evaluating(self.model):
+            with torch.no_grad():  # outside inference mode: the model may cache its queries
+                queries = self.model.class_queries()
+            if self.features is not None:
+                vf = self._val_features()
+                loader = vf.batches(self.cfg.eval_batch_size)
+
+                def forward(p):
+                    return self.model(None, patches=p, grid=vf.grid, queries=queries)
+            else:
+                loader = self._val_loader()
+
+                def forward(x):
+                    return self.model(x, queries=queries)
+            for _, out in predict_batches(self.model, loader, amp=self.cfg.amp,
+                                          device=self.device, forward=forward):
+                ss.append(out["logits"].float()[:, idx].cpu().numpy())
+        t = self.val_set.table
+        y, m, s = np.nan_to_num(t.labels, nan=0.0), t.mask, np.concatenate(ss)
+        metrics = {"val_aAUC": macro_auc(y, s, m, self.val_set.classes)}
+        if self.eval_hook is not None:
+            metrics.update(self.eval_hook(self.model, self.epoch + 1) or {})
+        return metrics
+
+    def _val_features(self):
+        """The validation split's stored patches (shared between runs from one Conquer)."""
+        from . import features
+
+        def make():
+            return features.encode(self.model, self.val_set, self.cfg)
+
+        if self._val_store is None:
+            self._val_store = (features.shared(f"{self.features_key}:valid", make)
+                               if self.features_key else make())
+        return self._val_store
+
+    # -- checkpoints --------------------------------------------------------------------
+    @property
+    def last_path(self) -> pathlib.Path:
+        return self.out_dir / "last"
+
+    @property
+    def best_path(self) -> pathlib.Path:
+        return self.out_dir / "best"
+
+    def history(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+    def _extra(self) -> dict:
+        return dict(stage=self.stage, run_key=self.run_key, epoch=self.epoch, step=self.step,
+                    best_metric=self.best_metric, best_epoch=self.best_epoch)
+
+    def save_last(self) -> None:
+        """The resumable state at an epoch boundary: model, optimiser, schedule, RNG, history."""
+        extra = self._extra()
+        extra["history"] = self.history().to_dict(orient="list")
+        checkpoints.save(self.last_path, self.model, self.cfg, optimizer=self.optimizer,
+                         scheduler=self.scheduler, extra=extra,
+                         extra_tensors={f"rng.{k}": v for k, v in rng_state().items()})
+
+    def restore(self, path) -> None:
+        """Continue from checkpoint ``path`` written by :meth:`save_last` of the same run."""
+        meta = checkpoints.read_meta(path)
+        extra = meta["extra"]
+        if extra.get("run_key") != self.run_key or extra.get("stage") != self.stage:
+            raise checkpoints.CheckpointError(
+                f"cannot resume from {path}: it belongs to a different configuration or stage "
+                f"(stage {extra.get('stage')!r}); use another out_dir or resume=False")
+        tensors, meta = checkpoints.read_tensors(path, meta)
+        checkpoints.load_model_state(self.model, tensors, meta, source=f"checkpoint {path}")
+        self.optimizer.load_state_dict(checkpoints.optimizer_state(tensors, meta))
+        self.scheduler.load_state_dict(meta["scheduler"])
+        rng = checkpoints.extra_tensors(tensors)
+        set_rng_state({k[len("rng."):]: v for k, v in rng.items() if k.startswith("rng.")})
+        self.epoch, self.step = extra["epoch"], extra["step"]
+        self.best_metric, self.best_epoch = extra["best_metric"], extra["best_epoch"]
+        history = losses.current_term_names(pd.DataFrame(extra["history"]))
+        self.rows = history.to_dict(orient="records")
+
+    def result(self) -> TrainResult:
+        return TrainResult(model=self.model, history=self.history(), checkpoint=self.best_path,
+                           best_metric=self.best_metric, last_checkpoint=self.last_path,
+                           out_dir=self.out_dir)
+
+
+__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "class_index"]

@@ -130,3 +130,31 @@ def test_source_examples_caption_each_image_with_its_positive_labels():
     images, captions = figures.source_examples({"s": ds}, n=5)
     assert len(images["s"]) == 2 and images["s"][1].shape == (1, 4, 4)
     assert captions["s"] == ["a", "no finding"]
+
+
+def test_interval_bars_draw_each_interval_as_asymmetric_whiskers():
+    import pandas as pd
+
+    from unichest_lib.book import figures
+
+    df = pd.DataFrame({"source": ["a", "a", "mean"], "variant": ["X", "Y", "X"],
+                       "mean": [0.7, 0.6, 0.65], "lo": [0.65, 0.5, 0.6], "hi": [0.72, 0.7, 0.7]})
+    fig = figures.interval_bars(df)
+    x = next(t for t in fig.data if t.name == "X")
+    assert list(x.y) == [0.7, 0.65]
+    assert list(x.error_y.array) == pytest.approx([0.02, 0.05])  # hi - mean
+    assert list(x.error_y.arrayminus) == pytest.approx([0.05, 0.05])  # mean - lo
+    with pytest.raises(ValueError, match="interval_bars"):
+        figures.interval_bars(df.drop(columns="lo"))
+
+
+def test_interval_points_colour_by_verdict_and_mark_zero():
+    import pandas as pd
+
+    from unichest_lib.book import figures
+
+    df = pd.DataFrame({"claim": ["c1", "c2"], "mean": [0.02, -0.01], "lo": [0.01, -0.03],
+                       "hi": [0.03, 0.01], "verdict": ["holds", "inconclusive"]})
+    fig = figures.interval_points(df)
+    assert {t.name for t in fig.data} == {"holds", "inconclusive"}
+    assert fig.layout.shapes and fig.layout.shapes[0].x0 == 0.0

@@ -86,13 +86,13 @@ def scored(cfg: Config, name: str, seed: int, source: str, *, split: str = "test
     checkpoint checksum, data and query mode (``.npz`` of plain arrays, no pickle)."""
     c = variant_config(cfg, name, seed, **extra)
     path = checkpoint(cfg, name, seed, progress=progress, **extra)
-    sha = checkpoints.read_meta(path)["sha256"]
+    meta = checkpoints.read_meta(path)
+    sha = meta["sha256"]
     d = cfg.to_dict()
     key = digest({"sha": sha, "world": {f: d[f] for f in _WORLD_FIELDS}, "source": source,
                    "split": split, "by": by})
     file = pathlib.Path(cfg.cache_dir) / "evidence" / "predictions" / f"{key[:24]}.npz"
     ds = make_dataset(cfg, [source], split)
-    meta = checkpoints.read_meta(path)
     seen = tuple(k in meta["classes"] for k in ds.classes)
     probs = None
     if file.is_file():

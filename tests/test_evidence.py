@@ -178,7 +178,35 @@ def test_expensive_claims_are_marked_not_run_without_training(tmp_path):
     rows = evidence.measure(cfg, list(evidence.EXPENSIVE), full=False)
     assert (rows["verdict"] == evidence.NOT_RUN).all()
     assert not (tmp_path / "artifacts").exists()  # nothing was trained
-    assert "full_ledger" in evidence.verdict_lines(rows)
+    assert "make ledger" in evidence.verdict_lines(rows)
+
+
+def test_full_ledger_switch_explicit_then_environment_then_profile_then_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv(evidence.FULL_ENV, raising=False)
+    tut = resolve("tutorial", cache_dir=str(tmp_path))
+    assert evidence.full_ledger(resolve("smoke", cache_dir=str(tmp_path)))
+    assert not evidence.full_ledger(tut)
+    assert evidence.full_ledger(tut, True) and not evidence.full_ledger(tut, False)
+    monkeypatch.setenv(evidence.FULL_ENV, "1")
+    assert evidence.full_ledger(tut) and not evidence.full_ledger(tut, False)
+    monkeypatch.setenv(evidence.FULL_ENV, "0")
+    assert not evidence.full_ledger(resolve("smoke", cache_dir=str(tmp_path)))
+    monkeypatch.setenv(evidence.FULL_ENV, "maybe")
+    with pytest.raises(ConfigError, match=evidence.FULL_ENV):
+        evidence.full_ledger(tut)
+    monkeypatch.delenv(evidence.FULL_ENV)
+    # a build that measured every expensive claim leaves them in the cache: later builds show them
+    from unichest_lib.evidence import ledger
+    seeds = evidence.SEEDS["tutorial"]
+    for i, key in enumerate(evidence.EXPENSIVE):
+        assert not evidence.full_ledger(tut)
+        f = ledger._cache_file(tut, key, seeds)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text('{"mean": 0.1, "lo": 0.0, "hi": 0.2, "mde": 0.1, "n_seeds": 3, '
+                     '"per_seed": [], "n_test": "", "flagged": "", "verdict": "holds"}')
+    assert evidence.full_ledger(tut)
+    rows = evidence.measure(tut, list(evidence.EXPENSIVE))
+    assert (rows["verdict"] == "holds").all()
 
 
 def test_every_claim_has_a_chapter_and_a_paper_number():

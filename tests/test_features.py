@@ -105,3 +105,70 @@ def test_divide_on_features_is_part_of_the_divide_key_only():
     on = cfg.replace(divide_on_features=True)
     assert keys.conquer_key(on) == keys.conquer_key(cfg)
     assert keys.divide_key(on) != keys.divide_key(cfg)
+
+
+# ---- the shared store: memory, then disk --------------------------------------------------------
+def _feats(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return features.FrozenFeatures(patches=torch.randn(n, 4, 8, generator=g).to(torch.bfloat16),
+                                   grid=(2, 2), n_rows=n)
+
+
+def test_shared_features_are_encoded_once_then_read_back_bit_identical(tmp_path, monkeypatch):
+    monkeypatch.setattr(features, "_SHARED", {})
+    calls = []
+
+    def make():
+        calls.append(1)
+        return _feats()
+
+    a = features.shared("k1", make, cache_dir=tmp_path)
+    assert features.shared("k1", make, cache_dir=tmp_path) is a and len(calls) == 1  # memory
+    features._SHARED.clear()  # a new process: the disk cache answers
+    b = features.shared("k1", make, cache_dir=tmp_path)
+    assert len(calls) == 1 and b.grid == a.grid and b.n_rows == a.n_rows
+    assert b.patches.dtype == torch.bfloat16 and torch.equal(b.patches, a.patches)
+    assert not list((tmp_path / "features").glob("*.tmp"))  # atomic writes leave nothing behind
+
+
+def test_damaged_or_foreign_feature_files_are_recomputed(tmp_path, monkeypatch):
+    monkeypatch.setattr(features, "_SHARED", {})
+    features.shared("k2", _feats, cache_dir=tmp_path)
+    (path,) = (tmp_path / "features").glob("*.safetensors")
+    path.write_bytes(b"not a safetensors file")
+    features._SHARED.clear()
+    calls = []
+    out = features.shared("k2", lambda: calls.append(1) or _feats(seed=1), cache_dir=tmp_path)
+    assert calls and torch.equal(out.patches, _feats(seed=1).patches)
+    # a file that holds another key's features (a hash collision) is not used
+    features._SHARED.clear()
+    features._save(path, "another key", _feats(seed=2))
+    out = features.shared("k2", lambda: _feats(seed=3), cache_dir=tmp_path)
+    assert torch.equal(out.patches, _feats(seed=3).patches)
+
+
+def test_memory_store_drops_the_least_recently_used_beyond_its_budget(monkeypatch):
+    monkeypatch.setattr(features, "_SHARED", {})
+    one = _feats().patches.numel() * 2
+    monkeypatch.setattr(features, "MAX_MEMORY_BYTES", 2 * one)
+    for k in ("a", "b"):
+        features.shared(k, _feats)
+    features.shared("a", lambda: pytest.fail("'a' is still in memory"))  # a used last
+    features.shared("c", _feats)
+    assert set(features._SHARED) == {"a", "c"}
+
+
+def test_features_key_names_the_checkpoint_the_rows_and_the_data_settings(tmp_path):
+    from unichest_lib.data import make_dataset
+
+    cfg = resolve("smoke", cache_dir=str(tmp_path), n_per_source=40, image_size=32)
+    ds = make_dataset(cfg, ["chexpert"], "train")
+    key = features.features_key("abc", ds, cfg)
+    assert key == features.features_key("abc", make_dataset(cfg, ["chexpert"], "train"), cfg)
+    assert key == features.features_key("abc", ds, cfg.replace(seed=4, K=2, lam=0.3))
+    assert key != features.features_key("abd", ds, cfg)
+    assert key != features.features_key("abc", ds, cfg.replace(heterogeneity=0.0))
+    assert key != features.features_key("abc", ds, cfg.replace(amp=not cfg.amp))
+    other = make_dataset(cfg.replace(world_seed=cfg.world_seed + 1), ["chexpert"], "train")
+    assert other.name == ds.name  # same name, other images and labels
+    assert key != features.features_key("abc", other, cfg)

@@ -260,3 +260,43 @@ def test_embedded_data_cards_are_current_and_readable():
         meta, body = cards.read_card(path)
         assert meta["kind"] == "embedded" and meta["label_space"] == list(L.EMBEDDED_LABEL_SPACES[s])
         assert "SYNTHETIC" in meta["notice"] and "not a clinical claim" in body.splitlines()[2]
+
+
+def test_world_fields_name_every_config_field_the_world_code_reads():
+    """``world_of`` shares one World between configurations that agree on WORLD_FIELDS; a
+    field read by the world's code but missing there would hand out another world's data."""
+    import ast
+
+    from unichest_lib.config import Config
+    from unichest_lib.data import world as world_pkg
+
+    fields = {f.name for f in __import__("dataclasses").fields(Config)}
+    read = set()
+    for path in Path(world_pkg.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in fields:
+                base = node.value
+                name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
+                if name in ("cfg", "config"):
+                    read.add(node.attr)
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "getattr"
+                    and len(node.args) > 1 and isinstance(node.args[1], ast.Constant)):
+                read.add(node.args[1].value)  # getattr(cfg, "field")
+    assert read and read <= set(world_pkg.WORLD_FIELDS), sorted(read - set(world_pkg.WORLD_FIELDS))
+
+
+def test_datasets_share_one_world_per_world_configuration(tmp_path):
+    from unichest_lib.data import make_dataset
+    from unichest_lib.data.world import world_of
+
+    c = cfg(tmp_path, n_per_source=40, image_size=32)
+    assert world_of(c) is world_of(c.replace(seed=5, lr=1e-3, K=2))  # training fields: same world
+    assert world_of(c) is not world_of(c.replace(heterogeneity=0.0))
+    a = make_dataset(c, ["chexpert"], "train")
+    b = make_dataset(c.replace(seed=3), ["chexpert"], "train")
+    assert a is not b and a.table is not b.table  # datasets are new objects (texts are edited)
+    np.testing.assert_array_equal(a[0]["image"], b[0]["image"])
+    # a fresh World gives the same pixels and labels as the shared one
+    fresh = World(c).dataset(["chexpert"], "train")
+    np.testing.assert_array_equal(fresh.table.labels, a.table.labels)
+    np.testing.assert_array_equal(fresh[3]["image"], a[3]["image"])

@@ -48,9 +48,9 @@ def make_dataset(cfg: Config, sources: Sequence[str], split: str, *,
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is not valid; choose one of {SPLITS}")
     if cfg.data == "embedded":
-        from .world import World  # lazy: the world pulls in its renderers
+        from .world import world_of  # lazy: the world pulls in its renderers
 
-        ds = World(cfg).dataset(sources, split, with_masks=with_masks)
+        ds = world_of(cfg).dataset(sources, split, with_masks=with_masks)
     else:
         from .real import make_real_dataset
 

@@ -12,8 +12,8 @@ Introduced in ``notebooks/02_conquer.ipynb``; the ledger in ``notebooks/06_claim
 
 from .claims import (CLAIM_KEYS, CLAIMS, Claim, equivalence_verdict, gate_routing,
                      grounding_vs_random, measure_claim, source_gates, transfer_vs_random)
-from .ledger import (EXPENSIVE, FULL, NOT_RUN, VERSION, chapter_claims, fmt_interval, grid_table,
-                     ledger_table, measure, verdict_lines)
+from .ledger import (EXPENSIVE, FULL, FULL_ENV, HOW_TO_RUN, NOT_RUN, VERSION, chapter_claims,
+                     fmt_interval, full_ledger, grid_table, ledger_table, measure, verdict_lines)
 from .measures import (ALPHA, MIN_POS, N_BOOT, Measure, Scored, class_auc_replicates,
                        grounding_by_class, has_classes, in_domain_measure, kept_columns,
                        macro_measure, metric_table, patient_weights, scored, split_sizes,
@@ -21,10 +21,11 @@ from .measures import (ALPHA, MIN_POS, N_BOOT, Measure, Scored, class_auc_replic
 from .variants import (BACKBONES, GRID, LEVELS, SEEDS, VARIANTS, Variant, checkpoint, history,
                        load, variant_config)
 
-__all__ = ["ALPHA", "BACKBONES", "CLAIMS", "CLAIM_KEYS", "Claim", "EXPENSIVE", "FULL", "GRID",
+__all__ = ["ALPHA", "BACKBONES", "CLAIMS", "CLAIM_KEYS", "Claim", "EXPENSIVE", "FULL", "FULL_ENV", "GRID",
+           "HOW_TO_RUN",
            "LEVELS", "MIN_POS", "Measure", "NOT_RUN", "N_BOOT", "SEEDS", "Scored", "VARIANTS",
            "VERSION", "Variant", "chapter_claims", "checkpoint", "class_auc_replicates",
-           "equivalence_verdict", "fmt_interval", "gate_routing", "grid_table",
+           "equivalence_verdict", "fmt_interval", "full_ledger", "gate_routing", "grid_table",
            "grounding_by_class", "grounding_vs_random", "has_classes", "history",
            "in_domain_measure", "kept_columns", "ledger_table", "load", "macro_measure",
            "measure", "measure_claim", "metric_table", "patient_weights", "scored",

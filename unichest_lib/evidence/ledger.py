@@ -10,6 +10,7 @@ Introduced in ``notebooks/06_claims.ipynb``; chapters 02–05 show their own cla
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 from typing import Sequence
 
@@ -32,6 +33,28 @@ EXPENSIVE = ("lam_k_robust", "reports_vs_labels", "gain_grows")
 FULL = {"smoke": True, "tutorial": False, "paper": True}
 #: The verdict of a claim that was not measured in this run (not a statistical verdict).
 NOT_RUN = "not run"
+#: Environment switch of the full ledger (``make ledger`` sets it to 1 for the whole build).
+FULL_ENV = "UNICHEST_FULL_LEDGER"
+#: How a claim that was not run tells the reader to run it.
+HOW_TO_RUN = "build with `make ledger` (or run chapter 05 or 06 with -p full_ledger True)"
+
+
+def full_ledger(cfg: Config, full: bool | None = None) -> bool:
+    """Whether to measure (and show) the :data:`EXPENSIVE` claims: ``full`` when given; else
+    the environment switch :data:`FULL_ENV` (``1``/``0``) when set; else the profile's
+    :data:`FULL`; and at a profile where it is off, True anyway once every expensive claim is
+    in the cache (a ``make ledger`` build measured them: the book then shows them)."""
+    if full is not None:
+        return bool(full)
+    env = os.environ.get(FULL_ENV, "").strip().lower()
+    if env:
+        if env not in ("1", "true", "yes", "0", "false", "no"):
+            raise ConfigError(f"{FULL_ENV}={env!r}: use 1 (measure every claim) or 0")
+        return env in ("1", "true", "yes")
+    if FULL[cfg.profile]:
+        return True
+    seeds = SEEDS[cfg.profile]
+    return all(_cache_file(cfg, key, seeds).is_file() for key in EXPENSIVE)
 
 
 # ---- the ledger -----------------------------------------------------------------------------
@@ -52,10 +75,11 @@ def measure(cfg: Config, keys: Sequence[str] | None = None, *, full: bool | None
     """The claims ledger rows of ``keys`` (default: every claim), measured or read back
     from the cache. Columns: claim, chapter, text, effect, paper, mean, lo, hi, mde,
     n_seeds, per_seed, n_test, flagged, verdict, detail. With ``full`` False (default: the
-    profile's :data:`FULL`) the :data:`EXPENSIVE` claims are measured only when their
-    result is already cached; otherwise their verdict is :data:`NOT_RUN`."""
+    profile's :data:`FULL`, see :func:`full_ledger`) the :data:`EXPENSIVE` claims are
+    measured only when their result is already cached; otherwise their verdict is
+    :data:`NOT_RUN`."""
     keys = CLAIM_KEYS if keys is None else tuple(keys)
-    full = FULL[cfg.profile] if full is None else bool(full)
+    full = full_ledger(cfg, full)
     seeds = SEEDS[cfg.profile]
     rows = []
     for key in keys:
@@ -68,8 +92,7 @@ def measure(cfg: Config, keys: Sequence[str] | None = None, *, full: bool | None
             nan = float("nan")
             res = dict(mean=nan, lo=nan, hi=nan, mde=nan, n_seeds=len(seeds), per_seed=[],
                        n_test="", flagged="", verdict=NOT_RUN,
-                       detail="needs extra Conquer runs per seed; run chapter 05 or 06 with "
-                              "-p full_ledger True")
+                       detail=f"needs extra runs per seed; {HOW_TO_RUN}")
         elif file.is_file():
             try:
                 res = json.loads(file.read_text())
@@ -149,5 +172,5 @@ def verdict_lines(rows: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-__all__ = ["EXPENSIVE", "FULL", "NOT_RUN", "VERSION", "chapter_claims", "fmt_interval",
+__all__ = ["EXPENSIVE", "FULL", "FULL_ENV", "HOW_TO_RUN", "NOT_RUN", "full_ledger", "VERSION", "chapter_claims", "fmt_interval",
            "grid_table", "ledger_table", "measure", "verdict_lines"]

@@ -65,9 +65,6 @@ class Scored:
 
 
 _MODELS: dict[str, object] = {}
-#: Test-split patches of each Conquer encoder, shared by the Divide runs that start from it
-#: (the query networks read them instead of re-encoding: the same probabilities).
-_EVAL_FEATURES: dict[str, object] = {}
 
 
 def _model(path: pathlib.Path, cfg: Config, stage: str, progress: bool):
@@ -108,13 +105,10 @@ def scored(cfg: Config, name: str, seed: int, source: str, *, split: str = "test
         feats = None
         if VARIANTS[name].stage == "divide":  # frozen encoder: encode each split once per seed
             start = meta["extra"].get("run_key", "").rsplit(":", 1)[-1]  # its Conquer's sha256
-            fkey = f"eval:{start}:{ds.name}:{len(ds)}:{c.image_size}:{c.amp}:{c.channels_last}"
-            feats = _EVAL_FEATURES.get(fkey)
-            if feats is None:
-                feats = frozen_features.encode(model, ds, c)
-                if len(_EVAL_FEATURES) >= 16:
-                    _EVAL_FEATURES.pop(next(iter(_EVAL_FEATURES)))
-                _EVAL_FEATURES[fkey] = feats
+            if start:
+                feats = frozen_features.shared(
+                    frozen_features.features_key(start, ds, c),
+                    lambda: frozen_features.encode(model, ds, c), cache_dir=c.cache_dir)
         probs = classification.predict(model, ds, c, by=by, features=feats).probs
         atomic_write(file, lambda f: np.savez(f, probs=probs))
     t = ds.table

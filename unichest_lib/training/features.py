@@ -20,16 +20,22 @@ held in host memory: about 10 MB at ``tutorial``; at ``paper`` 0.4 MB per image 
 
 Introduced in ``notebooks/03_divide.ipynb`` (``divide_on_features``); the Divide runs the
 store trains one after another from one Conquer checkpoint (the controls of chapter 05 and its
-λ×K grid) share one :class:`FrozenFeatures` (:func:`shared`).
+λ×K grid), the chapters that score them, and later processes share one encoding per split
+and Conquer checkpoint (:func:`shared`, kept in memory and in ``<cache_dir>/features/``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import pathlib
 
+import numpy as np
 import torch
 
 from ..config import Config
+from ..fileio import atomic_write
 from ..model.inference import encoded_batches
 
 
@@ -63,21 +69,97 @@ def encode(model, dataset, cfg: Config) -> FrozenFeatures:
     return FrozenFeatures(patches=torch.cat(chunks).clone(), grid=grids[0], n_rows=len(dataset))
 
 
+#: Bytes of stored features kept in memory per process (the least recently used go first).
+MAX_MEMORY_BYTES = 1 << 30
+#: Encodings larger than this are kept in memory only, not written to the disk cache (the
+#: ``paper`` test splits of real data would take gigabytes).
+MAX_DISK_BYTES = 256 << 20
 _SHARED: dict[str, FrozenFeatures] = {}
-#: Stored features kept per process (each a few MB at ``tutorial``).
-MAX_SHARED = 4
 
 
-def shared(key: str, make) -> FrozenFeatures:
-    """The features stored under ``key`` in this process, or ``make()`` stored there: the
-    Divide runs that the store trains one after another from one Conquer checkpoint (the
-    controls and the λ×K grid) encode its training split once. ``key`` must name everything
-    that changes the patches (checkpoint checksum, dataset, image size, precision)."""
-    if key not in _SHARED:
-        while len(_SHARED) >= MAX_SHARED:
-            _SHARED.pop(next(iter(_SHARED)))
-        _SHARED[key] = make()
-    return _SHARED[key]
+def features_key(checkpoint_sha256: str, dataset, cfg: Config) -> str:
+    """A key that names everything the stored patches of ``dataset`` depend on: the frozen
+    encoder (its Conquer checkpoint's sha256), the data (the dataset's name, rows, patients,
+    sources and labels, and every configuration field upstream of Conquer, which include
+    the world's and the real data's settings) and how they were computed (image size,
+    precision, memory format)."""
+    from .keys import conquer_fields
+
+    return (f"{checkpoint_sha256}:{dataset.name}:{len(dataset)}:{cfg.image_size}:{cfg.amp}:"
+            f"{cfg.channels_last}:{dataset_digest(dataset, cfg)}")
 
 
-__all__ = ["FrozenFeatures", "MAX_SHARED", "encode", "shared"]
+def dataset_digest(dataset, cfg: Config) -> str:
+    """A short digest of ``dataset``'s rows (patients, sources, labels) and of every
+    configuration field upstream of Conquer but the seed (the data's settings among them)."""
+    from .keys import conquer_fields
+
+    t = dataset.table
+    h = hashlib.sha256()
+    for a in (np.asarray(t.patients).astype(str), np.asarray(t.source_ids), np.asarray(t.labels)):
+        h.update(np.ascontiguousarray(a).tobytes())
+    d = cfg.to_dict()
+    h.update(json.dumps({f: d[f] for f in conquer_fields() if f != "seed"}, sort_keys=True,
+                        default=str).encode())
+    return h.hexdigest()[:24]
+
+
+def _disk_path(cache_dir, key: str) -> pathlib.Path:
+    return pathlib.Path(cache_dir) / "features" / (
+        hashlib.sha256(key.encode()).hexdigest()[:32] + ".safetensors")
+
+
+def _load(path: pathlib.Path, key: str) -> FrozenFeatures | None:
+    """The features stored at ``path`` under ``key``, or None (missing, damaged, another key)."""
+    if not path.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("key") != key:
+                return None
+            patches = f.get_tensor("patches")
+        grid = tuple(int(v) for v in meta["grid"].split(","))
+        n_rows = int(meta["n_rows"])
+    except Exception:  # noqa: BLE001 - a damaged cache file is recomputed, never trusted
+        return None
+    if patches.dim() != 3 or patches.shape[0] != n_rows or len(grid) != 2:
+        return None
+    return FrozenFeatures(patches=patches, grid=grid, n_rows=n_rows)
+
+
+def _save(path: pathlib.Path, key: str, feats: FrozenFeatures) -> None:
+    from safetensors.torch import save
+
+    meta = {"key": key, "grid": ",".join(map(str, feats.grid)), "n_rows": str(feats.n_rows)}
+    atomic_write(path, save({"patches": feats.patches.contiguous()}, metadata=meta))
+
+
+def shared(key: str, make, *, cache_dir=None) -> FrozenFeatures:
+    """The features stored under ``key``: from this process's memory, else (with
+    ``cache_dir``) from ``<cache_dir>/features/``, else ``make()`` — then kept in both. The
+    frozen encoder gives the same patches in every epoch, every Divide run from the same
+    Conquer checkpoint (the controls, the λ×K grid) and every chapter, so a split is encoded
+    once per checkpoint, not once per run. ``key`` must name everything that changes the
+    patches: build it with :func:`features_key`. Files are safetensors (no pickle), written
+    atomically; a damaged or foreign file is recomputed."""
+    feats = _SHARED.pop(key, None)  # re-inserted below: the dict is kept in use order
+    path = None if cache_dir is None else _disk_path(cache_dir, key)
+    if feats is None and path is not None:
+        feats = _load(path, key)
+    if feats is None:
+        feats = make()
+        nbytes = feats.patches.numel() * feats.patches.element_size()
+        if path is not None and nbytes <= MAX_DISK_BYTES:
+            _save(path, key, feats)
+    _SHARED[key] = feats
+    while len(_SHARED) > 1 and sum(f.patches.numel() * f.patches.element_size()
+                                   for f in _SHARED.values()) > MAX_MEMORY_BYTES:
+        _SHARED.pop(next(iter(_SHARED)))
+    return feats
+
+
+__all__ = ["FrozenFeatures", "MAX_DISK_BYTES", "MAX_MEMORY_BYTES", "dataset_digest", "encode",
+           "features_key", "shared"]

@@ -119,8 +119,9 @@ def divide(cfg: Config, conquer_checkpoint, out_dir, *, progress: bool = True,
     model = UniChest(cfg, train_set.classes)
     init_from_conquer(model, conquer_checkpoint)
     run_key = f"{divide_key(cfg)}:{meta['sha256']}"  # this Divide from this Conquer
-    features_key = (f"{meta['sha256']}:{train_set.name}:{len(train_set)}:{cfg.image_size}:"
-                    f"{cfg.amp}:{cfg.channels_last}")
+    from .features import features_key as _features_key
+
+    features_key = _features_key(meta["sha256"], train_set, cfg)
     trainer = Trainer(cfg, "divide", model, train_set, val_set, out_dir, progress=progress,
                       eval_hook=eval_hook, run_key=run_key, features=features,
                       text_cache=_text_cache(cfg, text_cache), features_key=features_key)

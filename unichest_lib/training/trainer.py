@@ -144,7 +144,8 @@ class Trainer:
                 return features.encode(self.model, self.train_set, self.cfg)
 
             if self.features_key:  # runs from one Conquer checkpoint share one encoding
-                self.features = features.shared(self.features_key, make)
+                self.features = features.shared(self.features_key, make,
+                                                cache_dir=self.cfg.cache_dir)
             else:
                 self.features = make()
 
@@ -333,7 +334,9 @@ class Trainer:
             return features.encode(self.model, self.val_set, self.cfg)
 
         if self._val_store is None:
-            self._val_store = (features.shared(f"{self.features_key}:valid", make)
+            key = (f"{self.features_key}|valid:{self.val_set.name}:{len(self.val_set)}:"
+                   f"{features.dataset_digest(self.val_set, self.cfg)}")
+            self._val_store = (features.shared(key, make, cache_dir=self.cfg.cache_dir)
                                if self.features_key else make())
         return self._val_store
 

@@ -32,6 +32,30 @@ from .render import RENDER_VERSION, code_digest, render_rows, unpack_masks
 from .reports import write_report
 
 CHUNK = 256  # images per rendered (and cached) chunk
+#: The :class:`~unichest_lib.config.Config` fields a :class:`World` reads: two configurations
+#: that agree on them have the same world (``tests/test_world.py`` checks the list against
+#: the code).
+WORLD_FIELDS = ("world_seed", "heterogeneity", "image_size", "n_per_source", "n_downstream",
+                "n_valid", "n_test", "cache_dir")
+#: Worlds kept per process by :func:`world_of` (each holds the pixels it has loaded: tens of
+#: MB at ``tutorial``).
+MAX_WORLDS = 2
+_WORLDS: dict[tuple, "World"] = {}
+
+
+def world_of(cfg: C.Config) -> "World":
+    """The :class:`World` of ``cfg``, shared by every dataset this process makes from the same
+    :data:`WORLD_FIELDS`: populations are drawn and pixel chunks read from the cache once, not
+    once per dataset (a chapter asks for the same splits many times). The datasets themselves
+    are new objects on every call."""
+    key = tuple((f, getattr(cfg, f)) for f in WORLD_FIELDS)
+    world = _WORLDS.pop(key, None)  # re-inserted below: the dict is kept in use order
+    if world is None:
+        world = World(cfg)
+        while len(_WORLDS) >= MAX_WORLDS:
+            _WORLDS.pop(next(iter(_WORLDS)))
+    _WORLDS[key] = world
+    return world
 
 
 class World:
@@ -265,4 +289,4 @@ class World:
                              f"{', '.join(C.ALL_SOURCES)}")
 
 
-__all__ = ["World", "FINDINGS", "CHUNK"]
+__all__ = ["CHUNK", "FINDINGS", "MAX_WORLDS", "WORLD_FIELDS", "World", "world_of"]

@@ -16,7 +16,7 @@ from unichest_lib.training import checkpoints, keys, losses, stages, store
 
 
 # ---- configuration and world -----------------------------------------------------------------
-@pytest.mark.parametrize("name,value", [("scl_weight", -0.1), ("gate", "softmax"),
+@pytest.mark.parametrize("name,value", [("scl_weight", -0.1), ("gate", "softmax"), ("gate_input", "ln"),
                                         ("n_test", -1), ("n_valid", -5)])
 def test_new_settings_are_validated_by_name(name, value):
     with pytest.raises(ConfigError, match=name):

@@ -103,3 +103,14 @@ def test_a_saved_configuration_with_a_removed_field_still_reads():
     assert Config.from_dict(old) == cfg
     with pytest.raises(ConfigError, match="unknown parameter"):
         Config.from_dict({**cfg.to_dict(), "nan_polcy": "raise"})
+
+
+def test_a_field_added_later_keeps_old_keys_at_its_old_value_and_names_new_runs_otherwise():
+    from unichest_lib.training import keys
+
+    cfg = resolve("tutorial")
+    for field, old in keys.ADDED_FIELDS.items():
+        assert getattr(cfg, field) == old  # the default is the value earlier runs had
+    official = cfg.replace(gate_input="layernorm")
+    assert keys.conquer_key(official) == keys.conquer_key(cfg)  # a Divide-only field
+    assert keys.divide_key(official) != keys.divide_key(cfg)

@@ -268,3 +268,63 @@ def test_histories_logged_before_the_rename_read_with_todays_term_names():
     new = L.current_term_names(old)
     assert list(new.columns) == ["step", "bcl_loss", "multilabel_loss", "loss"]
     assert L.current_term_names(new).equals(new)
+
+
+# ---- ASL as the official code computes it (issue #18: the paper-vs-code appendix) ---------------
+def test_asl_focal_weight_carries_no_gradient():
+    """The focal weight (1 - p_t)^γ is a constant for the gradient, as in the official code:
+    the gradient equals the reference's with the weight detached, not with it differentiated."""
+    x = (3 * torch.randn(6, 5, dtype=torch.float64)).requires_grad_()
+    y = (torch.rand(6, 5) < 0.4).double()
+
+    def ref(detach):
+        p = torch.sigmoid(x)
+        p_neg = (1 - p + 0.05).clamp(max=1.0)
+        pt = p * y + p_neg * (1 - y)
+        w = torch.pow(1 - pt, 1.0 * y + 4.0 * (1 - y))
+        w = w.detach() if detach else w
+        return -((y * torch.log(p) + (1 - y) * torch.log(p_neg)) * w).mean()
+
+    got = torch.autograd.grad(L.asl_loss(x, y, gamma_neg=4.0, gamma_pos=1.0), x)[0]
+    const = torch.autograd.grad(ref(True), x)[0]
+    differentiated = torch.autograd.grad(ref(False), x)[0]
+    assert torch.allclose(got, const, rtol=1e-5, atol=1e-7)  # the library computes in float32
+    assert not torch.allclose(got, differentiated, atol=1e-4)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_asl_on_probabilities_matches_the_reference_on_their_logits(reduction):
+    x = 3 * torch.randn(8, 7, dtype=torch.float64)
+    y = (torch.rand(8, 7) < 0.4).double()
+    mask = torch.rand(8, 7) < 0.7
+    got = L.asl_loss_on_probabilities(torch.sigmoid(x), y, mask, reduction=reduction)
+    assert got.item() == pytest.approx(ref_asl(x, y, mask, 6.0, 0.0, 0.05, 1e-8, reduction),
+                                       rel=1e-6, abs=1e-9)
+
+
+def test_probabilities_path_keeps_the_gradient_a_clipped_logit_loses():
+    """Eq. 5 on probabilities: a saturated negative (p = 1 - 1e-9) has zero gradient through
+    the logit clipped at 1e-6 but keeps one when ASL scores p itself."""
+    cfg = resolve("smoke", combine="probabilities")
+    p = torch.tensor([[1 - 1e-9, 0.3]], dtype=torch.float64, requires_grad=True)
+    batch = {"labels": torch.tensor([[0.0, 1.0]]), "mask": torch.ones(1, 2, dtype=torch.bool)}
+    via_logit = L.multilabel_loss(torch.logit(p, eps=1e-6), batch, cfg)
+    g_logit = torch.autograd.grad(via_logit, p)[0]
+    direct = L.multilabel_loss(torch.logit(p, eps=1e-6), batch, cfg, probs=p)
+    g_direct = torch.autograd.grad(direct, p)[0]
+    assert g_logit[0, 0] == 0 and g_direct[0, 0] > 0
+    bce = L.multilabel_loss(p.detach(), batch, resolve("smoke", multilabel_loss="bce"), probs=p)
+    want = -(math.log(1e-8) + math.log(0.3)) / 2  # clamped at 1e-8, mean over 2 elements
+    assert bce.item() == pytest.approx(want, rel=1e-6)
+
+
+def test_divide_loss_scores_the_models_probabilities_when_eq5_mixes_probabilities():
+    cfg = resolve("smoke", combine="probabilities")
+    out, batch = _out_and_batch(divide=True)
+    out["probs"] = torch.sigmoid(out["logits"].detach()).requires_grad_()
+    terms = L.divide_loss(out, batch, cfg)
+    terms["loss"].backward()
+    assert out["probs"].grad is not None and out["logits"].grad is None
+    want = L.asl_loss_on_probabilities(out["probs"], batch["labels"], batch["mask"],
+                                       reduction=cfg.loss_reduction)
+    assert terms["multilabel_loss"].item() == pytest.approx(want.item())

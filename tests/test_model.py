@@ -255,3 +255,32 @@ def test_bf16_autocast_forward_and_backward_are_finite(images, conquer_model):
     grads = [p.grad for p in m.trainable_parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     m.zero_grad(set_to_none=True)
+
+
+# ---- the official code's forms, as options (issue #18) ------------------------------------------
+def test_gate_reads_the_patch_mean_or_the_mean_of_layer_normed_patches(images):
+    torch.manual_seed(0)
+    paper = make(K=3, scl_dim=8).start_divide().eval()
+    official = make(K=3, scl_dim=8, gate_input="layernorm").start_divide().eval()
+    official.load_state_dict(paper.state_dict())  # same weights, and no new parameters
+    with torch.no_grad():
+        a, b = paper(images, TEXTS), official(images, TEXTS)
+        patches = a["patches"]
+        want_a = torch.softmax(paper.gate(patches.mean(1)), -1)
+        want_b = torch.softmax(paper.gate(F.layer_norm(patches, patches.shape[-1:]).mean(1)), -1)
+    assert torch.allclose(a["gate"], want_a, atol=1e-6)
+    assert torch.allclose(b["gate"], want_b, atol=1e-6)
+    assert not torch.allclose(a["gate"], b["gate"], atol=1e-4)
+    assert torch.equal(a["scores"], b["scores"])  # only the gate reads it
+
+
+def test_probabilities_mode_returns_the_probability_mix_for_the_loss(images):
+    m = make(K=3, scl_dim=8, combine="probabilities").start_divide()
+    out = m(images, TEXTS)
+    s = out["scores"].float()
+    lam = m.cfg.lam
+    p = lam * torch.sigmoid(s[:, 0]) + (1 - lam) * (out["gate"][..., None]
+                                                    * torch.sigmoid(s[:, 1:])).sum(1)
+    assert torch.allclose(out["probs"], p, atol=1e-6)
+    assert torch.allclose(torch.sigmoid(out["logits"]), p, atol=1e-5)
+    assert "probs" not in make(K=3, scl_dim=8).start_divide()(images, TEXTS)

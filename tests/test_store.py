@@ -38,7 +38,7 @@ def test_every_field_is_classified_and_each_divide_field_changes_only_the_divide
     assert set(keys.conquer_fields()) | set(keys.DIVIDE_ONLY) | set(keys.NOT_UPSTREAM) == names
     changes = dict(K=2, lam=0.3, scl_dim=8, tau_scl=0.5, scl_variant="outside",
                    combine="probabilities", divide_epochs=7, divide_on_features=False,
-                   scl_weight=0.5, gate="uniform")
+                   scl_weight=0.5, gate="uniform", gate_input="layernorm")
     assert set(changes) == set(keys.DIVIDE_ONLY)
     for k, v in changes.items():
         other = CFG.replace(**{k: v})

@@ -83,6 +83,7 @@ class Config:
     scl_dim: int = 32  # dimension of the projection Phi_2 for L_SCL (paper: 32)
     scl_weight: float = 1.0  # weight of L_SCL in Eq. 7 (paper: 1; 0 = Divide without it, a control)
     gate: str = "learned"  # Eq. 5's omega: "learned" (softmax(Phi_1(I))) or "uniform"
+    gate_input: str = "mean"  # what Phi_1 reads: "mean" of the patches (paper) or of the layer-normed patches ("layernorm", official code)
                            # (1/(K-1) for every expert: the paper's "equal weights" variant)
     tau_scl: float = 1.0  # temperature of L_SCL, Eq. 6 (paper: 1.0)
     tau_bcl: float = 1.0  # temperature of L_BCL, Eq. 3 (paper: 1.0)
@@ -160,6 +161,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "backbone": BACKBONES,
     "combine": ("scores", "probabilities"),
     "gate": ("learned", "uniform"),
+    "gate_input": ("mean", "layernorm"),
     "scl_variant": ("paper", "outside"),
     "bcl_variant": ("paper", "code"),
     "multilabel_loss": ("asl", "bce"),

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..config import Config, ConfigError
 from ..fileio import atomic_write
-from ..training.keys import DIVIDE_ONLY, conquer_fields
+from ..training.keys import DIVIDE_ONLY, conquer_fields, keyed
 from .claims import CLAIM_KEYS, CLAIMS, measure_claim
 from .measures import N_BOOT, digest, in_domain_measure
 from .variants import GRID, SEEDS
@@ -59,9 +59,8 @@ def full_ledger(cfg: Config, full: bool | None = None) -> bool:
 
 # ---- the ledger -----------------------------------------------------------------------------
 def _cache_file(cfg: Config, key: str, seeds) -> pathlib.Path:
-    d = cfg.to_dict()
-    up = {f: d[f] for f in conquer_fields() if f != "seed"}
-    blob = digest({"claim": key, "config": up, "divide": {f: d[f] for f in DIVIDE_ONLY},
+    up = keyed(cfg, [f for f in conquer_fields() if f != "seed"])
+    blob = digest({"claim": key, "config": up, "divide": keyed(cfg, DIVIDE_ONLY),
                     "seeds": list(seeds), "n_boot": N_BOOT[cfg.profile], "version": VERSION})
     return pathlib.Path(cfg.cache_dir) / "evidence" / f"{key}-{blob[:16]}.json"
 

@@ -23,6 +23,7 @@ import contextlib
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config
@@ -43,17 +44,24 @@ def combine_scores(s1: torch.Tensor, expert_scores: torch.Tensor, gate: torch.Te
     """s^All of Eq. 5 from s¹ (B, c), the experts' scores (B, K−1, c) and ω (B, K−1).
 
     ``mode="scores"`` (paper): λ·s¹ + (1−λ)·Σ_k ω^k s^k on logits.
-    ``mode="probabilities"`` (official code): p = λ·σ(s¹) + (1−λ)·Σ_k ω^k σ(s^k), returned as
+    ``mode="probabilities"`` (official code): p of :func:`combine_probabilities`, returned as
     its logit log(p/(1−p)) (p clamped to [eps, 1−eps]) so that sigmoid(result) = p and every
-    consumer can keep treating ``logits`` as logits.
+    consumer can keep treating ``logits`` as logits. The training loss scores p itself
+    (the model returns it as ``out["probs"]``), not this clipped logit.
     """
     if mode == "scores":
         return lam * s1 + (1.0 - lam) * torch.einsum("bk,bkc->bc", gate, expert_scores)
     if mode == "probabilities":
-        p = lam * torch.sigmoid(s1) + (1.0 - lam) * torch.einsum(
-            "bk,bkc->bc", gate, torch.sigmoid(expert_scores))
-        return torch.logit(p, eps=eps)
+        return torch.logit(combine_probabilities(s1, expert_scores, gate, lam), eps=eps)
     raise ValueError(f"combine mode {mode!r} is not valid; choose 'scores' or 'probabilities'")
+
+
+def combine_probabilities(s1: torch.Tensor, expert_scores: torch.Tensor, gate: torch.Tensor,
+                          lam: float) -> torch.Tensor:
+    """Eq. 5 as the official code computes it, on probabilities:
+    p = λ·σ(s¹) + (1−λ)·Σ_k ω^k σ(s^k)."""
+    return lam * torch.sigmoid(s1) + (1.0 - lam) * torch.einsum(
+        "bk,bkc->bc", gate, torch.sigmoid(expert_scores))
 
 
 # ---------------------------------------------------------------------------------------
@@ -206,9 +214,12 @@ class UniChest(nn.Module):
                 out["gate"] = gate
             else:
                 # ω = softmax(Φ1(Ī)), in float32 under autocast so that ω sums to 1 (Eq. 5)
-                gate = torch.softmax(self.gate(out["image_emb"]).float(), dim=-1)
+                gate = torch.softmax(self.gate(self.gate_input(patches)).float(), dim=-1)
                 out["gate"] = gate
                 out["gate_proj"] = self.scl_proj(gate)  # ω̄ = Φ2(ω)
+            if self.cfg.combine == "probabilities":  # the loss scores p itself
+                out["probs"] = combine_probabilities(logits.float(), s_exp.float(), gate,
+                                                     self.cfg.lam)
             logits = combine_scores(logits, s_exp, gate, self.cfg.lam, self.cfg.combine)
             scores = torch.cat([scores, s_exp], dim=1)
             if return_attention:
@@ -218,6 +229,15 @@ class UniChest(nn.Module):
         if return_attention:
             out["attention"] = attn.reshape(*attn.shape[:3], h, w)
         return out
+
+    def gate_input(self, patches: torch.Tensor) -> torch.Tensor:
+        """What the gate Φ1 reads: Ī, the mean of the patches (paper, ``gate_input="mean"``),
+        or the mean of the patches layer-normalised over d (``"layernorm"``, the official
+        code). The official LayerNorm's affine parameters are left out: before a mean and a
+        linear Φ1 they are a linear map that Φ1 absorbs exactly."""
+        if self.cfg.gate_input == "layernorm":
+            patches = F.layer_norm(patches.float(), patches.shape[-1:])
+        return patches.mean(1)
 
     def _check_queries(self, queries: torch.Tensor) -> torch.Tensor:
         if queries.ndim != 2 or queries.shape[1] != self.cfg.embed_dim:
@@ -238,4 +258,5 @@ def count_parameters(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["MODEL_STAGES", "UniChest", "combine_scores", "count_parameters"]
+__all__ = ["MODEL_STAGES", "UniChest", "combine_probabilities", "combine_scores",
+           "count_parameters"]

@@ -81,8 +81,22 @@ def asl_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | N
     global grad mode. Only elements where ``mask`` is True count (missing labels are neither
     positive nor negative); ``reduction`` is the mean over observed elements or their sum.
     """
-    x, y = logits.float(), targets.float()
-    p = torch.sigmoid(x)
+    return _asl(torch.sigmoid(logits.float()), targets, mask, gamma_neg, gamma_pos, clip, eps,
+                reduction)
+
+
+def asl_loss_on_probabilities(probs: torch.Tensor, targets: torch.Tensor,
+                              mask: torch.Tensor | None = None, *, gamma_neg: float = 6.0,
+                              gamma_pos: float = 0.0, clip: float = 0.05, eps: float = 1e-8,
+                              reduction: str = "mean") -> torch.Tensor:
+    """:func:`asl_loss` taking the probabilities p themselves (the official code's form, for
+    Eq. 5 combined on probabilities): no detour through a clipped logit, so a saturated
+    negative keeps its gradient and a saturated positive its loss (logs clamped at ``eps``)."""
+    return _asl(probs.float(), targets, mask, gamma_neg, gamma_pos, clip, eps, reduction)
+
+
+def _asl(p, targets, mask, gamma_neg, gamma_pos, clip, eps, reduction) -> torch.Tensor:
+    y = targets.float()
     p_neg = 1.0 - p
     if clip > 0:
         p_neg = (p_neg + clip).clamp(max=1.0)  # = 1 - p_m
@@ -137,13 +151,21 @@ def scl_loss(z: torch.Tensor, source: torch.Tensor, tau: float = 1.0,
     raise ValueError(f"scl variant {variant!r} is not valid; choose 'paper' or 'outside'")
 
 
-def multilabel_loss(logits: torch.Tensor, batch: dict, cfg: Config) -> torch.Tensor:
-    """L_BCE of Eqs. 4/7 as ``cfg`` selects it: ASL (paper) or plain BCE, on observed classes."""
+def multilabel_loss(logits: torch.Tensor, batch: dict, cfg: Config,
+                    probs: torch.Tensor | None = None) -> torch.Tensor:
+    """L_BCE of Eqs. 4/7 as ``cfg`` selects it: ASL (paper) or plain BCE, on observed classes.
+    ``probs``, when given (Eq. 5 combined on probabilities), is scored directly instead of
+    σ(logits) (:func:`asl_loss_on_probabilities`; BCE clamps its logs at 1e-8)."""
     labels, mask = batch["labels"].to(logits.device), batch["mask"].to(logits.device)
     if cfg.multilabel_loss == "asl":
-        return asl_loss(logits, labels, mask, gamma_neg=cfg.asl_gamma_neg,
-                        gamma_pos=cfg.asl_gamma_pos, clip=cfg.asl_clip,
-                        reduction=cfg.loss_reduction)
+        asl = asl_loss if probs is None else asl_loss_on_probabilities
+        return asl(logits if probs is None else probs, labels, mask,
+                   gamma_neg=cfg.asl_gamma_neg, gamma_pos=cfg.asl_gamma_pos, clip=cfg.asl_clip,
+                   reduction=cfg.loss_reduction)
+    if probs is not None:  # logs clamped at 1e-8 (1 - p is formed first: float32-safe)
+        p, y = probs.float(), labels.float()
+        el = -(y * torch.log(p.clamp(min=1e-8)) + (1 - y) * torch.log((1 - p).clamp(min=1e-8)))
+        return _reduce(el, mask, cfg.loss_reduction)
     return bce_loss(logits, labels, mask, reduction=cfg.loss_reduction)
 
 
@@ -162,7 +184,8 @@ def conquer_loss(out: dict, batch: dict, cfg: Config) -> dict[str, torch.Tensor]
 
 
 def divide_loss(out: dict, batch: dict, cfg: Config) -> dict[str, torch.Tensor]:
-    """L_Divide, Eq. 7 = L_SCL + L_Conquer(s^All), with ``out["logits"]`` = s^All (Eq. 5).
+    """L_Divide, Eq. 7 = L_SCL + L_Conquer(s^All), with ``out["logits"]`` = s^All (Eq. 5);
+    with Eq. 5 combined on probabilities, the multi-label term scores ``out["probs"]``.
 
     L_BCL comes from the frozen encoders, so it is a constant: computed, reported and
     included in ``loss`` but detached. With K = 1, or a uniform gate, there is no learned
@@ -170,7 +193,7 @@ def divide_loss(out: dict, batch: dict, cfg: Config) -> dict[str, torch.Tensor]:
     0 is the "no source contrast" control); ``scl_loss`` is reported unweighted.
     """
     bcl = _bcl(out, cfg).detach()
-    ml = multilabel_loss(out["logits"], batch, cfg)
+    ml = multilabel_loss(out["logits"], batch, cfg, probs=out.get("probs"))
     if "gate_proj" in out:
         scl = scl_loss(out["gate_proj"], batch["source"].to(out["gate_proj"].device),
                        cfg.tau_scl, cfg.scl_variant)
@@ -190,6 +213,6 @@ def current_term_names(history):
     return history.rename(columns=RENAMED_TERMS)
 
 
-__all__ = ["CODE_BCL_SCALE", "RENAMED_TERMS", "asl_loss", "bce_loss", "bcl_loss",
+__all__ = ["CODE_BCL_SCALE", "RENAMED_TERMS", "asl_loss", "asl_loss_on_probabilities", "bce_loss", "bcl_loss",
            "combine_scores", "conquer_loss", "current_term_names", "divide_loss",
            "multilabel_loss", "scl_loss"]

@@ -83,8 +83,8 @@ class Config:
     scl_dim: int = 32  # dimension of the projection Phi_2 for L_SCL (paper: 32)
     scl_weight: float = 1.0  # weight of L_SCL in Eq. 7 (paper: 1; 0 = Divide without it, a control)
     gate: str = "learned"  # Eq. 5's omega: "learned" (softmax(Phi_1(I))) or "uniform"
-    gate_input: str = "mean"  # what Phi_1 reads: "mean" of the patches (paper) or of the layer-normed patches ("layernorm", official code)
                            # (1/(K-1) for every expert: the paper's "equal weights" variant)
+    gate_input: str = "mean"  # what Phi_1 reads: the patch mean (paper) or "layernorm" (official code)
     tau_scl: float = 1.0  # temperature of L_SCL, Eq. 6 (paper: 1.0)
     tau_bcl: float = 1.0  # temperature of L_BCL, Eq. 3 (paper: 1.0)
     combine: str = "scores"  # Eq. 5 on "scores" (paper) or "probabilities" (official code)

@@ -42,7 +42,7 @@ import torch
 from ..config import Config
 from ..data import descriptions, make_dataset, make_loader
 from ..fileio import atomic_write
-from ..model.inference import device_of, evaluating, predict_batches
+from ..model.inference import device_of, evaluating, predict_batches, query_forward
 from . import metrics
 
 QUERY_MODES = ("name", "description", "mixed")
@@ -107,16 +107,9 @@ def predict(model, dataset, cfg: Config, *, by: str = "name", features=None) -> 
     with evaluating(model):
         with torch.no_grad():  # outside inference mode: the model may cache these queries
             queries = model.class_queries(texts)
-        if features is not None:
-            loader = features.batches(cfg.eval_batch_size)
-
-            def forward(p):
-                return model(None, patches=p, grid=features.grid, queries=queries)
-        else:
-            loader = make_loader(dataset, cfg, train=False)
-
-            def forward(x):
-                return model(x, queries=queries)
+        loader = (make_loader(dataset, cfg, train=False) if features is None
+                  else features.batches(cfg.eval_batch_size))
+        forward = query_forward(model, queries, None if features is None else features.grid)
         for _, out in predict_batches(model, loader, amp=cfg.amp, device=device, forward=forward):
             chunks.append(torch.sigmoid(out["logits"].float()).index_select(1, cols_t).cpu())
     table = dataset.table

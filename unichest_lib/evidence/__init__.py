@@ -21,9 +21,8 @@ from .measures import (ALPHA, MIN_POS, N_BOOT, Measure, Scored, class_auc_replic
 from .variants import (BACKBONES, GRID, LEVELS, SEEDS, VARIANTS, Variant, checkpoint, history,
                        load, variant_config)
 
-__all__ = ["ALPHA", "BACKBONES", "CLAIMS", "CLAIM_KEYS", "Claim", "EXPENSIVE", "FULL", "FULL_ENV", "GRID",
-           "HOW_TO_RUN",
-           "LEVELS", "MIN_POS", "Measure", "NOT_RUN", "N_BOOT", "SEEDS", "Scored", "VARIANTS",
+__all__ = ["ALPHA", "BACKBONES", "CLAIMS", "CLAIM_KEYS", "Claim", "EXPENSIVE", "FULL", "FULL_ENV",
+           "GRID", "HOW_TO_RUN", "LEVELS", "MIN_POS", "Measure", "NOT_RUN", "N_BOOT", "SEEDS", "Scored", "VARIANTS",
            "VERSION", "Variant", "chapter_claims", "checkpoint", "class_auc_replicates",
            "equivalence_verdict", "fmt_interval", "full_ledger", "gate_routing", "grid_table",
            "grounding_by_class", "grounding_vs_random", "has_classes", "history",

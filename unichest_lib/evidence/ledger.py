@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..config import Config, ConfigError
 from ..fileio import atomic_write
-from ..training.keys import DIVIDE_ONLY, conquer_fields, keyed
+from ..training.keys import DIVIDE_ONLY, keyed, upstream
 from .claims import CLAIM_KEYS, CLAIMS, measure_claim
 from .measures import N_BOOT, digest, in_domain_measure
 from .variants import GRID, SEEDS
@@ -59,8 +59,7 @@ def full_ledger(cfg: Config, full: bool | None = None) -> bool:
 
 # ---- the ledger -----------------------------------------------------------------------------
 def _cache_file(cfg: Config, key: str, seeds) -> pathlib.Path:
-    up = keyed(cfg, [f for f in conquer_fields() if f != "seed"])
-    blob = digest({"claim": key, "config": up, "divide": keyed(cfg, DIVIDE_ONLY),
+    blob = digest({"claim": key, "config": upstream(cfg), "divide": keyed(cfg, DIVIDE_ONLY),
                     "seeds": list(seeds), "n_boot": N_BOOT[cfg.profile], "version": VERSION})
     return pathlib.Path(cfg.cache_dir) / "evidence" / f"{key}-{blob[:16]}.json"
 
@@ -171,5 +170,5 @@ def verdict_lines(rows: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-__all__ = ["EXPENSIVE", "FULL", "FULL_ENV", "HOW_TO_RUN", "NOT_RUN", "full_ledger", "VERSION", "chapter_claims", "fmt_interval",
-           "grid_table", "ledger_table", "measure", "verdict_lines"]
+__all__ = ["EXPENSIVE", "FULL", "FULL_ENV", "HOW_TO_RUN", "NOT_RUN", "VERSION", "chapter_claims",
+           "fmt_interval", "full_ledger", "grid_table", "ledger_table", "measure", "verdict_lines"]

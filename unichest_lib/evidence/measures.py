@@ -28,6 +28,7 @@ import pandas as pd
 from ..config import Config
 from ..data import make_dataset
 from ..data.label_spaces import source_classes, union_classes
+from ..data.world import WORLD_FIELDS
 from ..evaluation import classification, grounding, metrics, stats
 from ..fileio import atomic_write
 from ..training import checkpoints, store
@@ -43,8 +44,7 @@ ALPHA = 0.05
 
 
 # ---- cached predictions -------------------------------------------------------------------
-_WORLD_FIELDS = ("data", "world_seed", "heterogeneity", "image_size", "n_per_source",
-                 "n_downstream", "n_valid", "n_test", "cache_dir")
+_WORLD_FIELDS = ("data",) + WORLD_FIELDS
 
 
 def digest(obj) -> str:

@@ -57,6 +57,15 @@ def predict_batches(module: nn.Module, loader, *, amp: bool, device=None,
             yield batch, out
 
 
+def query_forward(model, queries: torch.Tensor, grid: tuple[int, int] | None = None) -> Callable:
+    """The ``forward`` for :func:`predict_batches` with precomputed class ``queries``: on
+    images, or with ``grid`` (h, w) on stored patches of the frozen encoder (a Divide-stage
+    model; the loader then yields patches, e.g. ``FrozenFeatures.batches``)."""
+    if grid is None:
+        return lambda x: model(x, queries=queries)
+    return lambda p: model(None, patches=p, grid=grid, queries=queries)
+
+
 def encoded_batches(model, dataset, cfg: Config) -> Iterator[tuple[torch.Tensor, tuple[int, int]]]:
     """Yield ``(patches (B, h*w, d) on the CPU, (h, w))`` of ``model``'s image encoder over
     ``dataset`` in order, ``cfg.eval_batch_size`` images at a time, without augmentation: the
@@ -89,4 +98,4 @@ def gate_weights(model, dataset, cfg: Config) -> np.ndarray:
 
 
 __all__ = ["device_of", "encoded_batches", "evaluating", "gate_weights", "pooled_features",
-           "predict_batches"]
+           "predict_batches", "query_forward"]

@@ -83,8 +83,6 @@ def features_key(checkpoint_sha256: str, dataset, cfg: Config) -> str:
     sources and labels, and every configuration field upstream of Conquer, which include
     the world's and the real data's settings) and how they were computed (image size,
     precision, memory format)."""
-    from .keys import conquer_fields
-
     return (f"{checkpoint_sha256}:{dataset.name}:{len(dataset)}:{cfg.image_size}:{cfg.amp}:"
             f"{cfg.channels_last}:{dataset_digest(dataset, cfg)}")
 
@@ -92,16 +90,18 @@ def features_key(checkpoint_sha256: str, dataset, cfg: Config) -> str:
 def dataset_digest(dataset, cfg: Config) -> str:
     """A short digest of ``dataset``'s rows (patients, sources, labels) and of every
     configuration field upstream of Conquer but the seed (the data's settings among them)."""
-    from .keys import conquer_fields
+    from .keys import upstream
 
     t = dataset.table
     h = hashlib.sha256()
     for a in (np.asarray(t.patients).astype(str), np.asarray(t.source_ids), np.asarray(t.labels)):
         h.update(np.ascontiguousarray(a).tobytes())
-    d = cfg.to_dict()
-    h.update(json.dumps({f: d[f] for f in conquer_fields() if f != "seed"}, sort_keys=True,
-                        default=str).encode())
+    h.update(json.dumps(upstream(cfg), sort_keys=True, default=str).encode())
     return h.hexdigest()[:24]
+
+
+def _nbytes(feats: FrozenFeatures) -> int:
+    return feats.patches.numel() * feats.patches.element_size()
 
 
 def _disk_path(cache_dir, key: str) -> pathlib.Path:
@@ -151,12 +151,10 @@ def shared(key: str, make, *, cache_dir=None) -> FrozenFeatures:
         feats = _load(path, key)
     if feats is None:
         feats = make()
-        nbytes = feats.patches.numel() * feats.patches.element_size()
-        if path is not None and nbytes <= MAX_DISK_BYTES:
+        if path is not None and _nbytes(feats) <= MAX_DISK_BYTES:
             _save(path, key, feats)
     _SHARED[key] = feats
-    while len(_SHARED) > 1 and sum(f.patches.numel() * f.patches.element_size()
-                                   for f in _SHARED.values()) > MAX_MEMORY_BYTES:
+    while len(_SHARED) > 1 and sum(map(_nbytes, _SHARED.values())) > MAX_MEMORY_BYTES:
         _SHARED.pop(next(iter(_SHARED)))
     return feats
 

@@ -69,6 +69,12 @@ def conquer_fields() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(Config) if f.name not in skip)
 
 
+def upstream(cfg: Config) -> dict:
+    """:func:`keyed` values of every field upstream of Conquer except ``seed``: what the data
+    and the training setup are, whatever the seed (caches shared across seeds hash it)."""
+    return keyed(cfg, [f for f in conquer_fields() if f != "seed"])
+
+
 def conquer_key(cfg: Config) -> str:
     """sha256 of the library version and every field in :func:`conquer_fields`."""
     from .. import __version__
@@ -95,5 +101,6 @@ def key(cfg: Config, stage: str) -> str:
     return {"conquer": conquer_key, "divide": divide_key, "continued": continued_key}[stage](cfg)
 
 
-__all__ = ["ADDED_FIELDS", "DIVIDE_ONLY", "NOT_UPSTREAM", "STAGES", "check_stage", "conquer_fields",
-           "conquer_key", "continued_key", "divide_key", "key", "keyed"]
+__all__ = ["ADDED_FIELDS", "DIVIDE_ONLY", "NOT_UPSTREAM", "STAGES", "check_stage",
+           "conquer_fields", "conquer_key", "continued_key", "divide_key", "key", "keyed",
+           "upstream"]

@@ -157,15 +157,16 @@ def multilabel_loss(logits: torch.Tensor, batch: dict, cfg: Config,
     ``probs``, when given (Eq. 5 combined on probabilities), is scored directly instead of
     σ(logits) (:func:`asl_loss_on_probabilities`; BCE clamps its logs at 1e-8)."""
     labels, mask = batch["labels"].to(logits.device), batch["mask"].to(logits.device)
-    if cfg.multilabel_loss == "asl":
-        asl = asl_loss if probs is None else asl_loss_on_probabilities
-        return asl(logits if probs is None else probs, labels, mask,
-                   gamma_neg=cfg.asl_gamma_neg, gamma_pos=cfg.asl_gamma_pos, clip=cfg.asl_clip,
-                   reduction=cfg.loss_reduction)
-    if probs is not None:  # logs clamped at 1e-8 (1 - p is formed first: float32-safe)
-        p, y = probs.float(), labels.float()
-        el = -(y * torch.log(p.clamp(min=1e-8)) + (1 - y) * torch.log((1 - p).clamp(min=1e-8)))
-        return _reduce(el, mask, cfg.loss_reduction)
+    asl = cfg.multilabel_loss == "asl"
+    if probs is not None:  # BCE is ASL without focusing or clip
+        return asl_loss_on_probabilities(
+            probs, labels, mask, gamma_neg=cfg.asl_gamma_neg if asl else 0.0,
+            gamma_pos=cfg.asl_gamma_pos if asl else 0.0, clip=cfg.asl_clip if asl else 0.0,
+            reduction=cfg.loss_reduction)
+    if asl:
+        return asl_loss(logits, labels, mask, gamma_neg=cfg.asl_gamma_neg,
+                        gamma_pos=cfg.asl_gamma_pos, clip=cfg.asl_clip,
+                        reduction=cfg.loss_reduction)
     return bce_loss(logits, labels, mask, reduction=cfg.loss_reduction)
 
 
@@ -213,6 +214,6 @@ def current_term_names(history):
     return history.rename(columns=RENAMED_TERMS)
 
 
-__all__ = ["CODE_BCL_SCALE", "RENAMED_TERMS", "asl_loss", "asl_loss_on_probabilities", "bce_loss", "bcl_loss",
-           "combine_scores", "conquer_loss", "current_term_names", "divide_loss",
+__all__ = ["CODE_BCL_SCALE", "RENAMED_TERMS", "asl_loss", "asl_loss_on_probabilities", "bce_loss",
+           "bcl_loss", "combine_scores", "conquer_loss", "current_term_names", "divide_loss",
            "multilabel_loss", "scl_loss"]

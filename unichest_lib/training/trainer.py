@@ -26,7 +26,7 @@ import torch
 from .. import hardware
 from ..config import Config, progress_bars
 from ..evaluation.metrics import macro_auc
-from ..model.inference import evaluating, predict_batches
+from ..model.inference import evaluating, predict_batches, query_forward
 from . import checkpoints, distributed, losses
 from .keys import check_stage
 from .optim import make_optimizer, make_scheduler
@@ -305,17 +305,9 @@ class Trainer:
         with evaluating(self.model):
             with torch.no_grad():  # outside inference mode: the model may cache its queries
                 queries = self.model.class_queries()
-            if self.features is not None:
-                vf = self._val_features()
-                loader = vf.batches(self.cfg.eval_batch_size)
-
-                def forward(p):
-                    return self.model(None, patches=p, grid=vf.grid, queries=queries)
-            else:
-                loader = self._val_loader()
-
-                def forward(x):
-                    return self.model(x, queries=queries)
+            vf = None if self.features is None else self._val_features()
+            loader = self._val_loader() if vf is None else vf.batches(self.cfg.eval_batch_size)
+            forward = query_forward(self.model, queries, None if vf is None else vf.grid)
             for _, out in predict_batches(self.model, loader, amp=self.cfg.amp,
                                           device=self.device, forward=forward):
                 ss.append(out["logits"].float()[:, idx].cpu().numpy())

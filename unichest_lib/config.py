@@ -206,7 +206,7 @@ _HINTS = typing.get_type_hints(Config)
 
 def _coerce(name: str, value: Any) -> Any:
     """Coerce command-line strings and lists to the field's type, or raise ConfigError."""
-    hint = _HINTS[name]
+    hint, raw = _HINTS[name], value
     try:
         if hint is bool:
             if isinstance(value, str):
@@ -239,17 +239,35 @@ def _coerce(name: str, value: Any) -> Any:
             if not isinstance(value, str):
                 raise ValueError
             return value
-        # tuple[str, ...]
+        # tuple[str, ...]: "a,b" or a JSON / YAML list ('["a", "b"]', "[a, b]")
         if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+            value = parse_names(value)
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ValueError
         return tuple(value)
     except (ValueError, TypeError):
         kind = getattr(hint, "__name__", str(hint))
+        forms = " ('a,b' or a JSON list '[\"a\", \"b\"]')" if kind == "tuple" else ""
         raise ConfigError(
-            f"parameter {name!r} must be of type {kind}, got {value!r} ({type(value).__name__})"
+            f"parameter {name!r} must be of type {kind}{forms}, got {raw!r} "
+            f"({type(raw).__name__})"
         ) from None
+
+
+def parse_names(text: str) -> list:
+    """``"a,b"`` or a JSON / YAML flow list (``'["a", "b"]'``, ``"[a, b]"``) -> its items."""
+    text = text.strip()
+    if not text.startswith("["):
+        return [v.strip() for v in text.split(",") if v.strip()]
+    import yaml  # YAML's flow lists include JSON's
+
+    try:
+        items = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ValueError from None
+    if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+        raise ValueError
+    return [v.strip() for v in items if v.strip()]
 
 
 def _apply(base: Config, overrides: dict[str, Any]) -> Config:
@@ -358,6 +376,6 @@ def describe(cfg: Config, *, against: str | None = None) -> str:
 
 __all__ = [
     "ALL_SOURCES", "BACKBONES", "Config", "ConfigError", "DOWNSTREAM_SOURCES", "PRETRAIN_SOURCES",
-    "PROFILES", "PROGRESS_ENV", "REMOVED_FIELDS", "describe", "profile_defaults", "progress_bars",
-    "resolve",
+    "PROFILES", "PROGRESS_ENV", "REMOVED_FIELDS", "describe", "parse_names", "profile_defaults",
+    "progress_bars", "resolve",
 ]

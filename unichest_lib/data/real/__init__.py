@@ -28,19 +28,26 @@ with a logged count), and for CheXpert/MIMIC-CXR ``uncertain`` (``ignore`` = -1 
 ``ones``, ``zeros``; Irvin et al. 2019) and ``blank`` (``negative``, the default: a finding the
 report does not mention is absent; or ``missing``).
 
+:func:`check_data` (:mod:`.check`) is a dry run of a YAML file: images and patients per
+source and split, missing image files and label coverage, without a model
+(``python -m unichest_lib check-data my.yml``).
+
 Introduced in ``notebooks/00_data.ipynb``; see also ``data_cards/``.
 """
 
+from .check import DataCheck, check_data
 from .dataset import load_frame, make_real_dataset
 from .harmonise import (SPLIT_FRACTIONS, check_label_values, harmonise, label_mapping,
-                        label_mapping_table, observed_classes, patient_split)
+                        label_mapping_table, observed_classes, patient_split,
+                        split_from_file)
 from .images import read_image
 from .parsers import PARSERS, mimic_reports, openi_reports, require_columns
 from .registry import (CHESTXDET10_LABELS, CHEX_COLS, COMMON_OPTIONS, FRONTAL, LABELS,
                        REAL_DATASETS, RealDataset, get, read_spec)
 
-__all__ = ["CHESTXDET10_LABELS", "CHEX_COLS", "COMMON_OPTIONS", "FRONTAL", "LABELS", "PARSERS",
-           "REAL_DATASETS", "RealDataset", "SPLIT_FRACTIONS", "check_label_values", "get",
+__all__ = ["CHESTXDET10_LABELS", "CHEX_COLS", "COMMON_OPTIONS", "DataCheck", "FRONTAL", "LABELS",
+           "PARSERS", "REAL_DATASETS", "RealDataset", "SPLIT_FRACTIONS", "check_data",
+           "check_label_values", "get",
            "harmonise", "label_mapping", "label_mapping_table", "load_frame",
            "make_real_dataset", "mimic_reports", "observed_classes", "openi_reports",
-           "patient_split", "read_image", "read_spec", "require_columns"]
+           "patient_split", "read_image", "read_spec", "require_columns", "split_from_file"]

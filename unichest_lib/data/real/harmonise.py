@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import os
+
 import numpy as np
 import pandas as pd
 
@@ -103,7 +105,10 @@ def _ambiguous(v: np.ndarray, ambiguous: bool) -> np.ndarray:
 # ---- splits -----------------------------------------------------------------------------
 def patient_split(patients: Sequence[str], source: str, fractions=None) -> np.ndarray:
     """"train"/"valid"/"test" per row, decided by a hash of (source, patient id) alone, so every
-    image of a patient lands in the same split and the split never changes between runs."""
+    image of a patient lands in the same split and the split never changes between runs.
+    ``fractions`` may instead be the path of a split file (:func:`split_from_file`)."""
+    if isinstance(fractions, str):
+        return split_from_file(fractions, source, patients)
     fr = dict(SPLIT_FRACTIONS if fractions is None else fractions)
     bad = set(fr) - {"valid", "test"}
     if bad or not all(0 <= fr.get(k, 0) < 1 for k in ("valid", "test")) \
@@ -116,5 +121,51 @@ def patient_split(patients: Sequence[str], source: str, fractions=None) -> np.nd
     return np.where(u < t, "test", np.where(u < t + v, "valid", "train"))
 
 
+def split_from_file(path: str, source: str, patients: Sequence[str]) -> np.ndarray:
+    """The split of each row read from a CSV with columns ``dataset, patient, split`` (an
+    official split, or the one the embedded world's exporter writes). Every patient of
+    ``source`` must be listed, once."""
+    t = _split_file(str(path))
+    t = t[t["dataset"] == source]
+    if t["patient"].duplicated().any():
+        dup = t.loc[t["patient"].duplicated(), "patient"].iloc[0]
+        raise ValueError(f"split file {path}: patient {dup!r} of {source!r} is listed twice")
+    lookup = dict(zip(t["patient"], t["split"]))
+    out = np.array([lookup.get(str(p), "") for p in patients], dtype=object)
+    if (out == "").any():
+        miss = [str(p) for p, o in zip(patients, out) if o == ""]
+        raise ValueError(f"split file {path}: {len(set(miss))} patient(s) of {source!r} are not "
+                         f"listed, e.g. {miss[0]!r}; list every patient (dataset, patient, "
+                         "split) or use split fractions instead")
+    return out.astype(str)
+
+
+_SPLIT_FILES: dict[tuple, pd.DataFrame] = {}
+
+
+def _split_file(path: str) -> pd.DataFrame:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise FileNotFoundError(f"split file {path} cannot be read: {e}") from None
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _SPLIT_FILES:
+        try:
+            t = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except Exception as e:
+            raise ValueError(f"cannot read split file {path}: {e}") from None
+        miss = {"dataset", "patient", "split"} - set(t.columns)
+        if miss:
+            raise ValueError(f"split file {path} lacks column(s) {sorted(miss)}; expected "
+                             "dataset, patient, split")
+        bad = sorted(set(t["split"]) - {"train", "valid", "test"})
+        if bad:
+            raise ValueError(f"split file {path}: split values {bad[:3]} are not train, valid "
+                             "or test")
+        _SPLIT_FILES.clear()
+        _SPLIT_FILES[key] = t
+    return _SPLIT_FILES[key]
+
+
 __all__ = ["SPLIT_FRACTIONS", "check_label_values", "harmonise", "label_mapping",
-           "label_mapping_table", "observed_classes", "patient_split"]
+           "label_mapping_table", "observed_classes", "patient_split", "split_from_file"]

@@ -82,19 +82,35 @@ def _nih(opts) -> pd.DataFrame:
 _UNCERTAIN = {"ignore": np.nan, "ones": 1.0, "zeros": 0.0}
 
 
-def _chexpert_labels(csv: pd.DataFrame, opts, dataset: str) -> np.ndarray:
-    """CheXpert-labeller columns -> 1/0/NaN under the ``uncertain`` and ``blank`` policies."""
+def _chexpert_labels(raw: pd.DataFrame, opts, dataset: str) -> np.ndarray:
+    """CheXpert-labeller columns -> 1/0/NaN under the ``uncertain`` and ``blank`` policies.
+
+    ``raw`` holds the label columns as the CSV writes them (:func:`_raw_chexpert_columns`):
+    torchxrayvision zeroes every label of a "No Finding" row in its own copy, overwriting
+    explicit 1 and -1 (MIMIC's Support Devices too, which the labeller's No Finding excludes).
+    Here "No Finding" = 1 only turns the blanks of its row into negatives (Support Devices'
+    excepted), which matters under ``blank: missing``."""
     unc = opts.get("uncertain", "ignore")
     blank = opts.get("blank", "negative")
     if unc not in _UNCERTAIN or blank not in ("negative", "missing"):
         raise ConfigError(f"dataset {dataset!r}: uncertain = {unc!r} (use ignore, ones, zeros) "
                           f"/ blank = {blank!r} (use negative, missing)")
-    check_label_values(csv, dataset, _CHEX, allowed=(-1.0, 0.0, 1.0))
-    raw = csv[_CHEX].to_numpy(np.float32)
-    v = np.where(raw == -1, _UNCERTAIN[unc], raw)
+    check_label_values(raw, dataset, _CHEX, allowed=(-1.0, 0.0, 1.0))
+    r = raw[_CHEX].to_numpy(np.float32)
+    v = np.where(r == -1, _UNCERTAIN[unc], r)
     if blank == "negative":
-        v = np.where(np.isnan(raw), 0.0, v)
-    return v
+        fill = np.isnan(r)
+    else:
+        implied = np.array([c not in ("No Finding", "Support Devices") for c in _CHEX])
+        fill = np.isnan(r) & (r[:, [_CHEX.index("No Finding")]] == 1) & implied
+    return np.where(fill, 0.0, v)
+
+
+def _raw_chexpert_columns(csvpath, rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The label columns of ``csvpath`` as written, one row per row of ``rows`` (the
+    torchxrayvision frame), matched on ``keys``."""
+    raw = pd.read_csv(csvpath, usecols=keys + _CHEX).drop_duplicates(keys)
+    return rows[keys].merge(raw, on=keys, how="left")
 
 
 def _chexpert(opts) -> pd.DataFrame:
@@ -111,7 +127,8 @@ def _chexpert(opts) -> pd.DataFrame:
                             unique_patients=False)
     rel = d.csv["Path"].str.replace("CheXpert-v1.0-small/", "").str.replace("CheXpert-v1.0/", "")
     paths = [os.path.join(opts["imgpath"], x) for x in rel]
-    return _frame(paths, d.csv["patientid"], _chexpert_labels(d.csv, opts, "chexpert"), _CHEX)
+    raw = _raw_chexpert_columns(d.csvpath, d.csv, ["Path"])
+    return _frame(paths, d.csv["patientid"], _chexpert_labels(raw, opts, "chexpert"), _CHEX)
 
 
 def _mimic(opts) -> pd.DataFrame:
@@ -131,7 +148,8 @@ def _mimic(opts) -> pd.DataFrame:
     paths = [os.path.join(opts["imgpath"], f"p{s[:2]}", f"p{s}", f"s{t}", f"{i}.jpg")
              for s, t, i in zip(subj, study, c["dicom_id"].astype(str))]
     reports = mimic_reports(opts.get("reportpath"), subj, study)
-    return _frame(paths, subj, _chexpert_labels(c, opts, "mimic"), _CHEX, reports)
+    raw = _raw_chexpert_columns(opts["csvpath"], c, ["subject_id", "study_id"])
+    return _frame(paths, subj, _chexpert_labels(raw, opts, "mimic"), _CHEX, reports)
 
 
 def mimic_reports(root, subjects, studies) -> list[str | None]:
@@ -162,10 +180,22 @@ def _vindr(opts) -> pd.DataFrame:
     return _frame(paths, c["image_id"], labels, [str(p) for p in d.pathologies] + ["No finding"])
 
 
+#: Where Open-I's view of each image comes from (``views_from``): torchxrayvision's bundled
+#: t-SNE-derived views (the default), its bundled DICOM metadata ("View Position"), or nowhere
+#: ("all": keep every image of the archive, e.g. one whose image ids those bundled tables,
+#: keyed by the release's ids, do not list; ``views`` is then not used).
+OPENI_VIEWS_FROM = ("tsne", "dicom", "all")
+
+
 def _openi(opts) -> pd.DataFrame:
     xml = opts.get("xmlpath", _xrv().USE_INCLUDED_FILE)
-    d = _xrv().Openi_Dataset(opts["imgpath"], xmlpath=xml, views=_views(opts),
-                             use_tsne_derived_view=True, unique_patients=False)
+    src = opts.get("views_from", "tsne")
+    if src not in OPENI_VIEWS_FROM:
+        raise ConfigError(f"dataset 'openi': views_from = {src!r}; use one of "
+                          f"{', '.join(OPENI_VIEWS_FROM)}")
+    d = _xrv().Openi_Dataset(opts["imgpath"], xmlpath=xml,
+                             views=["*"] if src == "all" else _views(opts),
+                             use_tsne_derived_view=src == "tsne", unique_patients=False)
     c = d.csv
     paths = [os.path.join(opts["imgpath"], f"{i}.png") for i in c["imageid"]]
     reports = openi_reports(d.xmlpath)
@@ -206,7 +236,11 @@ def _siim(opts) -> pd.DataFrame:
     xrvd = _xrv()
     xrvd._cache_dict.pop("siim_file_map", None)  # torchxrayvision caches one folder's walk
     d = xrvd.SIIM_Pneumothorax_Dataset(opts["imgpath"], csvpath=_csv(opts))
-    lab = pd.Series(d.labels[:, 0], index=d.csv["ImageId"]).groupby(level=0).max()
+    # torchxrayvision tests the column against the string "-1": a file whose images are all
+    # negative reads as integers (every image "positive"), and " -1" would not match either
+    rle = d.csv[" EncodedPixels"].astype(str).str.strip()
+    pos = (rle != "-1").to_numpy(np.float32)
+    lab = pd.Series(pos, index=d.csv["ImageId"]).groupby(level=0).max()
     files = {}
     for root, _, names in os.walk(opts["imgpath"]):
         for n in names:
@@ -257,4 +291,4 @@ PARSERS: dict[str, Callable[[dict], pd.DataFrame]] = {
 }
 
 
-__all__ = ["PARSERS", "mimic_reports", "openi_reports", "require_columns"]
+__all__ = ["OPENI_VIEWS_FROM", "PARSERS", "mimic_reports", "openi_reports", "require_columns"]

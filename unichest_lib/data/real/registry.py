@@ -86,7 +86,7 @@ REAL_DATASETS: dict[str, RealDataset] = {d.name: d for d in (
                 "https://lhncbc.nlm.nih.gov/LHC-downloads/downloads.html#tuberculosis-chest-x-ray-image-data-sets",
                 ()),
     RealDataset("openi", "Open-I (Indiana University)", "https://openi.nlm.nih.gov/faq",
-                ("xmlpath",), has_reports=True),
+                ("xmlpath", "views_from"), has_reports=True),
     RealDataset("siim", "SIIM-ACR Pneumothorax",
                 "https://www.kaggle.com/c/siim-acr-pneumothorax-segmentation",
                 ("csvpath",), needs="pydicom"),
@@ -126,8 +126,27 @@ def read_spec(path: str | os.PathLike) -> dict:
         raise ConfigError(f"{p}: unknown top-level key(s) {sorted(extra)}; valid keys are "
                           "datasets, split, image_size")
     for name, opts in spec["datasets"].items():
+        if isinstance(opts, dict):  # relative paths are relative to the YAML file's folder
+            spec["datasets"][name] = opts = {k: _resolve(p, v) if k in PATH_OPTIONS else v
+                                             for k, v in opts.items()}
         _check_options(p, name, opts)
+    if isinstance(spec.get("split"), str):
+        spec["split"] = _resolve(p, spec["split"])
+        if not Path(spec["split"]).is_file():
+            raise FileNotFoundError(f"{p}: split {spec['split']!r} is not a file; give a CSV "
+                                    "with columns dataset, patient, split, or fractions "
+                                    "{valid: f, test: g}")
     return spec
+
+
+#: Options that name a file or folder; a relative one is relative to the YAML file's folder.
+PATH_OPTIONS = ("imgpath", "csvpath", "metacsvpath", "reportpath", "annotations", "xmlpath")
+
+
+def _resolve(yaml_path: Path, value):
+    if not isinstance(value, str) or os.path.isabs(os.path.expanduser(value)):
+        return os.path.expanduser(value) if isinstance(value, str) else value
+    return str((yaml_path.parent / value).resolve())
 
 
 def _check_options(p: Path, name: str, opts) -> None:
@@ -159,4 +178,4 @@ def _check_options(p: Path, name: str, opts) -> None:
 
 
 __all__ = ["CHESTXDET10_LABELS", "CHEX_COLS", "COMMON_OPTIONS", "FRONTAL", "LABELS",
-           "REAL_DATASETS", "RealDataset", "get", "read_spec"]
+           "PATH_OPTIONS", "REAL_DATASETS", "RealDataset", "get", "read_spec"]

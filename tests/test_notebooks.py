@@ -86,3 +86,29 @@ def test_chapter_prose_leaves_verdicts_to_the_ledger(path):
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "evidence.chapter_claims(cfg" in code and "verdict_lines" in code, \
         f"{path.name}: the chapter must end with its claims' verdicts from the ledger"
+
+
+#: Chapters that run on real-format data: the embedded world exported in each real dataset's
+#: own layout (issue #16). Chapter 06 is the claims ledger of the embedded world.
+REAL_FORMAT_CHAPTERS = [p for p in NOTEBOOKS if p.stem[:2] in ("00", "01", "02", "03", "04", "05")]
+
+
+@pytest.fixture(scope="module")
+def exported_world(tmp_path_factory):
+    from unichest_lib import config as C
+    from unichest_lib.data.export import export_world
+
+    cfg = C.resolve("smoke", cache_dir=str(ROOT / ".cache" / "unichest"))
+    return export_world(cfg, tmp_path_factory.mktemp("export"), progress=False).data_yml
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", REAL_FORMAT_CHAPTERS, ids=[p.stem for p in REAL_FORMAT_CHAPTERS])
+def test_notebook_runs_at_smoke_on_real_format_data(path, exported_world, tmp_path):
+    nb = execute_notebook(path, tmp_path / path.name, profile="smoke", data=str(exported_world))
+    text, _ = outputs_text(nb)
+    assert "come from the real datasets described by" in text
+    assert "Wall time" in text
+    if path.stem in ("00_data", "01_source_heterogeneity"):
+        assert "skipped:" in text, "the embedded-only section must say it was skipped"

@@ -1,5 +1,7 @@
-"""``python -m unichest_lib.data.world preview --profile smoke --out grid.png`` and
-``python -m unichest_lib.data.world cards`` (rewrite the embedded data cards). The old path,
+"""``python -m unichest_lib.data.world preview --profile smoke --out grid.png``,
+``python -m unichest_lib.data.world cards`` (rewrite the embedded data cards) and
+``python -m unichest_lib.data.world export --out DIR --profile smoke`` (the world in each real
+dataset's own layout, with a ready ``DIR/data.yml``; :mod:`unichest_lib.data.export`). The old path,
 ``python -m unichest_lib.world``, runs the same (see :mod:`unichest_lib._legacy`); this file
 uses absolute imports so that it runs under either name."""
 
@@ -24,6 +26,14 @@ def main(argv=None) -> int:
     c = sub.add_parser("cards", help="(re)write data_cards/embedded_<source>.md from the code")
     c.add_argument("--out", default=None, help="folder (default: the repository's data_cards/)")
     c.add_argument("--cache-dir", default=".cache/unichest")
+    e = sub.add_parser("export", help="write the world in each real dataset's own on-disk layout "
+                                      "plus DIR/data.yml for --data")
+    e.add_argument("--out", required=True, help="folder to write (created)")
+    e.add_argument("--profile", default="smoke", choices=C.PROFILES)
+    e.add_argument("--sources", default=None,
+                   help="datasets to write, as a,b or a JSON list (default: all nine)")
+    e.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                   help="config overrides, e.g. heterogeneity=0 world_seed=1")
     args = ap.parse_args(argv)
     if args.cmd == "cards":
         from unichest_lib.data.cards import CARDS_DIR
@@ -42,6 +52,24 @@ def main(argv=None) -> int:
         cfg = C.resolve(args.profile, **overrides)
     except C.ConfigError as e:
         ap.error(str(e))
+    if args.cmd == "export":
+        from unichest_lib.data.export import FORMATS, export_world
+
+        sources = None
+        if args.sources is not None:
+            try:
+                sources = C.parse_names(args.sources)
+            except ValueError:
+                ap.error(f"--sources {args.sources!r}: give a,b or a JSON list")
+            bad = [s for s in sources if s not in FORMATS]
+            if bad:
+                ap.error(f"--sources: unknown dataset(s) {bad}; known: {', '.join(FORMATS)}")
+        report = export_world(cfg, args.out, sources)
+        print(report.table.round(2).to_string(index=False))
+        print(f"total {report.table['MB'].sum():.1f} MB in {report.table['seconds'].sum():.1f} s")
+        print(f"use it with: python -m unichest_lib conquer --profile {args.profile} "
+              f"--data {report.data_yml}")
+        return 0
     from unichest_lib.data.world import World
     from unichest_lib.data.world.preview import save_grid
 

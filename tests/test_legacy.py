@@ -1,6 +1,7 @@
 """What the library wrote before must still work: store keys are pinned to the hex strings
 the code of ``061e929`` computed, and a store that code wrote (``tests/fixtures/legacy_store``)
-is found, verified and loaded without training anything."""
+is found, verified and loaded without training anything, as long as the embedded world is the
+one it was trained on (``keys.WORLD_VERSION`` 1; a later world names new artifacts)."""
 
 from __future__ import annotations
 
@@ -42,11 +43,32 @@ LEGACY = dict(image_size=32, embed_dim=16, n_heads=2, ffn_dim=16, n_decoder_laye
               scl_dim=4)
 
 
+@pytest.fixture
+def world_v1(monkeypatch):
+    """The embedded world the pinned keys and the fixture store were computed on."""
+    from unichest_lib.training import keys
+
+    monkeypatch.setattr(keys, "WORLD_VERSION", 1)
+
+
 @pytest.mark.parametrize("profile, overrides", list(PINNED))
-def test_store_keys_are_the_ones_computed_before_the_refactor(profile, overrides):
+def test_store_keys_are_the_ones_computed_before_the_refactor(profile, overrides, world_v1):
     cfg = resolve(profile, **dict(overrides))
     got = {stage: store.key(cfg, stage) for stage in PINNED[(profile, overrides)]}
     assert got == PINNED[(profile, overrides)]
+
+
+@pytest.mark.parametrize("profile, overrides", list(PINNED))
+def test_a_later_world_names_new_artifacts(profile, overrides):
+    from unichest_lib.training import keys
+
+    assert keys.WORLD_VERSION > 1
+    cfg = resolve(profile, **dict(overrides))
+    for stage, old in PINNED[(profile, overrides)].items():
+        assert store.key(cfg, stage) != old
+    assert keys.upstream(cfg)["world_version"] == keys.WORLD_VERSION
+    real = cfg.replace(data=str(FIXTURE / "no_such.yml"))  # real data: no world version
+    assert "world_version" not in keys.upstream(real)
 
 
 @pytest.fixture
@@ -72,7 +94,7 @@ def _expected_value(i: int, t: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("stage", ["conquer", "divide"])
 def test_a_store_written_before_the_refactor_loads_without_training(legacy_store, stage,
-                                                                     monkeypatch):
+                                                                     monkeypatch, world_v1):
     cfg = legacy_store
     saved = json.loads((store.artifact_dir(cfg, stage) / "checkpoint.json").read_text())
     assert "nan_policy" in saved["config"]  # written before the field was removed
@@ -105,12 +127,15 @@ def test_a_saved_configuration_with_a_removed_field_still_reads():
         Config.from_dict({**cfg.to_dict(), "nan_polcy": "raise"})
 
 
-def test_a_field_added_later_keeps_old_keys_at_its_old_value_and_names_new_runs_otherwise():
+def test_a_field_added_later_keeps_old_keys_at_its_old_value_and_names_new_runs_otherwise(
+        world_v1):
     from unichest_lib.training import keys
 
     cfg = resolve("tutorial")
     for field, old in keys.ADDED_FIELDS.items():
-        assert getattr(cfg, field) == old  # the default is the value earlier runs had
+        assert cfg.to_dict()[field] == old  # the default is the value earlier runs had
     official = cfg.replace(gate_input="layernorm")
     assert keys.conquer_key(official) == keys.conquer_key(cfg)  # a Divide-only field
     assert keys.divide_key(official) != keys.divide_key(cfg)
+    one_dial = cfg.replace(dials=("label_meaning=0",))  # a world field: both stages change
+    assert keys.conquer_key(one_dial) != keys.conquer_key(cfg)

@@ -32,6 +32,9 @@ DOWNSTREAM_SOURCES = ("shenzhen", "openi", "siim", "padchest", "chestxdet10")
 ALL_SOURCES = PRETRAIN_SOURCES + DOWNSTREAM_SOURCES
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+#: The embedded world's heterogeneity dials that ``dials`` can set one by one
+#: (:mod:`unichest_lib.data.world.sources`); ``heterogeneity`` sets them all.
+DIALS = ("acquisition", "label_prior", "appearance", "label_meaning")
 
 #: Fields Config once had, with the one value every run used. The records of older
 #: checkpoints still hold them; :meth:`Config.from_dict` ignores them. ``nan_policy="raise"``:
@@ -62,6 +65,8 @@ class Config:
     n_test: int = 300  # embedded world: images per source in the test split, on top (0: 20 %)
     image_size: int = 128  # square input size in pixels (paper: 512)
     heterogeneity: float = 1.0  # embedded world: 0 = identical sources, 1 = full heterogeneity
+    dials: tuple[str, ...] = ()  # embedded world: single dials set apart from heterogeneity,
+                                 # e.g. ("label_meaning=0",); names in DIALS, values in [0, 1]
     report_text: str = "filtered"  # text of report sources: "filtered" report entities (paper) or
                                    # "labels" (label concatenation for every sample, Table VII ablation)
     world_seed: int = 2024  # embedded world: seed of the procedural world
@@ -288,6 +293,39 @@ def _apply(base: Config, overrides: dict[str, Any]) -> Config:
     return cfg
 
 
+def dial_values(dials: tuple[str, ...]) -> dict[str, float]:
+    """``("label_meaning=0", ...)`` -> ``{"label_meaning": 0.0}``; ConfigError naming the dial
+    for an unknown name, a repeated one, or a value outside [0, 1]."""
+    out: dict[str, float] = {}
+    for item in dials:
+        name, sep, value = str(item).partition("=")
+        name = name.strip()
+        if not sep or name not in DIALS:
+            raise ConfigError(f"parameter 'dials' has {item!r}; give NAME=VALUE with NAME one of "
+                              f"{', '.join(DIALS)} (heterogeneity sets them all)")
+        if name in out:
+            raise ConfigError(f"parameter 'dials' sets {name!r} twice")
+        try:
+            v = float(value)
+        except ValueError:
+            raise ConfigError(f"parameter 'dials': {name} = {value.strip()!r} is not a number "
+                              "in [0, 1]") from None
+        if not 0.0 <= v <= 1.0:
+            raise ConfigError(f"parameter 'dials': {name} = {v!r} must lie in [0, 1]")
+        out[name] = v
+    return out
+
+
+def set_dial(cfg: Config, name: str, value: float) -> Config:
+    """``cfg`` with the embedded world's dial ``name`` at ``value``; a dial equal to what
+    ``heterogeneity`` gives it is left out of ``dials``, so the same world has one config
+    (and one set of store keys)."""
+    single = {**dial_values(cfg.dials), name: float(value)}
+    dial_values(tuple(f"{k}={v}" for k, v in single.items()))  # validate the new one
+    kept = {k: v for k, v in single.items() if v != cfg.heterogeneity}
+    return cfg.replace(dials=tuple(f"{k}={v:g}" for k, v in sorted(kept.items())))
+
+
 def _validate(c: Config) -> None:
     for name, choices in _CHOICES.items():
         v = getattr(c, name)
@@ -305,6 +343,7 @@ def _validate(c: Config) -> None:
         v = getattr(c, name)
         if not 0.0 <= v <= 1.0:
             raise ConfigError(f"parameter {name!r} = {v!r} must lie in [0, 1]")
+    dial_values(c.dials)
     for name in ("tau_scl", "tau_bcl", "lr"):
         v = getattr(c, name)
         if not v > 0:
@@ -375,7 +414,7 @@ def describe(cfg: Config, *, against: str | None = None) -> str:
 
 
 __all__ = [
-    "ALL_SOURCES", "BACKBONES", "Config", "ConfigError", "DOWNSTREAM_SOURCES", "PRETRAIN_SOURCES",
-    "PROFILES", "PROGRESS_ENV", "REMOVED_FIELDS", "describe", "parse_names", "profile_defaults",
-    "progress_bars", "resolve",
+    "ALL_SOURCES", "BACKBONES", "Config", "ConfigError", "DIALS", "DOWNSTREAM_SOURCES",
+    "PRETRAIN_SOURCES", "PROFILES", "PROGRESS_ENV", "REMOVED_FIELDS", "describe", "dial_values",
+    "parse_names", "profile_defaults", "progress_bars", "resolve", "set_dial",
 ]

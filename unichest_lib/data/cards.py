@@ -8,6 +8,10 @@ source side by side, and :func:`stats` recomputes a real dataset's statistics fr
 that ``torchxrayvision`` ships — the numbers quoted in the cards come from::
 
     python -m unichest_lib.data.cards stats chestxray14
+    python -m unichest_lib.data.cards stats vindr --set min_readers=2 --prevalences
+
+(``--prevalences`` prints the sorted "class p %" list the cards' Statistics paragraphs quote;
+``tests/test_priors_real.py`` recomputes every number they state from the shipped files).
 
 Introduced in ``notebooks/00_data.ipynb``.
 """
@@ -109,16 +113,37 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="one line per data card")
     st = sub.add_parser("stats", help="statistics of a real dataset from its shipped metadata")
     st.add_argument("name")
+    st.add_argument("--set", nargs="*", default=[], metavar="OPTION=VALUE",
+                    help="the dataset's YAML options, e.g. min_readers=2 (vindr)")
+    st.add_argument("--prevalences", action="store_true",
+                    help="print the prevalences as a sorted 'class p %%' list (for the card)")
     args = ap.parse_args(argv)
     pd.set_option("display.width", 160)
     if args.verb == "list":
         df = load_cards()
         print(df[["kind", "name", "title", "access"]].to_string(index=False) if len(df) else "no cards")
     else:
-        df = stats(args.name)
-        print(df.to_string(index=False))
-        print(df.attrs["note"])
+        import yaml
+
+        opts = {}
+        for kv in args.set:
+            if "=" not in kv:
+                ap.error(f"--set expects OPTION=VALUE, got {kv!r}")
+            k, v = kv.split("=", 1)
+            opts[k] = yaml.safe_load(v)
+        df = stats(args.name, opts)
+        print(prevalence_text(df) if args.prevalences else df.to_string(index=False))
+        if not args.prevalences:
+            print(df.attrs["note"])
     return 0
+
+
+def prevalence_text(df: pd.DataFrame) -> str:
+    """The classes of a :func:`stats` table with a prevalence, highest first, as the cards
+    quote them: ``"cardiomegaly 9.2 %, infiltration 9.2 %, ..."``."""
+    rows = df[(df["class"] != "(all)") & (df["positive"] > 0)]
+    rows = rows.sort_values("prevalence", ascending=False, kind="stable")
+    return ", ".join(f"{c} {100 * p:.1f} %" for c, p in zip(rows["class"], rows["prevalence"]))
 
 
 if __name__ == "__main__":

@@ -200,6 +200,38 @@ def heterogeneity_sweep(cfg: Config, levels: Sequence[float], *, split: str = "t
     return pd.DataFrame(rows)
 
 
+def label_by_visibility(cfg: Config, sources: Sequence[str] | None = None, *,
+                        levels: Sequence[float] = (0.0, 1.0), bins: int = 5) -> pd.DataFrame:
+    """The label-meaning dial made visible: of the findings an image of each source truly
+    shows, the share its labeller recorded as positive, by how visible the finding is
+    (:func:`unichest_lib.data.world.population.conspicuity`, in ``bins`` equal bins), at each
+    ``label_meaning`` level (other dials as ``cfg`` sets them). Tidy: source, label_meaning,
+    visibility (bin centre), labelled, findings. Needs no pixels (population only)."""
+    from ..config import set_dial
+    from ..data.world import world_of
+    from ..data.world.population import conspicuity
+
+    if cfg.data != "embedded":
+        raise ValueError("label_by_visibility reads the embedded world's true findings; "
+                         f"data = {cfg.data!r} has none")
+    rows = []
+    edges = np.linspace(0, 1, bins + 1)
+    for lvl in levels:
+        world = world_of(set_dial(cfg, "label_meaning", lvl))
+        for s in (cfg.sources if sources is None else sources):
+            p = world.population(s)
+            vis, present = conspicuity(p.jitter), p.truth
+            b = np.clip(np.digitize(vis, edges[1:-1]), 0, bins - 1)
+            for k in range(bins):
+                sel = present & (b == k)
+                n = int(sel.sum())
+                rows.append({"source": s, "label_meaning": float(lvl),
+                             "visibility": float((edges[k] + edges[k + 1]) / 2),
+                             "labelled": float((p.state[sel] == 1).mean()) if n else np.nan,
+                             "findings": n})
+    return pd.DataFrame(rows)
+
+
 def real_prevalence(cache_dir: str | None = None) -> pd.DataFrame:
     """Class prevalence of each real dataset whose label metadata torchxrayvision ships
     (paper Fig. 1, left): a tidy DataFrame (source, class, prevalence), classes canonical."""
@@ -231,5 +263,5 @@ def dataset_prevalence(dataset) -> pd.DataFrame:
 
 
 __all__ = ["FEATURE_KINDS", "MAP_METHODS", "balanced_indices", "dataset_prevalence", "embed_2d",
-           "heterogeneity_sweep", "random_encoder", "real_prevalence", "representations",
-           "separability"]
+           "heterogeneity_sweep", "label_by_visibility", "random_encoder", "real_prevalence",
+           "representations", "separability"]

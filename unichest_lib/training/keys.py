@@ -37,7 +37,13 @@ DIVIDE_ONLY = ("K", "lam", "scl_dim", "tau_scl", "scl_variant", "combine", "divi
 #: Fields added after the store keys were pinned (``tests/test_legacy.py``), with the value
 #: every earlier run had: at that value a field is left out of the keys, so the artifacts
 #: trained before it existed keep their names; any other value names new artifacts.
-ADDED_FIELDS: dict[str, object] = {"gate_input": "mean"}
+ADDED_FIELDS: dict[str, object] = {"gate_input": "mean", "dials": []}  # lists: as to_dict gives
+#: The embedded world's content version, bumped when one configuration renders or labels a
+#: different world: 2 = the label-meaning dial and the real priors corrected (issue #14).
+#: Version 1 is left out of the keys (so the keys pinned in ``tests/test_legacy.py`` are still
+#: what version-1 code computed); a later version names new artifacts, so a run trained on an
+#: older world is never served for the current one. Real data is not versioned here.
+WORLD_VERSION = 2
 #: Fields that change where or how fast things run, or which evaluation is done, but not
 #: the trained weights (``num_workers`` is safe because augmentation runs in the trainer).
 #: ``nan_policy`` was such a field until it was removed; it was never hashed.
@@ -69,18 +75,25 @@ def conquer_fields() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(Config) if f.name not in skip)
 
 
+def world_version(cfg: Config) -> dict:
+    """``{"world_version": n}`` for the embedded world after version 1, else ``{}``."""
+    return {"world_version": WORLD_VERSION} if cfg.data == "embedded" and WORLD_VERSION != 1 \
+        else {}
+
+
 def upstream(cfg: Config) -> dict:
     """:func:`keyed` values of every field upstream of Conquer except ``seed``: what the data
     and the training setup are, whatever the seed (caches shared across seeds hash it)."""
-    return keyed(cfg, [f for f in conquer_fields() if f != "seed"])
+    return {**keyed(cfg, [f for f in conquer_fields() if f != "seed"]), **world_version(cfg)}
 
 
 def conquer_key(cfg: Config) -> str:
-    """sha256 of the library version and every field in :func:`conquer_fields`."""
+    """sha256 of the library version, every field in :func:`conquer_fields` and the
+    :func:`world_version`."""
     from .. import __version__
 
     return _digest({"stage": "conquer", "version": __version__,
-                    "fields": keyed(cfg, conquer_fields())})
+                    "fields": keyed(cfg, conquer_fields()), **world_version(cfg)})
 
 
 def divide_key(cfg: Config) -> str:
@@ -101,6 +114,6 @@ def key(cfg: Config, stage: str) -> str:
     return {"conquer": conquer_key, "divide": divide_key, "continued": continued_key}[stage](cfg)
 
 
-__all__ = ["ADDED_FIELDS", "DIVIDE_ONLY", "NOT_UPSTREAM", "STAGES", "check_stage",
+__all__ = ["ADDED_FIELDS", "DIVIDE_ONLY", "NOT_UPSTREAM", "STAGES", "WORLD_VERSION", "check_stage",
            "conquer_fields", "conquer_key", "continued_key", "divide_key", "key", "keyed",
-           "upstream"]
+           "upstream", "world_version"]

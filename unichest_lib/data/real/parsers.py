@@ -169,12 +169,25 @@ def mimic_reports(root, subjects, studies) -> list[str | None]:
 
 
 def _vindr(opts) -> pd.DataFrame:
+    k = opts.get("min_readers", 1)
+    if k not in (1, 2, 3):
+        raise ConfigError(f"dataset 'vindr': min_readers = {k!r}; use 1 (a finding counts if any "
+                          "of the three radiologists marked it) or 2 (at least two agree)")
     if "csvpath" in opts:
-        require_columns(opts["csvpath"], ["image_id", "class_name"], "vindr")
+        require_columns(opts["csvpath"], ["image_id", "class_name"] + (["rad_id"] if k > 1 else []),
+                        "vindr")
     d = _xrv().VinDr_Dataset(opts["imgpath"], csvpath=_csv(opts))
     c = d.csv
     nofind = c["class_name"].str.lower().eq("no finding").to_numpy(np.float32)
-    labels = np.column_stack([d.labels, nofind])
+    found = d.labels
+    if k > 1:  # keep the findings at least k distinct radiologists marked ("No finding" as is)
+        votes = d.rawcsv.groupby(["image_id", "class_name"])["rad_id"].nunique()
+        kept = votes[votes >= k].reset_index().groupby("image_id")["class_name"].agg("|".join)
+        names = kept.reindex(c["image_id"]).fillna("").str.lower().to_numpy(str)
+        found = np.column_stack([  # torchxrayvision's rule: the name or a synonym is a substring
+            np.any([np.char.find(names, s.lower()) >= 0 for s in [p, *d.mapping.get(p, [])]], 0)
+            for p in d.pathologies]).astype(np.float32)
+    labels = np.column_stack([found, nofind])
     paths = [os.path.join(opts["imgpath"], f"{i}.dicom") for i in c["image_id"]]
     # VinDr publishes no patient ids: each image is its own "patient" (see data card)
     return _frame(paths, c["image_id"], labels, [str(p) for p in d.pathologies] + ["No finding"])

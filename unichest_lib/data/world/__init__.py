@@ -35,7 +35,7 @@ CHUNK = 256  # images per rendered (and cached) chunk
 #: The :class:`~unichest_lib.config.Config` fields a :class:`World` reads: two configurations
 #: that agree on them have the same world (``tests/test_world.py`` checks the list against
 #: the code).
-WORLD_FIELDS = ("world_seed", "heterogeneity", "image_size", "n_per_source", "n_downstream",
+WORLD_FIELDS = ("world_seed", "heterogeneity", "dials", "image_size", "n_per_source", "n_downstream",
                 "n_valid", "n_test", "cache_dir")
 #: Worlds kept per process by :func:`world_of` (each holds the pixels it has loaded: tens of
 #: MB at ``tutorial``).
@@ -60,13 +60,13 @@ def world_of(cfg: C.Config) -> "World":
 
 class World:
     """The embedded world of one configuration (only the ``world_seed``, ``heterogeneity``,
-    ``image_size``, ``n_per_source``, ``n_downstream``, ``n_valid``, ``n_test`` and
+    ``dials``, ``image_size``, ``n_per_source``, ``n_downstream``, ``n_valid``, ``n_test`` and
     ``cache_dir`` fields matter)."""
 
     def __init__(self, cfg: C.Config, *, progress: bool = True):
         self.cfg = cfg
         self.progress = progress  # show a progress bar while rendering missing chunks
-        self.dials = S.dials(cfg.heterogeneity)
+        self.dials = S.dials(cfg.heterogeneity, C.dial_values(cfg.dials))
         self._pops: dict[str, Population] = {}
         self._chunks: dict[tuple[str, int], dict] = {}
         self._reports: dict[tuple[str, int], tuple[str, list[Triplet]]] = {}
@@ -115,8 +115,9 @@ class World:
         truth = popm.draw_findings(self._rng(source, 3), patient, prior)
         unc = self.real_statistics["chexpert"].get("uncertain", {})
         unc_rate = np.array([unc.get(c, 0.0) for c in FINDINGS])
-        state = popm.record_labels(self._rng(source, 4), truth, spec.noise, unc_rate, prior)
         side, u, v, jitter, kind = popm.draw_layout(self._rng(source, 5), n, spec.appearance.p_right)
+        state = popm.record_labels(self._rng(source, 4), truth, spec.noise, unc_rate, prior,
+                                   subtle=spec.meaning.subtle, visible=popm.conspicuity(jitter))
         names = np.array([f"{source}-p{p:06d}" for p in patient], dtype=object)
         return Population(names, split, truth, state, side, u, v, jitter, kind)
 

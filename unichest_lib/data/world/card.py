@@ -35,7 +35,7 @@ def front_matter(source: str, stats: dict) -> dict:
     invented = priors.INVENTED.get(source)
     if real_file:
         origin = (f"real: prevalences of {source if source != 'mimic' else 'CheXpert (borrowed)'} "
-                  f"computed from torchxrayvision's {real_file}")
+                  f"computed from torchxrayvision's {real_file} ({_counted(source, stats)})")
     elif isinstance(invented, dict):
         origin = "literature: " + ", ".join(f"{c} {p:.3f}" for c, p in invented.items()) + \
                  " (published count); other classes pooled"
@@ -56,18 +56,87 @@ def front_matter(source: str, stats: dict) -> dict:
         "label_space": list(L.EMBEDDED_LABEL_SPACES[source]),
         "n_images": profiles,
         "images_per_patient": spec.images_per_patient,
+        "images_per_patient_origin": _per_patient_origin(source, stats),
         "splits": {p: _splits(C.profile_defaults(p)) for p in C.PROFILES},
         "prior_origin": origin,
         "prevalence_at_heterogeneity_1": {c: round(prior[c], 4) for c in own},
+        **({"prevalence_min_readers_2": {c: round(two[c], 4) for c in own}}
+           if (two := _vindr_two_readers(source, stats)) else {}),
         "dials": {
             "acquisition": _nonneutral(spec.acquisition, S.NEUTRAL_ACQ),
             "appearance": _nonneutral(spec.appearance, S.NEUTRAL_APP),
             "label_noise": _nonneutral(spec.noise, S.NEUTRAL_NOISE),
+            "label_meaning": _nonneutral(spec.meaning, S.NEUTRAL_MEANING),
         },
         "real_numbers": ["class prevalences" if real_file else "none"] +
+                        (["images per patient"] if source in _PER_PATIENT_DERIVED else []) +
                         (["CheXpert uncertain (-1) rates"] if spec.noise.uncertain else []),
-        "invented_numbers": ["acquisition, appearance and label-noise dials", "anatomy"],
+        "invented_numbers": ["acquisition, appearance, label-noise and label-meaning dials",
+                             "anatomy"],
     }
+
+
+#: Sources whose images per patient are derived from metadata with patient ids.
+_PER_PATIENT_DERIVED = ("chestxray14", "chexpert", "padchest")
+
+
+def _counted(source: str, stats: dict) -> str:
+    """What the prevalences of ``source`` count (views, images or reports, conventions)."""
+    name = "chexpert" if source == "mimic" else source
+    st = stats[name]
+    if name == "openi":
+        return (f"per report: {st['n_images']:,} reports with images, manual MeSH major headings "
+                "mapped as listed below")
+    if name == "vindr":
+        return (f"{st['n_images']:,} images, a finding counts if any of the three readers "
+                "marked it, min_readers 1; prevalence_min_readers_2 is the at-least-two-readers "
+                "convention")
+    views = "/".join(st.get("views", ())) or "all"
+    text = f"{st['n_images']:,} {views} images"
+    return text + (", labels mapped as listed below" if name == "padchest" else "")
+
+
+def _per_patient_origin(source: str, stats: dict) -> str:
+    """Where ``images_per_patient`` comes from."""
+    if source in _PER_PATIENT_DERIVED:
+        st = stats[source]
+        return (f"real: {st['n_images']:,} frontal images / {st['n_patients']:,} patients = "
+                f"{st['images_per_patient']:.3f} in {priors.REAL_SOURCE[source]}")
+    return {"mimic": "invented (MIMIC-CXR metadata is not shipped)",
+            "vindr": "1: no patient ids are published (each image its own patient)",
+            "siim": "1: no patient ids in the challenge CSV (each image its own patient)",
+            "openi": "1: one report is one study; the world renders its frontal image",
+            "shenzhen": "1: one image per patient assumed",
+            "chestxdet10": "1: no patient ids (new file names)"}[source]
+
+
+def _vindr_two_readers(source: str, stats: dict) -> dict | None:
+    """VinDr's prevalences under the at-least-two-readers convention (floored as the world
+    would use them); None for other sources."""
+    if source != "vindr":
+        return None
+    return priors.source_priors(stats, min_readers=2)["vindr"]
+
+
+def _mapping_text(source: str) -> str:
+    """The dataset-label -> class table behind a source's prevalences, as Markdown ('' if the
+    dataset's own names are used)."""
+    table = {"padchest": priors.PADCHEST_MAP, "openi": priors.OPENI_MESH}.get(source)
+    if table is None:
+        return ""
+    what = ("PadChest labels" if source == "padchest" else
+            'Open-I MeSH major headings ("heading/word": the word among its qualifiers)')
+    rows = "\n".join(f"- {c} <- " + ", ".join(f'"{lab}"' for lab in labs)
+                     for c, labs in table.items())
+    dropped = {"padchest": ('Not mapped: "volume loss" (not atelectasis), "COPD signs", '
+                            '"interstitial pattern", "alveolar pattern", "hyperinflated lung", '
+                            '"pseudonodule", "pleural plaques", devices outside the chest '
+                            '(gastrostomy, nephrostomy, ventriculoperitoneal tubes), heart valves, '
+                            'sternotomy and every other label.'),
+               "openi": ('Not mapped: "cardiac shadow/enlarged", "airspace disease", '
+                         '"pulmonary congestion", "volume loss", "granuloma", "calcinosis" and '
+                         'every other heading; the automatic (MTI) terms are not used.')}[source]
+    return f"\n\n{what} feeding each class:\n\n{rows}\n\n{dropped}"
 
 
 def _splits(cfg) -> str:
@@ -105,8 +174,9 @@ the neutral world at `heterogeneity = 1`; at heterogeneity `h` each is `neutral 
 neutral)`, and the prevalences are `(1 - h) * pooled + h * source`. The label space does not
 change with `h`: classes outside it are missing (NaN), never negative.
 
-**Where the numbers come from.** {meta['prior_origin']}. Everything else (anatomy, appearance,
-acquisition and noise values) is invented to echo the dataset's reputation.
+**Where the numbers come from.** {meta['prior_origin']}. Images per patient:
+{meta['images_per_patient_origin']}. Everything else (anatomy, appearance, acquisition and
+noise values) is invented to echo the dataset's reputation.{_mapping_text(source)}
 
 **Pitfalls.** Findings outside the label space are still drawn and rendered (an image
 of `{source}` can show a finding it never labels), exactly the partial-label situation of the
@@ -127,6 +197,14 @@ def _noise_words(spec: S.SourceSpec) -> str:
         parts.append(f"{n.false_positive:.0%} false positives")
     if n.uncertain:
         parts.append("CheXpert-rate 'uncertain' labels, which become missing (U-Ignore)")
+    if n.false_negative and spec.meaning.subtle:
+        share = "all" if spec.meaning.subtle >= 1 else f"{spec.meaning.subtle:.0%}"
+        rest = "" if spec.meaning.subtle >= 1 else ", the rest at random"
+        parts.append(f"label meaning: {share} of those misses are the least visible findings "
+                     f"(labels mined from reports miss what the report leaves out){rest}")
+    elif n.false_negative:
+        parts.append("label meaning: misses at random, whatever the finding's visibility "
+                     "(labels read from the image)")
     return "; ".join(parts) if parts else "clean labels"
 
 

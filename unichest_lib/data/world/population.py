@@ -104,17 +104,39 @@ def draw_findings(rng: np.random.Generator, patient: np.ndarray, prior: np.ndarr
     return z > ndtri(1 - np.asarray(prior))
 
 
+def conspicuity(jitter: np.ndarray) -> np.ndarray:
+    """How visible each finding of each image is, as its rank in [0, 1] (0 = the smallest and
+    faintest): the mean of the size and density jitter (each uniform in [-1, 1], so their
+    mean has a triangular distribution) through that distribution's CDF."""
+    c = (jitter[..., 0] + jitter[..., 1]) / 2
+    return np.where(c < 0, (c + 1) ** 2 / 2, 1 - (1 - c) ** 2 / 2).astype(F32)
+
+
 def record_labels(rng: np.random.Generator, truth: np.ndarray, noise, uncertain_rate: np.ndarray,
-                  prior: np.ndarray) -> np.ndarray:
+                  prior: np.ndarray, *, subtle: float = 0.0,
+                  visible: np.ndarray | None = None) -> np.ndarray:
     """What the labeller recorded (n, F): 1, 0 or NaN (uncertain -> U-Ignore).
 
     ``noise`` is a :class:`~.sources.LabelNoise`; ``uncertain_rate`` (F,) are the real
     CheXpert fractions of "-1" labels (0 where CheXpert has no such class).
+
+    ``subtle`` (the *label meaning* dial times the source's
+    :attr:`~.sources.LabelMeaning.subtle`) is the share of false negatives that depend on the
+    image: such a miss falls on the least visible findings (``visible``, from
+    :func:`conspicuity`, below the false-negative rate) instead of at random, so the miss rate
+    is unchanged but *which* findings go unlabelled follows the image. With ``subtle = 0`` the
+    draws, and so the labels, are exactly those of a world without the dial.
     """
     n, f = truth.shape
     r = rng.random((n, f, 3))
     state = truth.astype(F32)
-    state[truth & (r[..., 0] < noise.false_negative)] = 0
+    missed = r[..., 0] < noise.false_negative
+    if subtle > 0:
+        if visible is None:
+            raise ValueError("record_labels: subtle > 0 needs the findings' visibility")
+        by_image = rng.random((n, f)) < subtle  # drawn after r: subtle = 0 keeps every label
+        missed = np.where(by_image, visible < noise.false_negative, missed)
+    state[truth & missed] = 0
     state[~truth & (r[..., 0] < noise.false_positive)] = 1
     # uncertain: a share of positives (real unc/(pos+unc)) and of negatives (real unc rate)
     p_pos = noise.uncertain * uncertain_rate / np.maximum(uncertain_rate + prior, 1e-6)

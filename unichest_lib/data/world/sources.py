@@ -1,7 +1,8 @@
 """The nine embedded sources and their four heterogeneity dials.
 
-Each source differs from the others in four separately documented ways, each with its own
-dial in ``[0, 1]``; the single ``cfg.heterogeneity`` sets all four (:func:`dials`):
+Each source differs from the others in five separately documented ways, four of them with
+their own dial in ``[0, 1]``; the single ``cfg.heterogeneity`` sets all of them
+(:func:`dials`), and ``cfg.dials`` sets single dials apart (e.g. ``label_meaning=0``):
 
 * **acquisition** — the imaging chain: intensity curve (gamma), contrast, exposure, quantum
   noise, blur, resolution loss, collimation border, burned-in marker, inverted polarity, grid
@@ -15,6 +16,15 @@ dial in ``[0, 1]``; the single ``cfg.heterogeneity`` sets all four (:func:`dials
   (ChestX-ray14), radiologist labels (VinDr) (:class:`LabelNoise`).
 * **appearance** — the same finding looks systematically different per source: size,
   density, preferred side, vertical position, texture (:class:`Appearance`).
+* **label meaning** — the same image gets a different label depending on who labelled it:
+  labels mined from reports miss the findings a radiologist did not think worth mentioning,
+  which are the small and faint ones, while image-level annotation by radiologists (VinDr-CXR)
+  misses them no more than any other (:class:`LabelMeaning`; Jain et al. 2021, VisualCheXbert,
+  measured how report labels and image labels disagree; Oakden-Rayner 2020 on ChestX-ray14).
+  The dial moves a source's false negatives from random findings (0) onto its least visible
+  ones (1): the miss *rate* stays that of the label-noise dial, but P(label | image) now
+  differs between sources, which a head shared by all sources cannot fit and a per-source
+  expert can.
 
 At dial value ``h`` every source parameter is ``neutral + h * (source - neutral)``, so at 0
 all sources share the neutral acquisition, appearance, pooled prior and no label noise.
@@ -70,6 +80,13 @@ class LabelNoise:
 
 
 @dataclass(frozen=True)
+class LabelMeaning:
+    """What a source's label means for a given image."""
+
+    subtle: float = 0.0  # share of the false negatives that are the least visible findings
+
+
+@dataclass(frozen=True)
 class SourceSpec:
     """One embedded source at full heterogeneity."""
 
@@ -80,32 +97,44 @@ class SourceSpec:
     acquisition: Acquisition = field(default_factory=Acquisition)
     appearance: Appearance = field(default_factory=Appearance)
     noise: LabelNoise = field(default_factory=LabelNoise)
-    images_per_patient: float = 2.0  # mean images per patient (follow-ups)
+    meaning: LabelMeaning = field(default_factory=LabelMeaning)
+    images_per_patient: float = 2.0  # mean frontal images per patient (follow-ups)
     with_masks: bool = False  # the source is used for grounding (boxes/masks)
 
 
 NEUTRAL_ACQ, NEUTRAL_APP, NEUTRAL_NOISE = Acquisition(), Appearance(), LabelNoise()
+NEUTRAL_MEANING = LabelMeaning()
+#: Labels mined from reports by NLP (MIMIC-CXR, CheXpert: the CheXpert labeller; ChestX-ray14:
+#: NIH's labeller) miss what the report does not mention; PadChest: 73 % of its labels are
+#: NLP-mined, 27 % by physicians (Bustos et al. 2020). VinDr-CXR (three radiologists per
+#: image) and Open-I (MeSH codes assigned by hand) keep the neutral, random misses.
+REPORT_MINED = LabelMeaning(subtle=1.0)
 
 #: The sources at full heterogeneity. Acquisition, appearance and noise numbers are invented
 #: to mimic each dataset's reputation (e.g. MIMIC/CheXpert: many portable AP films, report-
 #: mined labels; ChestX-ray14: 8-bit, compressed, downsampled; VinDr: clean, sharp, radiologist
-#: labels; PadChest: some inverted films); the data cards list them.
+#: labels; PadChest: some inverted films); the data cards list them. ``images_per_patient`` is
+#: frontal images per patient from the shipped metadata (``priors.derive_real``, rounded; a test
+#: checks them) where it has patient ids (ChestX-ray14, CheXpert, PadChest); 1 where a dataset
+#: publishes none (VinDr-CXR, SIIM, Shenzhen, ChestX-Det10; Open-I: one report = one study);
+#: MIMIC-CXR's 3.0 is invented (its metadata is not shipped).
 SPECS: dict[str, SourceSpec] = {s.name: s for s in (
     SourceSpec("mimic", "MIMIC-CXR", True, True,
                Acquisition(gamma=1.25, contrast=0.85, exposure=0.04, noise=0.05, blur=0.9,
                            border=0.05, p_marker=0.7, scale=0.9, rotation=4.0),
                Appearance(size=1.25, density=1.1, p_right=0.6, y_shift=0.08, texture=0.3),
-               LabelNoise(false_negative=0.12, uncertain=1.0), images_per_patient=3.0),
+               LabelNoise(false_negative=0.12, uncertain=1.0), REPORT_MINED, images_per_patient=3.0),
     SourceSpec("chestxray14", "NIH ChestX-ray14", True, False,
                Acquisition(gamma=0.8, contrast=1.15, exposure=-0.03, noise=0.02, blur=1.3,
                            downsample=2, blocking=0.5, p_marker=0.3),
                Appearance(size=0.85, density=0.9, p_right=0.4, y_shift=-0.05, texture=0.8),
-               LabelNoise(false_negative=0.15, false_positive=0.01), images_per_patient=3.5),
+               LabelNoise(false_negative=0.15, false_positive=0.01), REPORT_MINED,
+               images_per_patient=3.64),
     SourceSpec("chexpert", "CheXpert", True, False,
                Acquisition(gamma=1.1, contrast=0.95, exposure=0.06, noise=0.045, blur=0.8,
                            border=0.08, grid=0.04, scale=0.92, rotation=3.0),
                Appearance(size=1.15, density=1.2, p_right=0.55, y_shift=0.05, texture=0.4),
-               LabelNoise(false_negative=0.10, uncertain=1.0), images_per_patient=2.5),
+               LabelNoise(false_negative=0.10, uncertain=1.0), REPORT_MINED, images_per_patient=2.96),
     SourceSpec("vindr", "VinDr-CXR", True, False,
                Acquisition(gamma=0.95, contrast=1.3, exposure=-0.05, noise=0.015, blur=0.3,
                            scale=1.05),
@@ -125,7 +154,8 @@ SPECS: dict[str, SourceSpec] = {s.name: s for s in (
                Acquisition(gamma=1.15, contrast=0.9, noise=0.03, blur=0.8, p_invert=0.3,
                            border=0.04),
                Appearance(size=1.0, p_right=0.45), LabelNoise(false_negative=0.05),
-               images_per_patient=1.5),
+               LabelMeaning(subtle=0.73),
+               images_per_patient=1.51),
     SourceSpec("chestxdet10", "ChestX-Det10", False, False,
                Acquisition(gamma=0.8, contrast=1.15, exposure=-0.03, noise=0.02, blur=1.3,
                            downsample=2, blocking=0.5),
@@ -136,21 +166,31 @@ assert tuple(SPECS) == C.ALL_SOURCES or set(SPECS) == set(C.ALL_SOURCES)
 
 @dataclass(frozen=True)
 class Dials:
-    """The four heterogeneity dials, each in [0, 1]. ``label_space`` is recorded for
-    completeness but only 1 is supported (see the module docstring)."""
+    """The heterogeneity dials, each in [0, 1]. ``label_space`` is recorded for completeness
+    but only 1 is supported (see the module docstring)."""
 
     acquisition: float = 1.0
     label_space: float = 1.0
     label_prior: float = 1.0
     appearance: float = 1.0
+    label_meaning: float = 1.0
 
 
-def dials(heterogeneity: float) -> Dials:
-    """All four dials set from the single ``cfg.heterogeneity`` knob."""
+assert set(C.DIALS) == {f.name for f in dataclasses.fields(Dials)} - {"label_space"}
+
+
+def dials(heterogeneity: float, single: dict[str, float] | None = None) -> Dials:
+    """Every dial set from the single ``cfg.heterogeneity`` knob, then the ``single`` ones
+    (``config.dial_values(cfg.dials)``, e.g. ``{"label_meaning": 0.0}``) set apart."""
     if not 0.0 <= heterogeneity <= 1.0:
         raise ValueError(f"heterogeneity = {heterogeneity!r} must lie in [0, 1]")
     h = float(heterogeneity)
-    return Dials(acquisition=h, label_space=1.0, label_prior=h, appearance=h)
+    d = Dials(acquisition=h, label_space=1.0, label_prior=h, appearance=h, label_meaning=h)
+    single = dict(single or {})
+    bad = {k: v for k, v in single.items() if k not in C.DIALS or not 0.0 <= v <= 1.0}
+    if bad:
+        raise ValueError(f"dials {bad}: names must be in {C.DIALS}, values in [0, 1]")
+    return dataclasses.replace(d, **{k: float(v) for k, v in single.items()})
 
 
 def _blend(neutral, full, h: float):
@@ -163,7 +203,8 @@ def _blend(neutral, full, h: float):
 
 
 def effective(source: str, d: Dials) -> SourceSpec:
-    """The source's spec with acquisition, appearance and label noise scaled by the dials."""
+    """The source's spec with acquisition, appearance, label noise and label meaning scaled by
+    the dials."""
     if source not in SPECS:
         raise KeyError(f"unknown embedded source {source!r}; known: {', '.join(SPECS)}")
     s = SPECS[source]
@@ -172,6 +213,7 @@ def effective(source: str, d: Dials) -> SourceSpec:
         acquisition=_blend(NEUTRAL_ACQ, s.acquisition, d.acquisition),
         appearance=_blend(NEUTRAL_APP, s.appearance, d.appearance),
         noise=_blend(NEUTRAL_NOISE, s.noise, d.label_prior),
+        meaning=_blend(NEUTRAL_MEANING, s.meaning, d.label_meaning),
         images_per_patient=s.images_per_patient,
     )
 

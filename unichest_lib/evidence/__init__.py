@@ -6,13 +6,18 @@ The one place that combines trained runs with evaluation: :mod:`.variants` names
 and :func:`history` are how a chapter gets a trained model, its checkpoint and its training
 history; :mod:`.measures` scores them over seeds with paired patient bootstraps;
 :mod:`.claims` lists the paper's claims and measures each; :mod:`.ledger` is the claims
-ledger and its cache. Everything below is re-exported here (``evidence.variant_table``, ...).
+ledger and its cache; :mod:`.headroom` measures what source-specific heads could win on the
+frozen Conquer encoder next to what Divide wins, and :mod:`.dials` does so per world dial. Everything below is re-exported here
+(``evidence.variant_table``, ...).
 Introduced in ``notebooks/02_conquer.ipynb``; the ledger in ``notebooks/06_claims.ipynb``.
 """
 
 from .claims import (CLAIM_KEYS, CLAIMS, Claim, equivalence_verdict, gate_routing,
                      grounding_vs_random, measure_claim, source_gates, transfer_vs_random)
-from .ledger import (EXPENSIVE, FULL, FULL_ENV, HOW_TO_RUN, NOT_RUN, VERSION, chapter_claims,
+from .dials import STUDY_DIALS, dial_cell, dial_study, dial_world
+from .headroom import headroom_measure, headroom_scored, headroom_table
+from .ledger import (EXPENSIVE, FULL, FULL_ENV, HOW_TO_RUN, NOT_RUN, VERSION, WORLD_ONLY,
+                     chapter_claims,
                      fmt_interval, full_ledger, grid_table, ledger_table, measure, verdict_lines)
 from .measures import (ALPHA, MIN_POS, N_BOOT, Measure, Scored, class_auc_replicates,
                        grounding_by_class, has_classes, in_domain_measure, kept_columns,
@@ -23,9 +28,11 @@ from .variants import (BACKBONES, GRID, LEVELS, SEEDS, VARIANTS, Variant, checkp
 
 __all__ = ["ALPHA", "BACKBONES", "CLAIMS", "CLAIM_KEYS", "Claim", "EXPENSIVE", "FULL", "FULL_ENV",
            "GRID", "HOW_TO_RUN", "LEVELS", "MIN_POS", "Measure", "NOT_RUN", "N_BOOT", "SEEDS", "Scored", "VARIANTS",
-           "VERSION", "Variant", "chapter_claims", "checkpoint", "class_auc_replicates",
+           "STUDY_DIALS", "VERSION", "Variant", "WORLD_ONLY", "chapter_claims", "dial_cell",
+           "dial_study", "dial_world", "checkpoint", "class_auc_replicates",
            "equivalence_verdict", "fmt_interval", "full_ledger", "gate_routing", "grid_table",
-           "grounding_by_class", "grounding_vs_random", "has_classes", "history",
+           "grounding_by_class", "grounding_vs_random", "has_classes", "headroom_measure",
+           "headroom_scored", "headroom_table", "history",
            "in_domain_measure", "kept_columns", "ledger_table", "load", "macro_measure",
            "measure", "measure_claim", "metric_table", "patient_weights", "scored",
            "source_gates", "split_sizes", "transfer_vs_random", "variant_config",

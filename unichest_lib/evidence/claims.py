@@ -84,6 +84,11 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("gain_grows", "05", "Divide's gain grows with source heterogeneity",
           "[UniChest - Conquer continued] at heterogeneity 1 minus the same at 0",
           "not testable on real data (the paper's motivation, Section I)"),
+    Claim("meaning_headroom", "05",
+          "Source-dependent label meaning gives experts something to find",
+          "headroom (per-source oracle heads - one shared head, on the frozen Conquer "
+          "encoder, mean in-domain aAUC) at label meaning 1 minus the same at 0",
+          "not testable on real data (issue #14: P(label | image) differs by source)"),
 )
 CLAIM_KEYS = tuple(c.key for c in CLAIMS)
 
@@ -134,6 +139,16 @@ def measure_claim(cfg: Config, key: str, progress: bool = True) -> dict:
         gains = [vs("Conquer continued", cfg.replace(heterogeneity=h)) for h in LEVELS]
         m = gains[1] - gains[0]
         m.info["per_level"] = {h: g.summary() for h, g in zip(LEVELS, gains)}
+    elif key == "meaning_headroom":
+        from .dials import dial_cell, dial_world
+        from .headroom import headroom_measure
+
+        worlds = [dial_world(cfg, "label_meaning", v) for v in LEVELS]
+        heads = [headroom_measure(c, c.sources, progress=progress) for c in worlds]
+        m = heads[1] - heads[0]
+        m.info.update(sources=list(cfg.sources),
+                      per_level={v: dial_cell(c, progress=progress)
+                                 for v, c in zip(LEVELS, worlds)})
     elif key == "lam_k_robust":
         base = in_domain_measure(cfg, "UniChest", **kw)
         diffs = {(k, x): in_domain_measure(cfg, "UniChest", K=k, lam=x, **kw) - base

@@ -27,7 +27,10 @@ from .variants import GRID, SEEDS
 #: Claims that need many extra runs per seed (the λ×K grid's Divide runs; a Conquer on label
 #: text; Conquer and its continued control in a second world): measured when ``full`` is on
 #: (see :data:`FULL`).
-EXPENSIVE = ("lam_k_robust", "reports_vs_labels", "gain_grows")
+EXPENSIVE = ("lam_k_robust", "reports_vs_labels", "gain_grows", "meaning_headroom")
+#: Claims about the embedded world's dials: real data has no dial to turn, so they are not
+#: run there.
+WORLD_ONLY = ("gain_grows", "meaning_headroom")
 #: Per profile: whether the book measures the :data:`EXPENSIVE` claims by default. At
 #: ``tutorial`` they would more than double the book's training time (measured in the README).
 FULL = {"smoke": True, "tutorial": False, "paper": True}
@@ -86,7 +89,12 @@ def measure(cfg: Config, keys: Sequence[str] | None = None, *, full: bool | None
             raise ConfigError(f"unknown claim {key!r}; choose one of {CLAIM_KEYS}")
         file = _cache_file(cfg, key, seeds)
         res = None
-        if not full and key in EXPENSIVE and not file.is_file():
+        if key in WORLD_ONLY and cfg.data != "embedded":
+            nan = float("nan")
+            res = dict(mean=nan, lo=nan, hi=nan, mde=nan, n_seeds=len(seeds), per_seed=[],
+                       n_test="", flagged="", verdict=NOT_RUN,
+                       detail="turns a dial of the embedded world; real data has none")
+        elif not full and key in EXPENSIVE and not file.is_file():
             nan = float("nan")
             res = dict(mean=nan, lo=nan, hi=nan, mde=nan, n_seeds=len(seeds), per_seed=[],
                        n_test="", flagged="", verdict=NOT_RUN,
@@ -170,5 +178,6 @@ def verdict_lines(rows: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-__all__ = ["EXPENSIVE", "FULL", "FULL_ENV", "HOW_TO_RUN", "NOT_RUN", "VERSION", "chapter_claims",
+__all__ = ["EXPENSIVE", "FULL", "FULL_ENV", "HOW_TO_RUN", "NOT_RUN", "VERSION", "WORLD_ONLY",
+           "chapter_claims",
            "fmt_interval", "full_ledger", "grid_table", "ledger_table", "measure", "verdict_lines"]

@@ -1,0 +1,202 @@
+"""Specialisation headroom (issue #14 item 1): per-source oracle heads against one shared head
+on stored frozen patches (unichest_lib.training.headroom), and its measure next to Divide's
+realised gain (unichest_lib.evidence.headroom)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from unichest_lib.config import resolve
+from unichest_lib.model.query import QueryNetworks
+from unichest_lib.training import features, headroom
+from unichest_lib.training.rng import seed_everything
+from unichest_lib.training.stages import init_from_conquer
+from unichest_lib.training.trainer import Trainer
+
+from conftest import SOURCES, synth, tiny_cfg
+
+D, HW, N = 16, 4, 192  # feature width, patches per image, rows per source and split
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny heads: one intra-op thread is several times faster than two on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _world(seed: int, conflict: bool):
+    """Two sources whose patches carry z along one fixed direction (plus noise) and nothing
+    about the source. Class 0 is [z > 0] in both sources, or, with ``conflict``, [z > 0] in
+    source 0 and [z < 0] in source 1: then only a head that knows the source can score it."""
+    u = np.random.default_rng(42).standard_normal(D)
+    u /= np.linalg.norm(u)
+    rng = np.random.default_rng(seed)
+    src = np.repeat([0, 1], N)
+    z = rng.standard_normal(2 * N)
+    patches = rng.standard_normal((2 * N, HW, D)) * 0.35 + z[:, None, None] * u
+    y = (z > 0).astype(np.float32)
+    if conflict:
+        y = np.where(src == 0, y, 1.0 - y)
+    feats = features.FrozenFeatures(torch.tensor(patches, dtype=torch.float32), (2, 2), 2 * N)
+    return feats, y[:, None], src
+
+
+def _cfg(**kw):
+    base = dict(embed_dim=D, n_heads=2, ffn_dim=32, n_decoder_layers=1, batch_size=16,
+                divide_epochs=3, lr=3e-3, amp=False, dropout=0.0, seed=0)
+    return resolve("smoke", **{**base, **kw})
+
+
+def _qn1():
+    qn = QueryNetworks(1, dim=D, n_heads=2, ffn_dim=32, n_layers=1, dropout=0.0)
+    qn.reset_parameters(torch.Generator().manual_seed(0))
+    return qn
+
+
+def _headroom(conflict: bool):
+    """Per source (AUC of its oracle head, AUC of the shared head) on held-out rows."""
+    cfg = _cfg()
+    queries = torch.randn(1, D, generator=torch.Generator().manual_seed(1))
+    train, y, src = _world(0, conflict)
+    test, y_test, src_test = _world(1, conflict)
+    heads = headroom.fit_heads(_qn1(), queries, train, y, np.ones_like(y, bool), src, cfg)
+    out = {}
+    for s in (0, 1):
+        rows = np.flatnonzero(src_test == s)
+        sub = features.FrozenFeatures(test.patches[rows], test.grid, len(rows))
+        out[s] = tuple(roc_auc_score(y_test[rows, 0],
+                                     headroom.predict_head(h, queries, sub, cfg)[:, 0])
+                       for h in (heads.oracle[s], heads.shared))
+    return out
+
+
+def test_the_oracle_wins_clearly_when_labels_depend_on_the_source():
+    auc = _headroom(conflict=True)
+    gain = np.mean([o - s for o, s in auc.values()])
+    assert all(o > 0.85 for o, _ in auc.values()), auc  # each source's own head learns it
+    assert abs(np.mean([s for _, s in auc.values()]) - 0.5) < 0.15, auc  # one head cannot
+    assert gain > 0.3, auc
+
+
+def test_no_headroom_when_labels_do_not_depend_on_the_source():
+    """Tolerance 0.05 AUC: the oracle's heads see half the rows each (measured: -0.02)."""
+    auc = _headroom(conflict=False)
+    gain = np.mean([o - s for o, s in auc.values()])
+    assert all(s > 0.9 for _, s in auc.values()), auc
+    assert abs(gain) < 0.05, auc
+
+
+def test_the_oracle_heads_take_as_many_steps_on_the_same_rows_as_the_shared_head(monkeypatch):
+    src = np.repeat([0, 1, 2], [37, 50, 21])  # sizes that are not multiples of the batch
+    shared, oracle = headroom.batch_plan(src, 8, 3, seed=5)
+    assert sum(len(p) for p in oracle.values()) == len(shared) == 3 * (4 + 6 + 2)
+    per_epoch = len(shared) // 3
+    for e in range(3):  # each epoch: the same rows (a multiset), pure batches for the oracle
+        rows_shared = shared[e * per_epoch:(e + 1) * per_epoch].flatten()
+        rows_oracle = torch.cat([p[e * len(p) // 3:(e + 1) * len(p) // 3].flatten()
+                                 for p in oracle.values()])
+        assert torch.equal(rows_shared.sort().values, rows_oracle.sort().values)
+        assert len(set(rows_shared.tolist())) == len(rows_shared)  # each row once per epoch
+    assert all((src[p.numpy()] == s).all() for s, p in oracle.items())
+    assert max(len(set(src[b.numpy()])) for b in shared) > 1  # the shared batches are mixed
+    again = headroom.batch_plan(src, 8, 3, seed=5)
+    assert torch.equal(again[0], shared)
+    assert all(torch.equal(again[1][s], oracle[s]) for s in oracle)
+
+    # count the optimiser steps themselves, per optimiser
+    calls: dict[int, int] = {}
+    step = torch.optim.AdamW.step
+
+    def counted(self, *a, **k):
+        calls[id(self)] = calls.get(id(self), 0) + 1
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counted)
+    cfg = _cfg(divide_epochs=2, batch_size=8)
+    feats = features.FrozenFeatures(torch.randn(len(src), HW, D), (2, 2), len(src))
+    y = np.zeros((len(src), 1), np.float32)
+    heads = headroom.fit_heads(_qn1(), torch.randn(1, D), feats, y, np.ones_like(y, bool), src, cfg)
+    counts = sorted(calls.values())
+    assert len(counts) == 4 and counts[-1] == sum(counts[:-1]) == 2 * 12
+    assert heads.steps["shared"] == sum(heads.steps[s] for s in (0, 1, 2)) == 24
+    with pytest.raises(ValueError, match="fewer training rows than one batch"):
+        headroom.batch_plan(src, 32, 1, seed=0)
+
+
+def test_heads_are_deterministic_for_a_seed_and_change_with_it():
+    def probs(seed):
+        cfg = _cfg(seed=seed, divide_epochs=1, dropout=0.2)
+        qn = QueryNetworks(1, dim=D, n_heads=2, ffn_dim=32, n_layers=1, dropout=0.2)
+        qn.reset_parameters(torch.Generator().manual_seed(0))
+        feats, y, src = _world(0, True)
+        q = torch.ones(1, D)
+        h = headroom.fit_heads(qn, q, feats, y, np.ones_like(y, bool), src, cfg)
+        return np.concatenate([headroom.predict_head(m, q, feats, cfg)
+                               for m in (h.shared, *h.oracle.values())])
+
+    a = probs(0)
+    np.testing.assert_array_equal(a, probs(0))
+    assert not np.array_equal(a, probs(1))
+
+
+def test_heads_train_on_stored_patches_and_leave_the_model_untouched(tmp_path):
+    """From a real (tiny) Conquer checkpoint: the encoders never run while the heads train
+    (they read the stored patches), and no parameter of the model changes, QN¹ included."""
+    from unichest_lib.model import UniChest
+
+    cfg = tiny_cfg(K=2, batch_size=4)
+    train, val = synth(SOURCES, 12, 32, 0), synth(SOURCES[:1], 8, 32, 1)
+    seed_everything(cfg.seed, cfg.deterministic)
+    result = Trainer(cfg, "conquer", UniChest(cfg, train.classes), train, val, tmp_path,
+                     progress=False).fit()
+    model = UniChest(cfg, train.classes)
+    init_from_conquer(model, result.checkpoint)
+    before = copy.deepcopy(model.state_dict())
+    tests = {}
+    for i, s in enumerate(SOURCES):
+        ds = synth((s,), 10, 32, 2 + i)
+        tests[s] = (ds, features.encode(model, ds, cfg))
+    stored = features.encode(model, train, cfg)
+
+    def refuse(*a, **k):
+        raise AssertionError("the image encoder ran while the heads trained")
+
+    model.image_encoder.forward = refuse
+    out, heads = headroom.source_headroom(model, cfg, train, stored, tests)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert heads.steps == {"shared": 6, 0: 3, 1: 3}  # 12 rows per source, batches of 4
+    for s, (ds, _) in tests.items():
+        r = out[s]
+        assert r.shared.shape == r.oracle.shape == (len(ds), len(ds.classes))
+        assert np.isfinite(r.shared).all() and not np.array_equal(r.shared, r.oracle)
+    assert all(p is not q for p in heads.shared.parameters() for q in model.parameters())
+
+
+@pytest.mark.slow
+def test_headroom_table_runs_end_to_end_on_the_smoke_world(tmp_path):
+    from unichest_lib import evidence
+
+    cfg = resolve("smoke", cache_dir=str(tmp_path))
+    tab = evidence.headroom_table(cfg, seeds=(0,), progress=False)
+    assert list(tab["source"]) == [*cfg.sources, "mean"]
+    for col in ("headroom", "headroom_lo", "headroom_hi", "realised", "realised_lo",
+                "realised_hi", "shared_auc", "oracle_auc"):
+        assert np.isfinite(tab[col].to_numpy(float)).all(), (col, tab)
+    assert (tab["headroom_lo"] <= tab["headroom"]).all()
+    assert (tab["headroom"] <= tab["headroom_hi"]).all()
+    # cached: a second call reads the predictions back, and gives the same numbers
+    files = list((tmp_path / "evidence" / "headroom").glob("*.npz"))
+    assert len(files) == 1
+    again = evidence.headroom_table(cfg, seeds=(0,), progress=False)
+    np.testing.assert_allclose(again["headroom"], tab["headroom"])
+    m = evidence.headroom_measure(cfg, cfg.sources[0], seeds=(0,), progress=False)
+    assert m.summary()["mean"] == pytest.approx(tab["headroom"].iloc[0])

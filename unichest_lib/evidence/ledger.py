@@ -90,15 +90,9 @@ def measure(cfg: Config, keys: Sequence[str] | None = None, *, full: bool | None
         file = _cache_file(cfg, key, seeds)
         res = None
         if key in WORLD_ONLY and cfg.data != "embedded":
-            nan = float("nan")
-            res = dict(mean=nan, lo=nan, hi=nan, mde=nan, n_seeds=len(seeds), per_seed=[],
-                       n_test="", flagged="", verdict=NOT_RUN,
-                       detail="turns a dial of the embedded world; real data has none")
+            res = _not_run(seeds, "turns a dial of the embedded world; real data has none")
         elif not full and key in EXPENSIVE and not file.is_file():
-            nan = float("nan")
-            res = dict(mean=nan, lo=nan, hi=nan, mde=nan, n_seeds=len(seeds), per_seed=[],
-                       n_test="", flagged="", verdict=NOT_RUN,
-                       detail=f"needs extra runs per seed; {HOW_TO_RUN}")
+            res = _not_run(seeds, f"needs extra runs per seed; {HOW_TO_RUN}")
         elif file.is_file():
             try:
                 res = json.loads(file.read_text())
@@ -112,6 +106,13 @@ def measure(cfg: Config, keys: Sequence[str] | None = None, *, full: bool | None
                              "mean", "lo", "hi", "mde", "n_seeds", "per_seed", "n_test",
                              "flagged", "verdict", "detail", "grid", "per_level")}))
     return pd.DataFrame(rows)
+
+
+def _not_run(seeds, detail: str) -> dict:
+    """The ledger row of a claim this build does not measure, saying why."""
+    nan = float("nan")
+    return dict(mean=nan, lo=nan, hi=nan, mde=nan, n_seeds=len(seeds), per_seed=[], n_test="",
+                flagged="", verdict=NOT_RUN, detail=detail)
 
 
 def _json_default(o):

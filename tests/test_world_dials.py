@@ -87,6 +87,48 @@ def test_report_mined_sources_miss_subtle_findings_radiologist_labels_do_not(tmp
     assert (mix.acquisition, mix.label_prior, mix.label_meaning) == (0.5, 0.5, 1.0)
 
 
+def test_report_labellers_define_lung_opacity_and_infiltration_broadly_at_dial_one(tmp_path):
+    """The same consolidation is "lung opacity" to CheXpert and MIMIC, "infiltration" to
+    ChestX-ray14 and neither to VinDr at label meaning 1; at 0 every source reads the class
+    narrowly. The images (true findings) are the same at both levels."""
+    cfg = C.resolve("smoke", n_per_source=6000, n_valid=0, n_test=0, cache_dir=str(tmp_path))
+    on, off = World(cfg), World(cfg.replace(dials=("label_meaning=0",)))
+    j = {c: P.FINDINGS.index(c) for c in ("lung opacity", "infiltration", "consolidation")}
+
+    def called(world, source, cls):  # P(cls recorded | consolidation present, cls absent)
+        p = world.population(source)
+        only = p.truth[:, j["consolidation"]] & ~p.truth[:, j[cls]]
+        return np.mean(p.state[only, j[cls]] == 1)
+
+    for s, cls in (("chexpert", "lung opacity"), ("mimic", "lung opacity"),
+                   ("chestxray14", "infiltration")):
+        np.testing.assert_array_equal(on.population(s).truth, off.population(s).truth)
+        assert called(on, s, cls) > 0.8 and called(off, s, cls) < 0.05, s
+    assert called(on, "vindr", "lung opacity") < 0.05
+    assert called(on, "vindr", "infiltration") < 0.05
+    assert called(on, "chestxray14", "lung opacity") < 0.05  # not a broad class there
+
+
+def test_narrow_prior_keeps_the_share_of_images_that_show_the_broad_class_at_the_real_rate():
+    """Monte Carlo through draw_findings' copula against narrow_prior's integral."""
+    prior = np.full(len(P.FINDINGS), 0.02, np.float32)
+    prior[P.FINDINGS.index("lung opacity")] = 0.49
+    kids = S.BROAD_DEFINITIONS["chexpert"]["lung opacity"]
+    for k, v in zip(kids, (0.16, 0.07, 0.26, 0.02, 0.04)):
+        prior[P.FINDINGS.index(k)] = v
+    narrow = P.narrow_prior(prior, S.BROAD_DEFINITIONS["chexpert"], 1.0)
+    assert 0.005 < narrow[P.FINDINGS.index("lung opacity")] < 0.49
+    np.testing.assert_array_equal(np.delete(narrow, P.FINDINGS.index("lung opacity")),
+                                  np.delete(prior, P.FINDINGS.index("lung opacity")))
+    rng = np.random.default_rng(0)
+    patient = P.draw_patients(rng, 200_000, 1.0)
+    truth = P.draw_findings(rng, patient, narrow)
+    cols = [P.FINDINGS.index(c) for c in ("lung opacity", *kids)]
+    assert truth[:, cols].any(axis=1).mean() == pytest.approx(0.49, abs=0.006)
+    np.testing.assert_array_equal(P.narrow_prior(prior, S.BROAD_DEFINITIONS["chexpert"], 0.0),
+                                  prior)
+
+
 @pytest.mark.parametrize("bad, words", [
     (("label_meaning=1.5",), "label_meaning = 1.5 must lie in [0, 1]"),
     (("meaning=0",), "NAME one of acquisition"),

@@ -232,6 +232,41 @@ def label_by_visibility(cfg: Config, sources: Sequence[str] | None = None, *,
     return pd.DataFrame(rows)
 
 
+def label_definitions(cfg: Config, sources: Sequence[str] | None = None, *,
+                      levels: Sequence[float] = (0.0, 1.0)) -> pd.DataFrame:
+    """The label-meaning dial's class definitions made visible: for each class some labeller
+    defines broadly (:data:`unichest_lib.data.world.sources.BROAD_DEFINITIONS`) and each
+    finding it may cover, the share of images that show that finding *without* the class's
+    own finding and are still labelled with the class, per source that labels the class and
+    per ``label_meaning`` level. Tidy: class, covers, source, label_meaning, labelled, images.
+    Needs no pixels (population only)."""
+    from ..config import set_dial
+    from ..data.labels import embedded_label_space
+    from ..data.world import world_of
+    from ..data.world.population import FINDINGS
+    from ..data.world.sources import BROAD_DEFINITIONS
+
+    if cfg.data != "embedded":
+        raise ValueError("label_definitions reads the embedded world's true findings; "
+                         f"data = {cfg.data!r} has none")
+    pairs = sorted({(c, m) for d in BROAD_DEFINITIONS.values() for c, ms in d.items()
+                    for m in ms})
+    rows = []
+    for lvl in levels:
+        world = world_of(set_dial(cfg, "label_meaning", lvl))
+        for s in (cfg.sources if sources is None else sources):
+            p = world.population(s)
+            for c, m in pairs:
+                if c not in embedded_label_space(s):
+                    continue
+                sel = p.truth[:, FINDINGS.index(m)] & ~p.truth[:, FINDINGS.index(c)]
+                n = int(sel.sum())
+                rows.append({"class": c, "covers": m, "source": s, "label_meaning": float(lvl),
+                             "labelled": float((p.state[sel, FINDINGS.index(c)] == 1).mean())
+                             if n else np.nan, "images": n})
+    return pd.DataFrame(rows)
+
+
 def real_prevalence(cache_dir: str | None = None) -> pd.DataFrame:
     """Class prevalence of each real dataset whose label metadata torchxrayvision ships
     (paper Fig. 1, left): a tidy DataFrame (source, class, prevalence), classes canonical."""
@@ -263,5 +298,6 @@ def dataset_prevalence(dataset) -> pd.DataFrame:
 
 
 __all__ = ["FEATURE_KINDS", "MAP_METHODS", "balanced_indices", "dataset_prevalence", "embed_2d",
-           "heterogeneity_sweep", "label_by_visibility", "random_encoder", "real_prevalence",
+           "heterogeneity_sweep", "label_by_visibility", "label_definitions", "random_encoder",
+           "real_prevalence",
            "representations", "separability"]

@@ -86,7 +86,7 @@ CLAIMS: tuple[Claim, ...] = (
           "not testable on real data (the paper's motivation, Section I)"),
     Claim("meaning_headroom", "05",
           "Source-dependent label meaning gives experts something to find",
-          "headroom (per-source oracle heads - one shared head, on the frozen Conquer "
+          "headroom (a head told the source - one shared head, on the frozen Conquer "
           "encoder, mean in-domain aAUC) at label meaning 1 minus the same at 0",
           "not testable on real data (issue #14: P(label | image) differs by source)"),
 )

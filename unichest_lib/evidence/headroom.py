@@ -31,7 +31,7 @@ from .measures import (_WORLD_FIELDS, MIN_POS, N_BOOT, Measure, Scored, class_au
 from .variants import SEEDS, checkpoint, variant_config
 
 #: Bump when the heads' training changes (old cached predictions are then recomputed).
-VERSION = "headroom/1"
+VERSION = "headroom/2"
 
 
 def _file(cfg: Config, sha: str) -> pathlib.Path:
@@ -109,7 +109,7 @@ def headroom_measure(cfg: Config, sources: str | Sequence[str], seeds=None, *, n
             reps[i] += (mo[1:] - ms[1:]) / len(sources)
             levels["shared"][i] += ms[0] / len(sources)
             levels["oracle"][i] += mo[0] / len(sources)
-    return Measure(points, reps, dict(what="oracle heads - shared head", sources=sources,
+    return Measure(points, reps, dict(what="oracle (told the source) - shared head", sources=sources,
                                       split="test", seeds=list(seeds), n_boot=n_boot, **levels))
 
 

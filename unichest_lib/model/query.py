@@ -151,11 +151,12 @@ class QueryNetworks(nn.Module):
 
     def forward(self, queries: torch.Tensor, patches: torch.Tensor, pos: torch.Tensor,
                 *, need_weights: bool = False):
-        """queries (c, d), patches (B, N, d), pos (N, d) ->
+        """queries (c, d) or one set per image (B, c, d), patches (B, N, d), pos (N, d) ->
         scores (B, E, c) and, with ``need_weights``, cross-attention (B, E, c, N) averaged
         over heads and layers."""
         b = patches.shape[0]
-        t = queries.to(patches.dtype).expand(self.n, b, *queries.shape)
+        q = queries.to(patches.dtype)
+        t = q.expand(self.n, *q.shape) if q.ndim == 3 else q.expand(self.n, b, *q.shape)
         keys = patches + pos.to(patches.dtype)
         total = None
         for layer in self.layers:

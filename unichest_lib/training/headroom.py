@@ -1,31 +1,36 @@
-"""Specialisation headroom: what perfect source routing to separate heads wins on a Conquer encoder.
+"""Specialisation headroom: what knowing each image's source is worth on a Conquer encoder.
 
 On the frozen patches of a trained Conquer checkpoint (the same stored features Divide trains
-on, :mod:`.features`) two kinds of query-network heads are trained and compared:
+on, :mod:`.features`) two heads are trained and compared:
 
 * the **shared** head: one query network trained on the rows of every source;
-* the **oracle**: one query network per source, each trained on its own source's rows only and
-  used on that source's test split (the source is known: routing is perfect).
+* the **oracle** (``oracle="conditioned"``, the default): the same query network, told each
+  image's source: its class queries are shifted by a learned offset per (source, class),
+  zero at the start, so it starts as the shared head and can learn a different reading of
+  every class for every source (routing is perfect: the source is given, not inferred).
 
-Every head has the architecture of the model's query network, starts from the Conquer
-checkpoint's QN¹ (as Divide's QN¹ does; Divide's *experts* start at random) and is trained
-with Divide's multi-label loss on observed classes (``cfg.multilabel_loss``: ASL as
-configured), without L_SCL or a gate, with AdamW and Divide's warm-up + cosine schedule, for
-``cfg.divide_epochs`` epochs of ``cfg.batch_size`` rows. The oracle's gain over the shared head
-is what perfect routing to source-specific heads wins on this encoder: the headroom a mixture
-of experts routed by source aims at. It is not a strict bound: each oracle head learns from
-its own source's rows only (where sources agree, the headroom can be negative), while a
-mixture that keeps a shared network (Divide's λ·QN¹) keeps the shared head's data.
+Both start from the Conquer checkpoint's QN¹ (as Divide's QN¹ does) and are trained with
+Divide's multi-label loss on observed classes (``cfg.multilabel_loss``), without L_SCL or a
+gate, with AdamW and Divide's warm-up + cosine schedule, for ``cfg.divide_epochs`` epochs of
+``cfg.batch_size`` rows, on **the same batches in the same order with the same dropout
+draws**: the only difference is the source offsets. The oracle's gain over the shared head is
+what perfect knowledge of the source wins on this encoder: the headroom that a mixture of
+experts routed by source aims at.
+
+``oracle="separate"`` is the first design (issue #14 as written): one head per source, each
+trained only on its own source's rows. It is handicapped by data: each head sees a quarter of
+the rows, which on a world with an ideal encoder costs about 0.03 AUC and hides a real
+source-specific effect (``tests/test_headroom.py`` shows both). Its plan
+(:func:`batch_plan`) keeps every source's rows and the total number of steps equal to the
+shared head's.
 
 **Same steps, same data** (:func:`batch_plan`): in every epoch each source's training rows are
 shuffled and the first ``floor(n_s / B) * B`` kept (the rest dropped, as ``drop_last`` does);
-the oracle head of source s takes one step per batch of B of them, and the shared head takes
-one step per batch of B of the *union* of the kept rows, reshuffled (mixed batches, as
-Divide's). So in every epoch the shared head and the oracle heads together see exactly the same
-rows, in batches of the same size, in exactly as many optimiser steps (``sum_s floor(n_s/B)``
-per epoch, up to ``n_sources - 1`` fewer than Divide's ``floor(N/B)``);
-``cfg.max_steps_per_epoch`` is not applied. Heads are scored after their last step (no checkpoint
-selection). Everything is seeded by ``cfg.seed``.
+the shared head (and the conditioned oracle) take one step per batch of B of the *union* of
+the kept rows, reshuffled (mixed batches, as Divide's); a separate oracle head of source s
+takes one step per batch of B of its own. ``cfg.max_steps_per_epoch`` is not applied. Heads
+are scored after their last step (no checkpoint selection). Everything is seeded by
+``cfg.seed``.
 
 Introduced in ``notebooks/03_divide.ipynb`` (the question Divide answers); measured with
 intervals by :mod:`unichest_lib.evidence.headroom`.
@@ -48,10 +53,43 @@ from .distributed import resolve_device
 from .optim import make_scheduler
 
 
+#: The oracle designs of :func:`fit_heads` (module docstring).
+ORACLES = ("conditioned", "separate")
+
+
+class SourceConditioned(torch.nn.Module):
+    """A query network told each image's source: the class queries (c, d) of an image of
+    source s become ``queries + offset[s]``, with ``offset`` (n_sources, c, d) learned and
+    zero at the start."""
+
+    def __init__(self, head: torch.nn.Module, n_sources: int, n_classes: int, dim: int):
+        super().__init__()
+        self.head = head
+        self.offset = torch.nn.Parameter(torch.zeros(n_sources, n_classes, dim))
+
+    def forward(self, queries, patches, pos, sources):
+        return self.head(queries + self.offset[sources], patches, pos)
+
+
+class _OneSource(torch.nn.Module):
+    """A :class:`SourceConditioned` head fixed to one source: called like a query network."""
+
+    def __init__(self, conditioned: SourceConditioned, source: int):
+        super().__init__()
+        self.conditioned, self.source = conditioned, int(source)
+
+    def forward(self, queries, patches, pos):
+        src = torch.full((patches.shape[0],), self.source, dtype=torch.long,
+                         device=patches.device)
+        return self.conditioned(queries, patches, pos, src)
+
+
 @dataclasses.dataclass
 class Heads:
-    """The trained heads: ``shared`` and one ``oracle`` head per source index, and the number
-    of optimiser steps each took (``steps["shared"]``, ``steps[source index]``)."""
+    """The trained heads: ``shared`` and an ``oracle`` head per source index (for the
+    conditioned oracle, the one conditioned head fixed to that source), and the number of
+    optimiser steps each took (``steps["shared"]``, ``steps["oracle"]`` or, for separate
+    heads, ``steps[source index]``)."""
 
     shared: torch.nn.Module
     oracle: dict[int, torch.nn.Module]
@@ -98,9 +136,10 @@ def batch_plan(source_ids, batch_size: int, epochs: int, seed: int
 
 def train_head(head: torch.nn.Module, queries: torch.Tensor, patches: torch.Tensor,
                pos: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, plan: torch.Tensor,
-               cfg: Config, seed: int) -> int:
-    """Train ``head`` (a one-network QueryNetworks) for one step per row of ``plan`` on the
-    stored ``patches`` (all on ``head``'s device); returns the number of optimiser steps."""
+               cfg: Config, seed: int, sources: torch.Tensor | None = None) -> int:
+    """Train ``head`` (a one-network QueryNetworks, or a :class:`SourceConditioned` one given
+    the rows' ``sources``) for one step per row of ``plan`` on the stored ``patches`` (all on
+    ``head``'s device); returns the number of optimiser steps."""
     device = patches.device
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = make_scheduler(opt, cfg, len(plan))
@@ -109,7 +148,9 @@ def train_head(head: torch.nn.Module, queries: torch.Tensor, patches: torch.Tens
         torch.manual_seed(seed)
         for idx in plan.to(device):
             with hardware.autocast(cfg.amp, device):
-                scores, _ = head(queries, patches.index_select(0, idx), pos)
+                x = patches.index_select(0, idx)
+                scores, _ = (head(queries, x, pos) if sources is None
+                             else head(queries, x, pos, sources[idx]))
             loss = losses.multilabel_loss(scores[:, 0], {"labels": labels[idx],
                                                          "mask": mask[idx]}, cfg)
             opt.zero_grad(set_to_none=True)
@@ -120,14 +161,19 @@ def train_head(head: torch.nn.Module, queries: torch.Tensor, patches: torch.Tens
 
 
 def fit_heads(qn1: torch.nn.Module, queries: torch.Tensor, feats: features.FrozenFeatures,
-              labels, mask, source_ids, cfg: Config, device="cpu") -> Heads:
-    """The shared head and the oracle heads, each a copy of ``qn1`` trained on the stored
-    patches ``feats`` with the rows' ``labels``/``mask`` (n, c) of ``queries`` (c, d)."""
+              labels, mask, source_ids, cfg: Config, device="cpu", *,
+              oracle: str = "conditioned") -> Heads:
+    """The shared head and the oracle (``oracle``: one of :data:`ORACLES`), each starting as
+    a copy of ``qn1``, trained on the stored patches ``feats`` with the rows' ``labels``/
+    ``mask`` (n, c) of ``queries`` (c, d) and their ``source_ids`` (n,)."""
+    if oracle not in ORACLES:
+        raise ValueError(f"oracle = {oracle!r}; choose one of {ORACLES}")
     device = torch.device(device)
     patches = feats.patches.to(device)
     pos = sincos_2d(*feats.grid, patches.shape[-1], device=device)
     y = torch.as_tensor(np.nan_to_num(np.asarray(labels, dtype=np.float32)), device=device)
     m = torch.as_tensor(np.asarray(mask, dtype=bool), device=device)
+    src = torch.as_tensor(np.asarray(source_ids), dtype=torch.long, device=device)
     q = queries.detach().to(device)
     shared_plan, oracle_plan = batch_plan(source_ids, cfg.batch_size, cfg.divide_epochs,
                                           cfg.seed)
@@ -139,12 +185,19 @@ def fit_heads(qn1: torch.nn.Module, queries: torch.Tensor, feats: features.Froze
 
     shared = fresh()
     steps = {"shared": train_head(shared, q, patches, pos, y, m, shared_plan, cfg, cfg.seed)}
-    oracle = {}
-    for s, plan in oracle_plan.items():  # one head per source (a loop over heads, not rows)
-        oracle[s] = fresh()
-        steps[s] = train_head(oracle[s], q, patches, pos, y, m, plan, cfg,
-                              cfg.seed * 1_000_003 + 7919 * (s + 1))
-    return Heads(shared, oracle, steps)
+    heads = {}
+    if oracle == "conditioned":  # same batches, same order, same dropout draws as shared
+        n_src = int(src.max()) + 1 if len(src) else 0
+        cond = SourceConditioned(fresh(), n_src, *q.shape).to(device)
+        steps["oracle"] = train_head(cond, q, patches, pos, y, m, shared_plan, cfg, cfg.seed,
+                                     sources=src)
+        heads = {s: _OneSource(cond, s) for s in oracle_plan}
+    else:
+        for s, plan in oracle_plan.items():  # one head per source (a loop over heads)
+            heads[s] = fresh()
+            steps[s] = train_head(heads[s], q, patches, pos, y, m, plan, cfg,
+                                  cfg.seed * 1_000_003 + 7919 * (s + 1))
+    return Heads(shared, heads, steps)
 
 
 @torch.no_grad()
@@ -223,5 +276,5 @@ def headroom_predictions(cfg: Config, conquer_checkpoint, *, split: str = "test"
     return source_headroom(model, cfg, train_set, stored(train_set), tests)[0]
 
 
-__all__ = ["Heads", "SourceHeadroom", "batch_plan", "fit_heads", "headroom_predictions",
-           "predict_head", "source_headroom", "train_head"]
+__all__ = ["ORACLES", "Heads", "SourceConditioned", "SourceHeadroom", "batch_plan", "fit_heads",
+           "headroom_predictions", "predict_head", "source_headroom", "train_head"]

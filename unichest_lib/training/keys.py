@@ -43,7 +43,7 @@ ADDED_FIELDS: dict[str, object] = {"gate_input": "mean", "dials": []}  # lists: 
 #: Version 1 is left out of the keys (so the keys pinned in ``tests/test_legacy.py`` are still
 #: what version-1 code computed); a later version names new artifacts, so a run trained on an
 #: older world is never served for the current one. Real data is not versioned here.
-WORLD_VERSION = 2
+WORLD_VERSION = 3
 #: Fields that change where or how fast things run, or which evaluation is done, but not
 #: the trained weights (``num_workers`` is safe because augmentation runs in the trainer).
 #: ``nan_policy`` was such a field until it was removed; it was never hashed.

@@ -87,11 +87,19 @@ class World:
         return priors.real_statistics(self.cfg.cache_dir)
 
     def prior(self, source: str) -> np.ndarray:
-        """Prevalence (F,) of each of :data:`FINDINGS` in ``source`` at this heterogeneity:
-        ``(1 - h) * pooled + h * source`` (label-prior dial)."""
+        """Prevalence (F,) of each true finding of :data:`FINDINGS` in ``source`` at this
+        heterogeneity: ``(1 - h) * pooled + h * source`` (label-prior dial). A class that a
+        source's labeller defines broadly (:data:`.sources.BROAD_DEFINITIONS`) is first
+        narrowed to the finding behind it (:func:`.population.narrow_prior`, at the source's
+        full definition share), so the images do not change with the label-meaning dial: that
+        dial changes only how they are labelled."""
         stats = self.real_statistics
         per_source = priors.source_priors(stats)
-        real = {s: {c: per_source[s][c] for c in FINDINGS} for s in per_source}
+        real = {}
+        for s in per_source:
+            p = np.array([per_source[s][c] for c in FINDINGS])
+            p = popm.narrow_prior(p, S.BROAD_DEFINITIONS.get(s, {}), S.SPECS[s].meaning.broad)
+            real[s] = dict(zip(FINDINGS, p.tolist()))
         pooled = priors.pooled_prior(real)
         h = self.dials.label_prior
         return np.array([(1 - h) * pooled[c] + h * real[source][c] for c in FINDINGS])
@@ -118,6 +126,8 @@ class World:
         side, u, v, jitter, kind = popm.draw_layout(self._rng(source, 5), n, spec.appearance.p_right)
         state = popm.record_labels(self._rng(source, 4), truth, spec.noise, unc_rate, prior,
                                    subtle=spec.meaning.subtle, visible=popm.conspicuity(jitter))
+        state = popm.broaden(self._rng(source, 6), truth, state, S.BROAD_DEFINITIONS.get(source, {}),
+                             spec.meaning.broad)
         names = np.array([f"{source}-p{p:06d}" for p in patient], dtype=object)
         return Population(names, split, truth, state, side, u, v, jitter, kind)
 

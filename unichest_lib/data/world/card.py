@@ -205,6 +205,11 @@ def _noise_words(spec: S.SourceSpec) -> str:
     elif n.false_negative:
         parts.append("label meaning: misses at random, whatever the finding's visibility "
                      "(labels read from the image)")
+    broad = S.BROAD_DEFINITIONS.get(spec.name, {})
+    if broad and spec.meaning.broad:
+        share = "" if spec.meaning.broad >= 1 else f" on {spec.meaning.broad:.0%} of images"
+        parts.append("broad class definitions" + share + ": " + "; ".join(
+            f"'{c}' also covers {', '.join(m)}" for c, m in broad.items()))
     return "; ".join(parts) if parts else "clean labels"
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtri
+from scipy.special import ndtr, ndtri
 
 from .. import labels as L
 from .phantom import F32
@@ -143,6 +143,63 @@ def record_labels(rng: np.random.Generator, truth: np.ndarray, noise, uncertain_
     p_neg = noise.uncertain * uncertain_rate
     unc = np.where(truth, r[..., 1] < p_pos, r[..., 2] < p_neg)
     state[unc] = np.nan
+    return state
+
+
+def _none_present(p: np.ndarray, rho: float, nodes: int = 64) -> float:
+    """P(none of the findings with prevalences ``p`` is present) under :func:`draw_findings`'
+    copula, whose findings of one image are equicorrelated with ``rho`` (= W_SEVERITY): a
+    one-dimensional integral over the shared severity (Gauss-Hermite, ``nodes`` points)."""
+    x, w = np.polynomial.hermite_e.hermegauss(nodes)
+    t = ndtri(1 - np.asarray(p, dtype=np.float64))
+    inner = ndtr((t[None, :] - np.sqrt(rho) * x[:, None]) / np.sqrt(1 - rho))
+    return float(np.sum(w * np.prod(inner, axis=1)) / np.sqrt(2 * np.pi))
+
+
+def narrow_prior(prior: np.ndarray, definitions: dict, share: float,
+                 floor: float = 0.005) -> np.ndarray:
+    """Prevalences (F,) of the true findings behind labels with broad definitions.
+
+    A source whose labeller files the findings ``definitions[c]`` under class ``c`` as well
+    (on a ``share`` of its images, :func:`broaden`) reports ``c`` at its real rate ``p``. The
+    narrow finding ``c`` is drawn at the prevalence ``p_n`` that solves
+    ``(1 - share) * p_n + share * P(c or any covered finding present) = p`` under the copula
+    of :func:`draw_findings` (not below ``floor``), so the share of images that *show*
+    something the labeller calls ``c`` stays the real rate."""
+    out = np.array(prior, dtype=np.float64)
+    rho = W_SEVERITY
+    for c, members in definitions.items():
+        j, kids = FINDINGS.index(c), [prior[FINDINGS.index(m)] for m in members]
+
+        def shown(pn):
+            return (1 - share) * pn + share * (1 - _none_present([pn, *kids], rho))
+
+        lo, hi = floor, float(prior[j])
+        if share <= 0 or hi <= lo or shown(lo) >= hi:
+            out[j] = hi if share <= 0 else min(lo, hi)
+            continue
+        for _ in range(50):  # shown() increases with pn: bisection
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if shown(mid) < prior[j] else (lo, mid)
+        out[j] = (lo + hi) / 2
+    return out.astype(F32)
+
+
+def broaden(rng: np.random.Generator, truth: np.ndarray, state: np.ndarray,
+            definitions: dict, share: float) -> np.ndarray:
+    """Recorded labels (n, F) under a labeller's broad class definitions: on a ``share`` of
+    the images, class ``c`` is also recorded positive when a finding of ``definitions[c]`` is
+    present and was not missed (recorded positive or uncertain: "opacity, possibly
+    consolidation" is still an opacity), as CheXpert's "lung opacity" covers a consolidation
+    (:data:`.sources.BROAD_DEFINITIONS`). ``share = 0`` returns ``state`` unchanged."""
+    if share <= 0 or not definitions:
+        return state
+    state = state.copy()
+    by_image = rng.random(len(state)) < share
+    for c, members in definitions.items():
+        cols = [FINDINGS.index(m) for m in members]
+        child = (truth[:, cols] & (state[:, cols] != 0)).any(axis=1)
+        state[by_image & child, FINDINGS.index(c)] = 1
     return state
 
 

@@ -210,6 +210,9 @@ def test_class_replicates_against_a_loop():
             assert reps[k, b] == pytest.approx(ref, nan_ok=True)
     assert points[3] == pytest.approx(points[:3].mean())
     assert reps[3, 0] == pytest.approx(np.nanmean(reps[:3, 0]))
+    p2, r2 = GM.class_replicates(vals, cls, ["a", "b", "c"], w, kept=[True, False, True])
+    assert p2[3] == pytest.approx((points[0] + points[2]) / 2)  # "b" flagged: not in the macro
+    assert r2[3, 0] == pytest.approx(reps[0, 0]) and np.isnan(r2[2, 0])
 
 
 # ---- end to end at smoke -----------------------------------------------------------------------
@@ -227,7 +230,13 @@ def test_table_runs_end_to_end_at_smoke_and_differences_are_paired():
                 s.loc["UniChest", "mean"] - s.loc[b, "mean"])
     scores = t[t["kind"] == "score"]
     assert scores["mean"].between(0, 1).all()
-    assert (scores["lo"] <= scores["mean"] + 1e-12).all() and (scores["mean"] <= scores["hi"] + 1e-12).all()
+    ok = t[~t["flagged"]]
+    assert ok["lo"].notna().all() and t.loc[t["flagged"], "lo"].isna().all()
+    assert (ok["lo"] <= ok["mean"] + 1e-12).all() and (ok["mean"] <= ok["hi"] + 1e-12).all()
+    flagged = set(t.loc[t["flagged"], "class"])
+    assert all(n < 2 for n in t.loc[t["flagged"], "n"])  # MIN_POS at smoke
+    lesions = t[(t["metric"] == "Dice") & (t["method"] == "UniChest")].set_index("class")["n"]
+    assert lesions["macro"] == lesions.drop(["macro", *flagged]).sum()
     macro = t[(t["class"] == "macro")].set_index(["metric", "method"])
     assert macro.loc[("Dice", "random peak"), "threshold"] == "0.00"
     assert macro.loc[("Dice", "UniChest"), "n_seeds"] == 2

@@ -17,8 +17,10 @@ Scores, per (image, class) with a non-empty ground-truth region:
 - **pointing game**: hit when the pixel of maximum heat lies inside the ground-truth mask;
   on ties (a plateau), the tied pixel nearest the plateau's centroid (:func:`peak`);
 - **IoU / Dice at the best threshold**: the heatmap is binarised at thresholds 0, 0.01, ..., 1
-  (MedKLIP's search), the threshold maximising the mean Dice over all instances is kept and
-  mean IoU and Dice are reported at that one threshold.
+  (MedKLIP's search) and mean IoU and Dice are reported at one threshold. MedKLIP keeps the
+  threshold that maximises the mean Dice of the instances it scores; here it is chosen on the
+  validation split and applied to the test split (:func:`grounding_table`), so a test score
+  is not tuned on the test lesions.
 
 :func:`grounding_table` scores a model on a grounding source (one row per class and score,
 the layout of :mod:`.classification`), :func:`grounding_instances` lists every lesion with its
@@ -137,11 +139,11 @@ def pointing_game(heatmaps: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return gt.bool()[torch.arange(len(gt)), yx[:, 0], yx[:, 1]]
 
 
-def iou_dice_curve(heatmaps: torch.Tensor, gt: torch.Tensor,
-                   thresholds: np.ndarray = THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
-    """Mean IoU and mean Dice over the N instances at each threshold (pixel on: heat >= t).
+def iou_dice_instances(heatmaps: torch.Tensor, gt: torch.Tensor,
+                       thresholds: np.ndarray = THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
+    """IoU and Dice of each of the N instances at each threshold (pixel on: heat >= t).
 
-    Returns two arrays of ``len(thresholds)``.
+    Returns two (N, len(thresholds)) arrays; an empty prediction and an empty mask score 0.
     """
     if heatmaps.shape != gt.shape:
         raise ValueError(f"heatmaps {tuple(heatmaps.shape)} and ground truth {tuple(gt.shape)} "
@@ -155,21 +157,44 @@ def iou_dice_curve(heatmaps: torch.Tensor, gt: torch.Tensor,
         inter = (pred & g).sum(1).float()
         p_area = pred.sum(1).float()
         union = p_area + g_area - inter
-        ious.append((inter / union.clamp_min(1)).mean().item())
-        dices.append((2 * inter / (p_area + g_area).clamp_min(1)).mean().item())
-    return np.array(ious), np.array(dices)
+        ious.append((inter / union.clamp_min(1)).numpy())
+        dices.append((2 * inter / (p_area + g_area).clamp_min(1)).numpy())
+    shape = (len(h), len(thresholds))
+    return (np.stack(ious, 1).reshape(shape).astype(np.float64),
+            np.stack(dices, 1).reshape(shape).astype(np.float64))
 
 
-def grounding_scores(heatmaps: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
-    """Pointing game accuracy, and mean IoU and Dice at the Dice-maximising threshold."""
+def iou_dice_curve(heatmaps: torch.Tensor, gt: torch.Tensor,
+                   thresholds: np.ndarray = THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
+    """Mean IoU and mean Dice over the N instances at each threshold (pixel on: heat >= t).
+
+    Returns two arrays of ``len(thresholds)``.
+    """
+    iou, dice = iou_dice_instances(heatmaps, gt, thresholds)
+    return iou.mean(0), dice.mean(0)
+
+
+def grounding_scores(heatmaps: torch.Tensor, gt: torch.Tensor,
+                     threshold: float | None = None) -> dict[str, float]:
+    """Pointing game accuracy, and mean IoU and Dice at ``threshold`` (one of
+    :data:`THRESHOLDS`). ``None`` takes the threshold that maximises the mean Dice *of these
+    instances*: use it on a validation split, and pass its result to score the test split."""
     if len(heatmaps) == 0:
         nan = float("nan")
         return dict(pointing_game=nan, IoU=nan, Dice=nan, threshold=nan, n=0)
     hits = pointing_game(heatmaps, gt)
     iou, dice = iou_dice_curve(heatmaps, gt)
-    best = int(np.argmax(dice))
+    best = int(np.argmax(dice)) if threshold is None else threshold_index(threshold)
     return dict(pointing_game=hits.float().mean().item(), IoU=float(iou[best]),
                 Dice=float(dice[best]), threshold=float(THRESHOLDS[best]), n=int(len(heatmaps)))
+
+
+def threshold_index(threshold: float) -> int:
+    """Index of ``threshold`` in :data:`THRESHOLDS` (a ValueError names the grid otherwise)."""
+    hit = np.flatnonzero(np.isclose(THRESHOLDS, float(threshold), atol=1e-9))
+    if not len(hit):
+        raise ValueError(f"threshold = {threshold!r} is not on the grid 0, 0.01, ..., 1")
+    return int(hit[0])
 
 
 # ---- Fig. 7, measured on a model ------------------------------------------------------------
@@ -188,12 +213,11 @@ def grounding_heatmaps(model, images: torch.Tensor, class_names: Sequence[str], 
     return heat[:, torch.as_tensor(cols, device=heat.device)].cpu()
 
 
-def grounding_table(model, cfg: Config, source: str = "chestxdet10", *, split: str = "test",
-                    gt: str = "mask", by: str = "name",
-                    model_name: str | None = None) -> pd.DataFrame:
-    """Pointing game, IoU and Dice of the heatmaps on every positive (image, class) of
-    ``source`` with a non-empty ground truth (``gt="mask"``: the lesion mask; ``"box"``:
-    its bounding box). Per class and a macro mean over classes with instances."""
+def lesions(model, cfg: Config, source: str, split: str, *, gt: str = "mask",
+            by: str = "name") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """Every positive (image, class) of ``source``'s ``split`` with a non-empty ground truth
+    (``gt="mask"``: the lesion mask; ``"box"``: its bounding box): the model's heatmaps
+    (N, H, W), the regions (N, H, W) bool, each lesion's class index (N,) and the classes."""
     if gt not in ("mask", "box"):
         raise ValueError(f"gt = {gt!r} is not valid; choose 'mask' or 'box'")
     ds = make_dataset(cfg, [source], split, with_masks=True)
@@ -210,16 +234,36 @@ def grounding_table(model, cfg: Config, source: str = "chestxdet10", *, split: s
         heats.append(heat[keep])
         truths.append(region[keep])
         cls_idx.append(keep.nonzero()[:, 1])
+    if not heats:
+        s = cfg.image_size
+        return (torch.zeros(0, s, s), torch.zeros(0, s, s, dtype=torch.bool),
+                torch.zeros(0, dtype=torch.long), tuple(ds.classes))
+    return torch.cat(heats), torch.cat(truths), torch.cat(cls_idx), tuple(ds.classes)
+
+
+def grounding_table(model, cfg: Config, source: str = "chestxdet10", *, split: str = "test",
+                    gt: str = "mask", by: str = "name", threshold_split: str = "valid",
+                    model_name: str | None = None) -> pd.DataFrame:
+    """Pointing game, IoU and Dice of the heatmaps on every lesion of ``source``'s ``split``
+    (:func:`lesions`), per class and a macro mean over classes with lesions.
+
+    IoU and Dice are taken at one threshold for all classes: the one that maximises the mean
+    Dice over every lesion of ``threshold_split`` (the validation split), never of the split
+    that is scored, so the score is not tuned on its own test data."""
+    if threshold_split == split:
+        raise ValueError(f"threshold_split = {threshold_split!r} is the scored split; choose "
+                         "the threshold on another split (the validation split: 'valid')")
+    v_heat, v_truth, _, _ = lesions(model, cfg, source, threshold_split, gt=gt, by=by)
+    if not len(v_heat):
+        raise ValueError(f"the {threshold_split!r} split of {source!r} has no lesion to choose "
+                         "the IoU / Dice threshold on; use a larger split (n_valid)")
+    threshold = grounding_scores(v_heat, v_truth)["threshold"]
+    heats, truths, cls_idx, classes = lesions(model, cfg, source, split, gt=gt, by=by)
     rows = []
     name = display_name(model, model_name)
-    if heats:
-        heats, truths, cls_idx = torch.cat(heats), torch.cat(truths), torch.cat(cls_idx)
-    for j, cname in enumerate(ds.classes):
-        sel = cls_idx == j if len(heats) else None
-        if sel is not None and sel.any():
-            s = grounding_scores(heats[sel], truths[sel])
-        else:
-            s = grounding_scores(torch.zeros(0, 1, 1), torch.zeros(0, 1, 1, dtype=torch.bool))
+    for j, cname in enumerate(classes):
+        sel = cls_idx == j
+        s = grounding_scores(heats[sel], truths[sel], threshold)
         for m in ("pointing_game", "IoU", "Dice", "threshold"):
             rows.append({"class": cname, "metric": m, "value": s[m], "n": s["n"],
                          "defined": s["n"] > 0})
@@ -261,4 +305,5 @@ def grounding_instances(model, cfg: Config, source: str = "chestxdet10", *, spli
 
 __all__ = ["THRESHOLDS", "boxes_to_masks", "combine_attention", "grounding_heatmaps",
            "grounding_instances", "grounding_scores", "grounding_table", "heatmaps_from_output",
-           "iou_dice_curve", "normalise", "peak", "pointing_game", "upsample"]
+           "iou_dice_curve", "iou_dice_instances", "lesions", "normalise", "peak",
+           "pointing_game", "threshold_index", "upsample"]

@@ -7,14 +7,16 @@ and :func:`history` are how a chapter gets a trained model, its checkpoint and i
 history; :mod:`.measures` scores them over seeds with paired patient bootstraps;
 :mod:`.claims` lists the paper's claims and measures each; :mod:`.ledger` is the claims
 ledger and its cache; :mod:`.headroom` measures what source-specific heads could win on the
-frozen Conquer encoder next to what Divide wins, and :mod:`.dials` does so per world dial. Everything below is re-exported here
-(``evidence.variant_table``, ...).
+frozen Conquer encoder next to what Divide wins, and :mod:`.dials` does so per world dial;
+:mod:`.grounding_measures` scores grounding against three baselines. Everything below is
+re-exported here (``evidence.variant_table``, ...).
 Introduced in ``notebooks/02_conquer.ipynb``; the ledger in ``notebooks/06_claims.ipynb``.
 """
 
 from .claims import (CLAIM_KEYS, CLAIMS, Claim, equivalence_verdict, gate_routing,
                      grounding_vs_random, measure_claim, source_gates, transfer_vs_random)
 from .dials import STUDY_DIALS, dial_cell, dial_study, dial_world
+from .grounding_measures import grounding_baseline_measures, grounding_baseline_table
 from .headroom import headroom_measure, headroom_scored, headroom_table
 from .ledger import (EXPENSIVE, FULL, FULL_ENV, HOW_TO_RUN, NOT_RUN, VERSION, WORLD_ONLY,
                      chapter_claims,
@@ -31,7 +33,8 @@ __all__ = ["ALPHA", "BACKBONES", "CLAIMS", "CLAIM_KEYS", "Claim", "EXPENSIVE", "
            "STUDY_DIALS", "VERSION", "Variant", "WORLD_ONLY", "chapter_claims", "dial_cell",
            "dial_study", "dial_world", "checkpoint", "class_auc_replicates",
            "equivalence_verdict", "fmt_interval", "full_ledger", "gate_routing", "grid_table",
-           "grounding_by_class", "grounding_vs_random", "has_classes", "headroom_measure",
+           "grounding_baseline_measures", "grounding_baseline_table", "grounding_by_class",
+           "grounding_vs_random", "has_classes", "headroom_measure",
            "headroom_scored", "headroom_table", "history",
            "in_domain_measure", "kept_columns", "ledger_table", "load", "macro_measure",
            "measure", "measure_claim", "metric_table", "patient_weights", "scored",

@@ -1,0 +1,159 @@
+"""UniChest's grounding against the three baselines of
+:mod:`unichest_lib.evaluation.grounding_baselines`, per class, over seeds and patients.
+
+For every seed of the profile, UniChest's heatmaps are scored on the test lesions of the
+grounding source: the pointing game, and Dice at the threshold chosen on the *validation*
+lesions (one per method and seed, :func:`~unichest_lib.evaluation.grounding_baselines.
+choose_threshold`). The baselines (random peak, lung centre, mean training mask) do not
+depend on the seed: each is one run (``n_seeds`` 1), its interval counts the test sampling
+only, and it is subtracted from every seed of UniChest alike. Every method, class and seed
+is resampled with **the same patient weights** (:func:`.measures.patient_weights`, one draw
+over all test lesions), so UniChest − baseline is a paired difference; intervals are
+:class:`.measures.Measure` summaries (:func:`unichest_lib.evaluation.stats.pooled_interval`:
+seeds and patients).
+
+Introduced in ``notebooks/04_evaluate.ipynb``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from ..config import Config
+from ..evaluation import metrics, stats
+from ..evaluation.grounding_baselines import (BASELINES, MODEL, at_threshold, choose_threshold,
+                                              fit_baselines, split_scores)
+from .measures import MIN_POS, N_BOOT, Measure, patient_weights
+from .variants import SEEDS, load, variant_config
+
+#: The two scores of the table, and the name of the model in it.
+METRICS = ("pointing game", "Dice")
+MODEL_NAME = "UniChest"
+COLUMNS = ("class", "metric", "method", "kind", "n", "n_train", "flagged", "mean", "lo", "hi",
+           "n_seeds", "per_seed", "threshold", "verdict")
+
+
+def class_replicates(values: np.ndarray, classes: np.ndarray, order, weights: np.ndarray,
+                     kept=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per class of ``order`` and their macro mean (last): the mean of ``values`` (N,) over
+    the lesions of that class (points, (k + 1,)), and the same under each row of patient
+    ``weights`` (B, N) (replicates, (k + 1, B); NaN where a resample has no such lesion). The
+    macro mean is over the classes with ``kept`` True (all by default); its replicate is the
+    mean over those a resample has."""
+    values = np.asarray(values, dtype=np.float64)
+    kept = np.ones(len(order), bool) if kept is None else np.asarray(kept, bool)
+    points = np.zeros(len(order) + 1)
+    reps = np.zeros((len(order) + 1, weights.shape[0]))
+    for k, cls in enumerate(order):
+        sel = classes == cls
+        points[k] = values[sel].mean()
+        tot = weights[:, sel].sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reps[k] = np.where(tot > 0, weights[:, sel] @ values[sel] / tot, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no kept class, or none in a resample
+        points[-1] = np.mean(points[:-1][kept]) if kept.any() else np.nan
+        reps[-1] = np.nanmean(reps[:-1][kept], axis=0) if kept.any() else np.nan
+    return points, reps
+
+
+def grounding_baseline_measures(cfg: Config, source: str = "chestxdet10", *, seeds=None,
+                                n_boot=None, progress: bool = True) -> tuple[dict, dict]:
+    """{(method, metric, class): :class:`.measures.Measure`} over the profile's seeds for
+    UniChest and each baseline, and what they were computed on (classes, lesions per class,
+    ``flagged`` classes, thresholds per method). A class with fewer than
+    :data:`.measures.MIN_POS` test lesions is flagged and left out of the ``"macro"`` mean
+    (as the AUC measures leave out classes with too few positives)."""
+    seeds = tuple(SEEDS[cfg.profile] if seeds is None else seeds)
+    n_boot = N_BOOT[cfg.profile] if n_boot is None else n_boot
+    base = fit_baselines(cfg, source)
+    valid, test = (split_scores(cfg, source, s, baselines=base) for s in ("valid", "test"))
+    lesions = test.lesions
+    if lesions.empty:
+        raise ValueError(f"the test split of {source!r} has no lesion mask to score grounding on")
+    order = [c for c in base.classes if (lesions["class"] == c).any()]
+    n = lesions["class"].value_counts()
+    kept = [int(n[c]) >= MIN_POS[cfg.profile] for c in order]
+    cls = lesions["class"].to_numpy()
+    w = patient_weights(lesions["patient"].to_numpy(), n_boot, f"ground/{source}")
+
+    def scored(valid_s, test_s):  # {metric: per-lesion test values}, validation threshold
+        th = choose_threshold(valid_s["dice"])
+        return {"pointing game": test_s["hit"], "Dice": at_threshold(test_s["dice"], th)}, th
+
+    runs = {name: [scored(valid.scores[name], test.scores[name])] for name in BASELINES}
+    runs[MODEL_NAME] = []
+    for seed in seeds:
+        c = variant_config(cfg, MODEL_NAME, seed)
+        model = load(cfg, MODEL_NAME, seed, progress=progress)
+        v, t = (split_scores(c, source, s, model=model) for s in ("valid", "test"))
+        if not t.lesions[["class", "row"]].equals(lesions[["class", "row"]]):
+            raise RuntimeError(f"seed {seed} sees other {source!r} test lesions than the "
+                               "baselines; the world must not depend on the training seed")
+        runs[MODEL_NAME].append(scored(v.scores[MODEL], t.scores[MODEL]))
+    out = {}
+    for name, per_seed in runs.items():
+        for metric in METRICS:
+            parts = [class_replicates(vals[metric], cls, order, w, kept) for vals, _ in per_seed]
+            points = np.stack([p for p, _ in parts])  # (n_seeds, k + 1)
+            reps = np.stack([r for _, r in parts])  # (n_seeds, k + 1, B)
+            for k, c in enumerate(order + [metrics.MACRO]):
+                out[name, metric, c] = Measure(points[:, k], reps[:, k], dict(
+                    what=f"{name} {metric}", class_=c, sources=[source], seeds=list(seeds)))
+    info = dict(classes=order, flagged=[c for c, k in zip(order, kept) if not k],
+                n={**{c: int(n[c]) for c in order},
+                   metrics.MACRO: int(sum(n[c] for c, k in zip(order, kept) if k))},
+                n_train={**{c: int(v) for c, v in zip(base.classes, base.n_train)},
+                         metrics.MACRO: int(base.n_train.sum())},
+                thresholds={name: [th for _, th in per_seed] for name, per_seed in runs.items()},
+                centres=base.centres, seeds=list(seeds), n_boot=n_boot, source=source)
+    return out, info
+
+
+def grounding_baseline_table(cfg: Config, source: str = "chestxdet10", *, seeds=None,
+                             n_boot=None, progress: bool = True) -> pd.DataFrame:
+    """Pointing game and Dice per class (and their macro mean) of UniChest and each baseline
+    (``kind == "score"``), and UniChest − baseline (``kind == "difference"``, paired, with the
+    verdict of "UniChest is better"): mean over seeds, 95 % interval over seeds and patients
+    (:meth:`.measures.Measure.summary`, a normal interval, clipped to the score's range:
+    [0, 1], or [-1, 1] for a difference), the lesions scored (``n``), the training masks
+    behind the mean mask (``n_train``) and each seed's Dice threshold chosen on validation.
+    A ``flagged`` class (too few test lesions) has its mean but no interval and no macro
+    share."""
+    ms, info = grounding_baseline_measures(cfg, source, seeds=seeds, n_boot=n_boot,
+                                           progress=progress)
+    rows = []
+    fmt = lambda v: ", ".join(f"{x:.2f}" for x in v)  # noqa: E731
+    for cls in info["classes"] + [metrics.MACRO]:
+        for metric in METRICS:
+            model = ms[MODEL_NAME, metric, cls]
+            for name in (MODEL_NAME,) + BASELINES:
+                m = ms[name, metric, cls]
+                rows.append(_row(m, cls, metric, name, "score", info,
+                                 fmt(info["thresholds"][name]) if metric == "Dice" else ""))
+            for name in BASELINES:
+                rows.append(_row(model - ms[name, metric, cls], cls, metric,
+                                 f"{MODEL_NAME} − {name}", "difference", info, ""))
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _row(m: Measure, cls: str, metric: str, method: str, kind: str, info: dict,
+         threshold: str) -> dict:
+    s = m.summary()
+    flagged = cls in info["flagged"]
+    if flagged:  # too few lesions for a bootstrap to mean anything: no interval, no verdict
+        s.update(lo=np.nan, hi=np.nan, verdict=stats.verdict(np.nan, np.nan))
+    low = 0.0 if kind == "score" else -1.0  # a normal interval may spill over the range
+    return {"class": cls, "metric": metric, "method": method, "kind": kind,
+            "n": info["n"][cls], "n_train": info["n_train"].get(cls, 0), "flagged": flagged,
+            "mean": s["mean"],
+            "lo": max(s["lo"], low), "hi": min(s["hi"], 1.0), "n_seeds": s["n_seeds"],
+            "per_seed": ", ".join(f"{v:.3f}" for v in m.points), "threshold": threshold,
+            "verdict": s["verdict"] if kind == "difference" else ""}
+
+
+__all__ = ["COLUMNS", "METRICS", "MODEL_NAME", "class_replicates", "grounding_baseline_table",
+           "grounding_baseline_measures"]

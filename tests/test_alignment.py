@@ -47,6 +47,46 @@ def test_final_bcl_is_the_mean_over_the_last_epochs_steps():
         alignment.final_bcl(hist[hist["split"] == "valid"])
 
 
+def test_the_chapter_runs_the_study_when_asked_or_when_its_runs_are_stored(tmp_path, monkeypatch):
+    from unichest_lib.evidence import ledger
+
+    monkeypatch.delenv(ledger.FULL_ENV, raising=False)
+    cfg = resolve("tutorial", cache_dir=str(tmp_path))
+    assert not alignment.alignment_on(cfg)  # off at tutorial, nothing stored: never trains
+    assert alignment.alignment_on(cfg, True) and alignment.alignment_on(resolve("smoke"))
+    monkeypatch.setenv(ledger.FULL_ENV, "1")
+    assert alignment.alignment_on(cfg)
+    monkeypatch.delenv(ledger.FULL_ENV)
+    stored = []
+    monkeypatch.setattr(alignment.store, "is_valid", lambda c, stage: stored.append(
+        (c.bcl_variant, c.seed, stage)) or True)
+    assert alignment.alignment_on(cfg)  # every run of the study stored: it is shown
+    assert sorted(stored) == sorted((s, sd, "conquer") for s in alignment.BCL_SETTINGS
+                                    for sd in evidence.SEEDS["tutorial"])
+
+
+def _table(paper_bcl, vs_lo_code, vs_lo_learn):
+    chance = 2 * math.log(16)
+    return pd.DataFrame([
+        dict(setting="paper", bcl_final=paper_bcl, bcl_chance=chance, vs_paper=0.0, vs_lo=0.0,
+             vs_hi=0.0),
+        dict(setting="code", bcl_final=2.0, bcl_chance=chance / 2, vs_paper=0.02,
+             vs_lo=vs_lo_code, vs_hi=0.05),
+        dict(setting="learnable", bcl_final=3.0, bcl_chance=chance, vs_paper=0.04,
+             vs_lo=vs_lo_learn, vs_hi=0.08)])
+
+
+def test_the_default_rule_needs_both_a_loss_near_chance_and_a_better_zero_shot_auc():
+    chance = 2 * math.log(16)
+    both = alignment.default_advice(_table(0.95 * chance, 0.01, 0.01))
+    assert "cripples" in both and '`bcl_variant="learnable"`' in both  # the larger gain
+    assert "code" in alignment.default_advice(_table(0.95 * chance, 0.01, -0.01))
+    for advice in (alignment.default_advice(_table(0.5 * chance, 0.01, 0.01)),  # it learned
+                   alignment.default_advice(_table(0.95 * chance, -0.01, -0.01))):  # no gain
+        assert "does not cripple" in advice and "stays the default" in advice
+    assert "not measured" in alignment.default_advice(_table(5.0, 0, 0).iloc[1:])
+
+
 def test_setting_configs_change_only_the_scaling_of_l_bcl():
     cfg = resolve("smoke", tau_bcl=0.5)
     assert alignment.setting_config(cfg, "paper") == cfg

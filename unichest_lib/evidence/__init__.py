@@ -13,7 +13,7 @@ dial. Everything below is re-exported here (``evidence.variant_table``, ...).
 Introduced in ``notebooks/02_conquer.ipynb``; the ledger in ``notebooks/06_claims.ipynb``.
 """
 
-from .alignment import BCL_SETTINGS, alignment_lines, alignment_study
+from .alignment import BCL_SETTINGS, alignment_lines, alignment_on, alignment_study
 from .claims import (CLAIM_KEYS, CLAIMS, Claim, equivalence_verdict, gate_routing,
                      grounding_vs_random, measure_claim, source_gates, transfer_vs_random,
                      zero_shot_sources)
@@ -32,8 +32,8 @@ from .variants import (BACKBONES, GRID, LEVELS, SEEDS, VARIANTS, Variant, checkp
 __all__ = ["ALPHA", "BACKBONES", "BCL_SETTINGS", "CLAIMS", "CLAIM_KEYS", "Claim", "EXPENSIVE",
            "FULL", "FULL_ENV", "GRID", "HOW_TO_RUN", "LEVELS", "MIN_POS", "Measure", "NOT_RUN",
            "N_BOOT", "SEEDS", "Scored", "VARIANTS", "STUDY_DIALS", "VERSION", "Variant",
-           "WORLD_ONLY", "alignment_lines", "alignment_study", "chapter_claims", "dial_cell",
-           "dial_study", "dial_world", "checkpoint", "class_auc_replicates",
+           "WORLD_ONLY", "alignment_lines", "alignment_on", "alignment_study", "chapter_claims",
+           "dial_cell", "dial_study", "dial_world", "checkpoint", "class_auc_replicates",
            "equivalence_verdict", "fmt_interval", "full_ledger", "gate_routing", "grid_table",
            "grounding_by_class", "grounding_vs_random", "has_classes", "headroom_measure",
            "headroom_scored", "headroom_table", "history",

@@ -12,13 +12,14 @@ L_BCL (Eq. 3, ``cfg.bcl_variant``), Conquer is trained over seeds and measured t
 The three settings: ``"paper"`` (L2-normalised features, τ = ``cfg.tau_bcl``), ``"code"``
 (un-normalised features times log(1/0.07)) and ``"learnable"`` (CLIP's learned 1/τ ≤ 100).
 Each costs a Conquer run per seed beyond the chapter's own, so the book runs it with the full
-ledger (``full_ledger``).
+ledger (:func:`alignment_on`).
 
 Introduced in ``notebooks/02_conquer.ipynb``.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -26,20 +27,34 @@ import pandas as pd
 
 from ..config import Config
 from ..evaluation import stats
-from ..training import checkpoints
+from ..training import checkpoints, store
 from ..training.losses import BCL_VARIANTS, CODE_BCL_SCALE, bcl_chance, learned_scale
 from .claims import zero_shot_sources
+from .ledger import FULL, FULL_ENV, full_ledger
 from .measures import ALPHA, macro_measure
-from .variants import SEEDS, checkpoint, history
+from .variants import SEEDS, checkpoint, history, variant_config
 
 #: The settings compared, in the order the chapter shows them (``cfg.bcl_variant`` values).
 BCL_SETTINGS = BCL_VARIANTS
+#: The paper's τ "cripples" the alignment when its last-epoch L_BCL is at least this share of
+#: its chance value *and* another setting's zero-shot AUC is higher, its interval above 0.
+NEAR_CHANCE = 0.9
 
 
 def setting_config(cfg: Config, setting: str) -> Config:
     """``cfg`` with L_BCL scaled as ``setting``; τ = ``cfg.tau_bcl`` is kept for ``"paper"``
     and is 1 (unused) for the two settings that bring their own scale."""
     return cfg.replace(bcl_variant=setting, tau_bcl=cfg.tau_bcl if setting == "paper" else 1.0)
+
+
+def alignment_on(cfg: Config, full: bool | None = None) -> bool:
+    """Whether chapter 02 runs the study: :func:`~.ledger.full_ledger` when ``full`` is given,
+    the environment switch is set or the profile runs the full ledger; otherwise only when
+    every Conquer run of the study is already stored (a build never trains them unasked)."""
+    if full is not None or os.environ.get(FULL_ENV, "").strip() or FULL[cfg.profile]:
+        return full_ledger(cfg, full)
+    return all(store.is_valid(variant_config(setting_config(cfg, s), "Conquer only", sd),
+                              "conquer") for s in BCL_SETTINGS for sd in SEEDS[cfg.profile])
 
 
 def final_bcl(hist: pd.DataFrame) -> float:
@@ -120,8 +135,30 @@ def alignment_lines(table: pd.DataFrame) -> str:
             text += (f", minus the paper's τ: {r['vs_paper']:+.3f} "
                      f"[{r['vs_lo']:+.3f}, {r['vs_hi']:+.3f}]")
         lines.append(text)
-    return "\n".join(lines)
+    return "\n".join(lines + ["", default_advice(table)])
 
 
-__all__ = ["BCL_SETTINGS", "alignment_lines", "alignment_study", "final_bcl", "logit_scale",
-           "setting_config"]
+def default_advice(table: pd.DataFrame) -> str:
+    """The rule of chapter 02 applied to an :func:`alignment_study` table: keep the paper's τ
+    as the default unless its L_BCL ends within :data:`NEAR_CHANCE` of chance while another
+    setting's zero-shot AUC beats it (paired interval above 0)."""
+    rows = table.set_index("setting")
+    if "paper" not in rows.index:
+        return "The paper's setting was not measured, so there is nothing to compare it with."
+    share = rows.loc["paper", "bcl_final"] / rows.loc["paper", "bcl_chance"]
+    better = rows[(rows.index != "paper") & (rows["vs_lo"] > 0)]
+    near = f"the paper's L_BCL ends at {share:.0%} of its chance value"
+    if share >= NEAR_CHANCE and len(better):
+        best = better["vs_paper"].idxmax()
+        return (f"By the rule above, the paper's τ cripples the alignment here: {near}, and "
+                f"`bcl_variant=\"{best}\"` raises the zero-shot AUC by "
+                f"{better.loc[best, 'vs_paper']:+.3f} [{better.loc[best, 'vs_lo']:+.3f}, "
+                f"{better.loc[best, 'vs_hi']:+.3f}]: it would be the better default.")
+    why = (f"{near}, under the {NEAR_CHANCE:.0%} mark" if share < NEAR_CHANCE else
+           f"{near}, but no other setting's zero-shot AUC is higher with an interval above 0")
+    return (f"By the rule above, the paper's τ does not cripple the alignment here ({why}): "
+            "it stays the default.")
+
+
+__all__ = ["BCL_SETTINGS", "NEAR_CHANCE", "alignment_lines", "alignment_on", "alignment_study",
+           "default_advice", "final_bcl", "logit_scale", "setting_config"]

@@ -17,12 +17,12 @@ def _seeded():
 
 
 # ---- slow references (float64, Python loops, straight from the equations) -------------
-def ref_bcl(img, txt, tau, variant):
+def ref_bcl(img, txt, tau, variant, log_scale=None):
     m = img.shape[0]
-    if variant == "paper":
+    if variant in ("paper", "learnable"):
         img = img / img.norm(dim=1, keepdim=True)
         txt = txt / txt.norm(dim=1, keepdim=True)
-        scale = 1.0 / tau
+        scale = 1.0 / tau if variant == "paper" else min(math.exp(log_scale), 100.0)
     else:
         scale = math.log(1 / 0.07)
     total = 0.0
@@ -31,7 +31,7 @@ def ref_bcl(img, txt, tau, variant):
         row_t2i = [scale * float(txt[i] @ img[j]) for j in range(m)]
         i2t = -(row_i2t[i] - math.log(sum(math.exp(v) for v in row_i2t)))
         t2i = -(row_t2i[i] - math.log(sum(math.exp(v) for v in row_t2i)))
-        total += (i2t + t2i) if variant == "paper" else 0.5 * (i2t + t2i)
+        total += 0.5 * (i2t + t2i) if variant == "code" else (i2t + t2i)
     return total / m
 
 
@@ -75,6 +75,64 @@ def test_bcl_matches_per_sample_reference(variant, tau):
     img, txt = torch.randn(9, 16, dtype=torch.float64), torch.randn(9, 16, dtype=torch.float64)
     got = L.bcl_loss(img, txt, tau, variant)
     assert got.item() == pytest.approx(ref_bcl(img, txt, tau, variant), abs=1e-5)
+
+
+@pytest.mark.parametrize("log_scale", [0.0, math.log(1 / 0.07), 3.9, math.log(100) + 2.0])
+def test_learnable_bcl_matches_per_sample_reference_with_its_scale_clamped(log_scale):
+    img, txt = torch.randn(7, 12, dtype=torch.float64), torch.randn(7, 12, dtype=torch.float64)
+    s = torch.tensor(log_scale, dtype=torch.float64)
+    got = L.bcl_loss(img, txt, variant="learnable", logit_scale=s)
+    assert got.item() == pytest.approx(ref_bcl(img, txt, 1.0, "learnable", log_scale), abs=1e-4)
+    # a log-scale of 0 is the paper's tau = 1; past log 100 the scale is 100 whatever s is
+    if log_scale == 0.0:
+        assert got.item() == pytest.approx(L.bcl_loss(img, txt, 1.0, "paper").item(), abs=1e-6)
+    if log_scale > math.log(100):
+        at_bound = L.bcl_loss(img, txt, variant="learnable",
+                              logit_scale=torch.tensor(math.log(100)))
+        assert got.item() == pytest.approx(at_bound.item(), abs=1e-5)
+
+
+def test_learnable_bcl_sends_its_gradient_to_the_scale_and_none_past_the_clamp():
+    img, txt = torch.randn(8, 16), torch.randn(8, 16)
+    txt = img + 0.5 * txt  # partly aligned: a sharper scale lowers the loss
+    s = torch.tensor(math.log(1 / 0.07), requires_grad=True)
+    L.bcl_loss(img, txt, variant="learnable", logit_scale=s).backward()
+    h = 1e-3  # central difference against the autograd value
+    num = (L.bcl_loss(img, txt, variant="learnable", logit_scale=s.detach() + h)
+           - L.bcl_loss(img, txt, variant="learnable", logit_scale=s.detach() - h)) / (2 * h)
+    assert s.grad is not None and s.grad.item() != 0.0
+    assert s.grad.item() == pytest.approx(num.item(), rel=1e-2, abs=1e-4)
+    past = torch.tensor(math.log(100) + 1.0, requires_grad=True)
+    L.bcl_loss(img, txt, variant="learnable", logit_scale=past).backward()
+    assert past.grad.item() == 0.0
+
+
+def test_learnable_bcl_needs_a_scalar_scale_and_conquer_loss_reads_it_from_the_model_output():
+    with pytest.raises(ValueError, match="needs logit_scale"):
+        L.bcl_loss(torch.randn(3, 4), torch.randn(3, 4), variant="learnable")
+    with pytest.raises(ValueError, match="needs logit_scale"):
+        L.bcl_loss(torch.randn(3, 4), torch.randn(3, 4), variant="learnable",
+                   logit_scale=torch.zeros(2))
+    cfg = resolve("smoke", bcl_variant="learnable")
+    out, batch = _out_and_batch()
+    out["bcl_logit_scale"] = torch.tensor(2.0, requires_grad=True)
+    terms = L.conquer_loss(out, batch, cfg)
+    want = L.bcl_loss(out["image_emb"], out["text_emb"], variant="learnable",
+                      logit_scale=out["bcl_logit_scale"])
+    assert terms["bcl_loss"].item() == pytest.approx(want.item())
+    terms["loss"].backward()
+    assert out["bcl_logit_scale"].grad is not None
+
+
+@pytest.mark.parametrize("variant", ["paper", "code", "learnable"])
+def test_bcl_chance_is_the_loss_of_uninformative_logits(variant):
+    m = 6
+    same = torch.ones(m, 4)  # every pair equally similar: every logit equal
+    got = L.bcl_loss(same, same, 1.0, variant, logit_scale=torch.tensor(1.0))
+    assert L.bcl_chance(variant, m) == pytest.approx(got.item(), abs=1e-5)
+    assert L.bcl_chance(variant, m) == pytest.approx((1 if variant == "code" else 2) * math.log(m))
+    with pytest.raises(ValueError, match="M >= 2"):
+        L.bcl_chance(variant, 1)
 
 
 def test_bcl_is_small_when_pairs_align_and_large_when_shuffled():

@@ -21,7 +21,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 KEY_OUTPUTS = {
     "00_data": (3, ["union classes", "text for the model:", "entity"]),
     "01_source_heterogeneity": (3, ["source_accuracy", "silhouette"]),
-    "02_conquer": (2, ["ASL, unobserved changed", "validation aAUC", "checkpoint: conquer-"]),
+    "02_conquer": (2, ["ASL, unobserved changed", "validation aAUC", "checkpoint: conquer-",
+                       "bcl chance", "learnable"]),
     "03_divide": (3, ["MoE-QN: 4 query networks (1 shared + 3 experts)", "QN4 (expert)",
                       "s_All = 0.5 * s1", "Conquer continued"]),
     "04_evaluate": (4, ["Conquer only", "random", "training images", "linear_probe", "fine_tune",

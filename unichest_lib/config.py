@@ -91,10 +91,12 @@ class Config:
                            # (1/(K-1) for every expert: the paper's "equal weights" variant)
     gate_input: str = "mean"  # what Phi_1 reads: the patch mean (paper) or "layernorm" (official code)
     tau_scl: float = 1.0  # temperature of L_SCL, Eq. 6 (paper: 1.0)
-    tau_bcl: float = 1.0  # temperature of L_BCL, Eq. 3 (paper: 1.0)
+    tau_bcl: float = 1.0  # temperature of L_BCL, Eq. 3 (paper: 1.0); read by bcl_variant "paper"
     combine: str = "scores"  # Eq. 5 on "scores" (paper) or "probabilities" (official code)
     scl_variant: str = "paper"  # "paper" (Eq. 6, log of sum) or "outside" (official code)
-    bcl_variant: str = "paper"  # "paper" (normalised, tau, summed) or "code" (official code)
+    bcl_variant: str = "paper"  # L_BCL's logits: "paper" (normalised, tau, summed), "code"
+                                # (official code: unnormalised, x log(1/0.07), averaged) or
+                                # "learnable" (paper's form, CLIP's learned 1/tau <= 100)
     multilabel_loss: str = "asl"  # "asl" (paper) or "bce"
     asl_gamma_neg: float = 6.0  # ASL focusing parameter for negatives (official code: 6)
     asl_gamma_pos: float = 0.0  # ASL focusing parameter for positives (official code: 0)
@@ -168,7 +170,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "gate": ("learned", "uniform"),
     "gate_input": ("mean", "layernorm"),
     "scl_variant": ("paper", "outside"),
-    "bcl_variant": ("paper", "code"),
+    "bcl_variant": ("paper", "code", "learnable"),
     "multilabel_loss": ("asl", "bce"),
     "loss_reduction": ("mean", "sum"),
     "report_text": ("filtered", "labels"),
@@ -348,6 +350,9 @@ def _validate(c: Config) -> None:
         v = getattr(c, name)
         if not v > 0:
             raise ConfigError(f"parameter {name!r} = {v!r} must be > 0")
+    if c.bcl_variant != "paper" and c.tau_bcl != 1.0:
+        raise ConfigError(f"parameter 'tau_bcl' = {c.tau_bcl!r} is read only with bcl_variant "
+                          f"'paper'; bcl_variant {c.bcl_variant!r} sets its own logit scale")
     for name in _NON_NEGATIVE_FLOAT:
         v = getattr(c, name)
         if v < 0:

@@ -6,15 +6,18 @@ The one place that combines trained runs with evaluation: :mod:`.variants` names
 and :func:`history` are how a chapter gets a trained model, its checkpoint and its training
 history; :mod:`.measures` scores them over seeds with paired patient bootstraps;
 :mod:`.claims` lists the paper's claims and measures each; :mod:`.ledger` is the claims
-ledger and its cache; :mod:`.headroom` measures what source-specific heads could win on the
-frozen Conquer encoder next to what Divide wins, and :mod:`.dials` does so per world dial;
-:mod:`.grounding_measures` scores grounding against three baselines. Everything below is
-re-exported here (``evidence.variant_table``, ...).
+ledger and its cache; :mod:`.alignment` compares the ways of scaling L_BCL (does the
+image–text alignment learn?); :mod:`.headroom` measures what source-specific heads could win
+on the frozen Conquer encoder next to what Divide wins, and :mod:`.dials` does so per world
+dial; :mod:`.grounding_measures` scores grounding against three baselines. Everything below
+is re-exported here (``evidence.variant_table``, ...).
 Introduced in ``notebooks/02_conquer.ipynb``; the ledger in ``notebooks/06_claims.ipynb``.
 """
 
+from .alignment import BCL_SETTINGS, alignment_lines, alignment_on, alignment_study
 from .claims import (CLAIM_KEYS, CLAIMS, Claim, equivalence_verdict, gate_routing,
-                     grounding_vs_random, measure_claim, source_gates, transfer_vs_random)
+                     grounding_vs_random, measure_claim, source_gates, transfer_vs_random,
+                     zero_shot_sources)
 from .dials import STUDY_DIALS, dial_cell, dial_study, dial_world
 from .grounding_measures import grounding_baseline_measures, grounding_baseline_table
 from .headroom import headroom_measure, headroom_scored, headroom_table
@@ -28,10 +31,11 @@ from .measures import (ALPHA, MIN_POS, N_BOOT, Measure, Scored, class_auc_replic
 from .variants import (BACKBONES, GRID, LEVELS, SEEDS, VARIANTS, Variant, checkpoint, history,
                        load, variant_config)
 
-__all__ = ["ALPHA", "BACKBONES", "CLAIMS", "CLAIM_KEYS", "Claim", "EXPENSIVE", "FULL", "FULL_ENV",
-           "GRID", "HOW_TO_RUN", "LEVELS", "MIN_POS", "Measure", "NOT_RUN", "N_BOOT", "SEEDS", "Scored", "VARIANTS",
-           "STUDY_DIALS", "VERSION", "Variant", "WORLD_ONLY", "chapter_claims", "dial_cell",
-           "dial_study", "dial_world", "checkpoint", "class_auc_replicates",
+__all__ = ["ALPHA", "BACKBONES", "BCL_SETTINGS", "CLAIMS", "CLAIM_KEYS", "Claim", "EXPENSIVE",
+           "FULL", "FULL_ENV", "GRID", "HOW_TO_RUN", "LEVELS", "MIN_POS", "Measure", "NOT_RUN",
+           "N_BOOT", "SEEDS", "Scored", "VARIANTS", "STUDY_DIALS", "VERSION", "Variant",
+           "WORLD_ONLY", "alignment_lines", "alignment_on", "alignment_study", "chapter_claims",
+           "dial_cell", "dial_study", "dial_world", "checkpoint", "class_auc_replicates",
            "equivalence_verdict", "fmt_interval", "full_ledger", "gate_routing", "grid_table",
            "grounding_baseline_measures", "grounding_baseline_table", "grounding_by_class",
            "grounding_vs_random", "has_classes", "headroom_measure",
@@ -39,4 +43,4 @@ __all__ = ["ALPHA", "BACKBONES", "CLAIMS", "CLAIM_KEYS", "Claim", "EXPENSIVE", "
            "in_domain_measure", "kept_columns", "ledger_table", "load", "macro_measure",
            "measure", "measure_claim", "metric_table", "patient_weights", "scored",
            "source_gates", "split_sizes", "transfer_vs_random", "variant_config",
-           "variant_table", "verdict_lines", "with_intervals"]
+           "variant_table", "verdict_lines", "with_intervals", "zero_shot_sources"]

@@ -105,6 +105,12 @@ def equivalence_verdict(intervals: Sequence[tuple[float, float]], margin: float)
 
 
 # ---- measuring each claim ---------------------------------------------------------------------
+def zero_shot_sources(cfg: Config) -> list[str]:
+    """The downstream sources scored by zero-shot on unseen classes: those with classes no
+    pre-training source labels (ChestX-Det10 left out: the paper uses it for grounding)."""
+    return [s for s in cfg.downstream if s != "chestxdet10" and has_classes(cfg, s, False)]
+
+
 def _grid_configs(cfg: Config):
     Ks, lams = GRID[cfg.profile]
     return [(k, x) for k in Ks for x in lams if not (k == cfg.K and x == cfg.lam)]
@@ -162,8 +168,7 @@ def measure_claim(cfg: Config, key: str, progress: bool = True) -> dict:
         out["n_test"] = split_sizes(cfg, cfg.sources)
         return out
     elif key == "zero_shot_unseen":
-        srcs = [s for s in cfg.downstream if s != "chestxdet10" and has_classes(cfg, s, False)]
-        m = macro_measure(cfg, "UniChest", srcs, seen=False, **kw)
+        m = macro_measure(cfg, "UniChest", zero_shot_sources(cfg), seen=False, **kw)
         m = Measure(m.points - 0.5, m.reps - 0.5, m.info)
     elif key == "gate_routes":
         m = gate_routing(cfg, **kw)
@@ -270,4 +275,5 @@ def transfer_vs_random(cfg: Config, *, source: str = "siim", seeds=None, n_boot=
 
 
 __all__ = ["CLAIMS", "CLAIM_KEYS", "Claim", "equivalence_verdict", "gate_routing",
-           "grounding_vs_random", "measure_claim", "source_gates", "transfer_vs_random"]
+           "grounding_vs_random", "measure_claim", "source_gates", "transfer_vs_random",
+           "zero_shot_sources"]

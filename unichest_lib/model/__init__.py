@@ -11,8 +11,9 @@ Introduced in ``notebooks/02_conquer.ipynb`` (Conquer) and ``notebooks/03_divide
 
 from .encoders import ImageEncoder, sincos_2d
 from .query import QueryNetworks
-from .unichest import (MODEL_STAGES, UniChest, combine_probabilities, combine_scores,
-                       count_parameters)
+from .unichest import (BCL_LOGIT_SCALE_INIT, BCL_MAX_SCALE, MODEL_STAGES, UniChest,
+                       combine_probabilities, combine_scores, count_parameters)
 
-__all__ = ["ImageEncoder", "MODEL_STAGES", "QueryNetworks", "UniChest", "combine_probabilities",
-           "combine_scores", "count_parameters", "sincos_2d"]
+__all__ = ["BCL_LOGIT_SCALE_INIT", "BCL_MAX_SCALE", "ImageEncoder", "MODEL_STAGES",
+           "QueryNetworks", "UniChest", "combine_probabilities", "combine_scores",
+           "count_parameters", "sincos_2d"]

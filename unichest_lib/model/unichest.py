@@ -10,9 +10,10 @@ Design choices (the paper leaves them open; see the spec table in the book's app
 * **Shared and expert networks.** QN¹ is its own :class:`~.query.QueryNetworks` with E = 1 so
   that it can train in Conquer alone; the K−1 experts are one ``QueryNetworks`` with E = K−1.
 * **Stages.** ``stage == "conquer"``: image encoder, text encoder (projection; backbone per
-  ``cfg.freeze_text``) and QN¹ train. :meth:`UniChest.start_divide` freezes both encoders for
-  real, re-initialises the K−1 experts (paper: randomly initialised) and activates the gate
-  Φ1 and projection Φ2.
+  ``cfg.freeze_text``), QN¹ and, with ``cfg.bcl_variant == "learnable"``, the logit scale of
+  L_BCL train. :meth:`UniChest.start_divide` freezes both encoders (and that scale) for real,
+  re-initialises the K−1 experts (paper: randomly initialised) and activates the gate Φ1 and
+  projection Φ2.
 
 Introduced in ``notebooks/02_conquer.ipynb`` (Conquer) and ``notebooks/03_divide.ipynb``.
 """
@@ -20,6 +21,7 @@ Introduced in ``notebooks/02_conquer.ipynb`` (Conquer) and ``notebooks/03_divide
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Sequence
 
 import torch
@@ -34,6 +36,10 @@ from .text import TextEncoder
 #: The stages a model can be in. A run's stage (:data:`unichest_lib.training.keys.STAGES`)
 #: adds ``"continued"``, whose model stays in ``"conquer"``.
 MODEL_STAGES = ("conquer", "divide")
+#: CLIP's learnable temperature of L_BCL (``cfg.bcl_variant == "learnable"``): the logit
+#: scale 1/τ is exp of a parameter that starts at log(1/0.07) and is clamped at 100.
+BCL_LOGIT_SCALE_INIT = math.log(1 / 0.07)
+BCL_MAX_SCALE = 100.0
 
 
 # ---------------------------------------------------------------------------------------
@@ -102,6 +108,9 @@ class UniChest(nn.Module):
                 if isinstance(m, QueryNetworks):
                     m.reset_parameters(gen)
                 m.requires_grad_(False)  # inactive until start_divide()
+        # log(1/τ) of L_BCL, learned as in CLIP; absent otherwise (older checkpoints fit)
+        self.bcl_logit_scale = (nn.Parameter(torch.tensor(BCL_LOGIT_SCALE_INIT))
+                                if cfg.bcl_variant == "learnable" else None)
         self.register_buffer("pos_cache", torch.empty(0), persistent=False)
         self._query_cache: dict[tuple[str, ...], torch.Tensor] = {}
 
@@ -110,11 +119,14 @@ class UniChest(nn.Module):
         """Enter the Divide stage (Section III-C3): freeze Φ_image and Φ_text for real
         (no gradients, eval mode incl. batch norm, kept by :meth:`train`), re-initialise the
         K−1 experts (paper: random; ``reinit_experts=False`` when about to load a Divide
-        checkpoint), and make QN¹, the experts, Φ1 and Φ2 trainable."""
+        checkpoint), and make QN¹, the experts, Φ1 and Φ2 trainable. The learnable logit
+        scale of L_BCL is frozen with the encoders (L_BCL is a constant in Divide)."""
         if self.stage == "divide":
             return self
         self.stage = "divide"
         self.image_encoder.requires_grad_(False)
+        if self.bcl_logit_scale is not None:
+            self.bcl_logit_scale.requires_grad_(False)
         self.image_encoder.eval()
         self.text_encoder.freeze()
         self._query_cache.clear()
@@ -147,6 +159,13 @@ class UniChest(nn.Module):
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
         self.clear_caches()
         return result
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Clamp the learnable logit scale of L_BCL to at most log(BCL_MAX_SCALE), in place
+        (CLIP, after every optimiser step: the bound stays where its gradient is alive)."""
+        if self.bcl_logit_scale is not None:
+            self.bcl_logit_scale.clamp_(max=math.log(BCL_MAX_SCALE))
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters the current stage trains (build the optimiser from these)."""
@@ -181,8 +200,9 @@ class UniChest(nn.Module):
                 patches: torch.Tensor | None = None, grid: tuple[int, int] | None = None
                 ) -> dict:
         """See the module docstring and the shared interface: returns patches, image_emb,
-        text_emb (with texts), scores (B, K_active, c), gate / gate_proj (Divide, K > 1),
-        logits (B, c) and, with ``return_attention``, attention (B, K_active, c, h, w).
+        text_emb (with texts; and bcl_logit_scale, the learnable log(1/τ), when there is one),
+        scores (B, K_active, c), gate / gate_proj (Divide, K > 1), logits (B, c) and, with
+        ``return_attention``, attention (B, K_active, c, h, w).
 
         In the Divide stage the frozen encoder's output may be passed instead of images:
         ``forward(None, texts, patches=I, grid=(h, w))`` (see :mod:`unichest_lib.training.features`)."""
@@ -202,6 +222,8 @@ class UniChest(nn.Module):
                 raise ValueError(f"got {len(texts)} texts for {patches.shape[0]} images")
             with no_grad:
                 out["text_emb"] = self.encode_text(texts)
+            if self.bcl_logit_scale is not None:  # L_BCL reads it (training.losses.bcl_loss)
+                out["bcl_logit_scale"] = self.bcl_logit_scale
         q = self.class_queries() if queries is None else self._check_queries(queries)
         pos = self._positions(h, w, patches.device)
         scores, attn = self.qn1(q, patches, pos, need_weights=return_attention)
@@ -258,5 +280,5 @@ def count_parameters(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["MODEL_STAGES", "UniChest", "combine_probabilities", "combine_scores",
-           "count_parameters"]
+__all__ = ["BCL_LOGIT_SCALE_INIT", "BCL_MAX_SCALE", "MODEL_STAGES", "UniChest",
+           "combine_probabilities", "combine_scores", "count_parameters"]

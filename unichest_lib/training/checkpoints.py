@@ -34,6 +34,9 @@ FORMAT = "unichest-checkpoint/1"
 ARCH_FIELDS = ("backbone", "embed_dim", "text_model", "n_decoder_layers", "n_heads", "ffn_dim",
                "K", "scl_dim")
 DIVIDE_ARCH_FIELDS = ("K", "scl_dim")
+#: Config values that add a tensor (the learnable logit scale of L_BCL): compared by whether
+#: each side has that value, so the other values of the field still load each other's files.
+TENSOR_VALUES = {"bcl_variant": "learnable"}
 
 _MODEL = "model."
 _OPTIM = "optimizer."
@@ -238,12 +241,13 @@ def config_diff(saved: Mapping, cfg, fields=ARCH_FIELDS) -> list[str]:
 
 
 def check_compatible(meta: Mapping, cfg, classes=None) -> None:
-    """Raise CheckpointError listing every architecture field (and the class list) that
-    differs between checkpoint ``meta`` and the requested ``cfg``/``classes``."""
-    fields = ARCH_FIELDS
-    if meta.get("stage") == "conquer":
-        fields = tuple(f for f in ARCH_FIELDS if f not in DIVIDE_ARCH_FIELDS)
-    diff = config_diff(meta["config"], cfg, fields)
+    """Raise CheckpointError listing every architecture field (and :data:`TENSOR_VALUES`, and
+    the class list) that differs between checkpoint ``meta`` and the requested ``cfg``."""
+    conquer, rec = meta.get("stage") == "conquer", meta["config"]
+    diff = config_diff(rec, cfg, [f for f in ARCH_FIELDS
+                                  if not (conquer and f in DIVIDE_ARCH_FIELDS)])
+    diff += [f"{line} (only {v!r} has its tensor)" for f, v in TENSOR_VALUES.items()
+             for line in config_diff(rec, cfg, [f]) if (rec.get(f) == v) != (getattr(cfg, f) == v)]
     if classes is not None and list(classes) != list(meta["classes"]):
         saved, want = list(meta["classes"]), list(classes)
         only_saved = [c for c in saved if c not in want]
@@ -342,5 +346,5 @@ def _load_legacy(path, cfg, *, strict: bool = True):
     return model
 
 
-__all__ = ["ARCH_FIELDS", "CheckpointError", "check_compatible", "config_diff", "exists",
-           "files", "load", "read_meta", "read_tensors", "save"]
+__all__ = ["ARCH_FIELDS", "CheckpointError", "TENSOR_VALUES", "check_compatible", "config_diff",
+           "exists", "files", "load", "read_meta", "read_tensors", "save"]

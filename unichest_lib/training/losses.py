@@ -5,8 +5,9 @@ Every function takes tensors and returns a scalar tensor. :func:`conquer_loss` a
 ending in ``_loss`` plus ``"loss"``, their sum (open_clip style), so every term can be logged
 and plotted by name:
 
-``bcl_loss``        L_BCL, Eq. 3 (in Divide computed from frozen features: reported, no
-                    gradient)
+``bcl_loss``        L_BCL, Eq. 3, its logits scaled as ``cfg.bcl_variant`` says (the
+                    paper's τ, the official code's factor, or CLIP's learned scale; in
+                    Divide computed from frozen features: reported, no gradient)
 ``multilabel_loss`` the paper's L_BCE, the multi-label loss on observed classes:
                     ``cfg.multilabel_loss`` selects ASL (the paper's "enhanced" BCE, the
                     default) or plain BCE (logged as ``bce_loss`` before issue #17, which was
@@ -26,14 +27,16 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config
-from ..model import combine_scores  # Eq. 5 lives with the model; re-exported here
+from ..model import BCL_MAX_SCALE, combine_scores  # Eq. 5 lives with the model; re-exported
 
 #: The official code's BCL logit scale: log(1/0.07), never exponentiated (spec table).
 CODE_BCL_SCALE = math.log(1 / 0.07)
+#: The ways of scaling Eq. 3's logits (``cfg.bcl_variant``).
+BCL_VARIANTS = ("paper", "code", "learnable")
 
 
 def bcl_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, tau: float = 1.0,
-             variant: str = "paper") -> torch.Tensor:
+             variant: str = "paper", logit_scale: torch.Tensor | None = None) -> torch.Tensor:
     """L_BCL, Eq. 3: image-text bidirectional contrastive loss over a batch of M pairs.
 
     ``image_emb`` Ī (M, d), ``text_emb`` T (M, d); pair i is the positive of row i.
@@ -41,19 +44,38 @@ def bcl_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, tau: float = 1.0,
     text->image cross-entropies **summed**, averaged over i.
     ``variant="code"`` (official code): unnormalised features, logits scaled by log(1/0.07)
     (``tau`` unused), the two directions **averaged**.
+    ``variant="learnable"`` (CLIP's temperature): as ``"paper"`` with 1/τ =
+    exp(min(``logit_scale``, log 100)), ``logit_scale`` a trained scalar (``tau`` unused).
     """
     img, txt = image_emb.float(), text_emb.float()
     if img.shape != txt.shape or img.ndim != 2:
         raise ValueError(f"image_emb {tuple(img.shape)} and text_emb {tuple(txt.shape)} must "
                          "both have shape (M, d)")
     target = torch.arange(img.shape[0], device=img.device)
-    if variant == "paper":
-        logits = F.normalize(img, dim=1) @ F.normalize(txt, dim=1).T / tau
+    if variant in ("paper", "learnable"):
+        cos = F.normalize(img, dim=1) @ F.normalize(txt, dim=1).T
+        logits = cos / tau if variant == "paper" else learned_scale(logit_scale) * cos
         return F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
     if variant == "code":
         logits = CODE_BCL_SCALE * img @ txt.T
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-    raise ValueError(f"bcl variant {variant!r} is not valid; choose 'paper' or 'code'")
+    raise ValueError(f"bcl variant {variant!r} is not valid; choose one of {BCL_VARIANTS}")
+
+
+def learned_scale(logit_scale: torch.Tensor | None) -> torch.Tensor:
+    """The logit scale 1/τ = exp(min(s, log 100)) of a learnable log-scale s (CLIP)."""
+    if not isinstance(logit_scale, torch.Tensor) or logit_scale.numel() != 1:
+        raise ValueError("bcl variant 'learnable' needs logit_scale, the model's scalar "
+                         f"bcl_logit_scale parameter; got {logit_scale!r}")
+    return logit_scale.float().reshape(()).clamp(max=math.log(BCL_MAX_SCALE)).exp()
+
+
+def bcl_chance(variant: str, m: int) -> float:
+    """L_BCL when the logits carry no information (all equal): 2 ln M with the directions
+    summed (``"paper"``, ``"learnable"``), ln M averaged (``"code"``)."""
+    if variant not in BCL_VARIANTS or m < 2:
+        raise ValueError(f"need a variant in {BCL_VARIANTS} and M >= 2, got {variant!r}, {m!r}")
+    return (1.0 if variant == "code" else 2.0) * math.log(m)
 
 
 def _reduce(elementwise: torch.Tensor, mask: torch.Tensor | None, reduction: str) -> torch.Tensor:
@@ -173,7 +195,8 @@ def multilabel_loss(logits: torch.Tensor, batch: dict, cfg: Config,
 def _bcl(out: dict, cfg: Config) -> torch.Tensor:
     if "text_emb" not in out:
         raise KeyError("the model output has no 'text_emb': call model(images, texts=batch['text'])")
-    return bcl_loss(out["image_emb"], out["text_emb"], cfg.tau_bcl, cfg.bcl_variant)
+    return bcl_loss(out["image_emb"], out["text_emb"], cfg.tau_bcl, cfg.bcl_variant,
+                    out.get("bcl_logit_scale"))
 
 
 def conquer_loss(out: dict, batch: dict, cfg: Config) -> dict[str, torch.Tensor]:
@@ -214,6 +237,7 @@ def current_term_names(history):
     return history.rename(columns=RENAMED_TERMS)
 
 
-__all__ = ["CODE_BCL_SCALE", "RENAMED_TERMS", "asl_loss", "asl_loss_on_probabilities", "bce_loss",
-           "bcl_loss", "combine_scores", "conquer_loss", "current_term_names", "divide_loss",
+__all__ = ["BCL_VARIANTS", "CODE_BCL_SCALE", "RENAMED_TERMS", "asl_loss",
+           "asl_loss_on_probabilities", "bce_loss", "bcl_chance", "bcl_loss", "combine_scores",
+           "conquer_loss", "current_term_names", "divide_loss", "learned_scale",
            "multilabel_loss", "scl_loss"]

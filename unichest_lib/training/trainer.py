@@ -66,7 +66,7 @@ def class_index(model_classes: Sequence[str], data_classes: Sequence[str]) -> li
 
 
 # ---- the trainer ---------------------------------------------------------------------------
-_LOSS_OUT_KEYS = ("image_emb", "text_emb", "logits", "gate", "gate_proj")
+_LOSS_OUT_KEYS = ("image_emb", "text_emb", "logits", "gate", "gate_proj", "bcl_logit_scale")
 _LOSS_BATCH_KEYS = ("labels", "mask", "source")
 
 
@@ -217,6 +217,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         self.optimizer.step()
+        self.model.clamp_logit_scale_()  # CLIP: a learnable 1/τ of L_BCL stays <= 100
         self.scheduler.step()
         self.step += 1
         return values

@@ -1,0 +1,164 @@
+"""Does the image–text alignment learn? (issue #15): for each way of scaling the logits of
+L_BCL (Eq. 3, ``cfg.bcl_variant``), Conquer is trained over seeds and measured twice:
+
+* **L_BCL at the end of training**, the mean over the optimiser steps of the last epoch (read
+  from the stored training history, nothing is re-run), next to its chance value: the loss of
+  logits that carry no information, 2 ln M for a batch of M pairs with the two directions
+  summed (the paper's form), ln M with them averaged (the official code's);
+* **zero-shot AUC on unseen classes**, what the claim ``zero_shot_unseen`` measures (the
+  downstream sources' classes no pre-training source labels, queried by name), with its
+  95 % interval over seeds and test patients, and its paired difference from the paper's τ.
+
+The three settings: ``"paper"`` (L2-normalised features, τ = ``cfg.tau_bcl``), ``"code"``
+(un-normalised features times log(1/0.07)) and ``"learnable"`` (CLIP's learned 1/τ ≤ 100).
+Each costs a Conquer run per seed beyond the chapter's own, so the book runs it with the full
+ledger (:func:`alignment_on`).
+
+Introduced in ``notebooks/02_conquer.ipynb``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..config import Config
+from ..evaluation import stats
+from ..training import checkpoints, store
+from ..training.losses import BCL_VARIANTS, CODE_BCL_SCALE, bcl_chance, learned_scale
+from .claims import zero_shot_sources
+from .ledger import FULL, FULL_ENV, full_ledger
+from .measures import ALPHA, macro_measure
+from .variants import SEEDS, checkpoint, history, variant_config
+
+#: The settings compared, in the order the chapter shows them (``cfg.bcl_variant`` values).
+BCL_SETTINGS = BCL_VARIANTS
+#: The paper's τ "cripples" the alignment when its last-epoch L_BCL is at least this share of
+#: its chance value *and* another setting's zero-shot AUC is higher, its interval above 0.
+NEAR_CHANCE = 0.9
+
+
+def setting_config(cfg: Config, setting: str) -> Config:
+    """``cfg`` with L_BCL scaled as ``setting``; τ = ``cfg.tau_bcl`` is kept for ``"paper"``
+    and is 1 (unused) for the two settings that bring their own scale."""
+    return cfg.replace(bcl_variant=setting, tau_bcl=cfg.tau_bcl if setting == "paper" else 1.0)
+
+
+def alignment_on(cfg: Config, full: bool | None = None) -> bool:
+    """Whether chapter 02 runs the study: :func:`~.ledger.full_ledger` when ``full`` is given,
+    the environment switch is set or the profile runs the full ledger; otherwise only when
+    every Conquer run of the study is already stored (a build never trains them unasked)."""
+    if full is not None or os.environ.get(FULL_ENV, "").strip() or FULL[cfg.profile]:
+        return full_ledger(cfg, full)
+    return all(store.is_valid(variant_config(setting_config(cfg, s), "Conquer only", sd),
+                              "conquer") for s in BCL_SETTINGS for sd in SEEDS[cfg.profile])
+
+
+def final_bcl(hist: pd.DataFrame) -> float:
+    """Mean ``bcl_loss`` over the training steps of the last epoch of a training history."""
+    train = hist[hist["split"] == "train"] if "split" in hist else hist.iloc[:0]
+    if train.empty or "bcl_loss" not in train:
+        raise ValueError("the training history has no training steps with a bcl_loss column")
+    return float(train.loc[train["epoch"] == train["epoch"].max(), "bcl_loss"].mean())
+
+
+def logit_scale(cfg: Config, path) -> float:
+    """The factor 1/τ on L_BCL's logits of the checkpoint at ``path`` trained with ``cfg``:
+    1/``tau_bcl`` (paper), log(1/0.07) on un-normalised features (code), or exp(min(s, log 100))
+    of its learned parameter s (learnable)."""
+    if cfg.bcl_variant == "paper":
+        return 1.0 / cfg.tau_bcl
+    if cfg.bcl_variant == "code":
+        return CODE_BCL_SCALE
+    tensors, _ = checkpoints.read_tensors(path)
+    state = checkpoints.model_state(tensors)
+    if "bcl_logit_scale" not in state:
+        raise checkpoints.CheckpointError(f"checkpoint {path} has no bcl_logit_scale tensor")
+    return float(learned_scale(state["bcl_logit_scale"]))
+
+
+def alignment_study(cfg: Config, settings: Sequence[str] = BCL_SETTINGS, *,
+                    variant: str = "Conquer only", seeds=None, n_boot=None,
+                    progress: bool = True) -> pd.DataFrame:
+    """One row per setting of L_BCL, each trained (through the store) for every seed.
+
+    Columns: ``setting``; ``bcl_final`` (seed mean of :func:`final_bcl`) with ``bcl_lo`` /
+    ``bcl_hi`` (t-interval over seeds) and ``bcl_per_seed``; ``bcl_chance``
+    (:func:`~unichest_lib.training.losses.bcl_chance` for ``cfg.batch_size``); ``scale``
+    (mean :func:`logit_scale` of the stored checkpoints); ``zero_shot`` (mean AUC on unseen
+    classes, ``variant``'s model) with ``zs_lo`` / ``zs_hi``; ``vs_paper`` with ``vs_lo`` /
+    ``vs_hi`` (that AUC minus the paper setting's, paired by seed and test resample; NaN
+    when ``"paper"`` is not among ``settings``); ``n_seeds``.
+    """
+    bad = [s for s in settings if s not in BCL_SETTINGS]
+    if bad or not settings:
+        raise ValueError(f"settings {list(settings)} must be a non-empty list of {BCL_SETTINGS}")
+    seeds = tuple(SEEDS[cfg.profile] if seeds is None else seeds)
+    sources = zero_shot_sources(cfg)
+    if not sources:
+        raise ValueError(f"no downstream source of {list(cfg.downstream)} has classes the "
+                         "pre-training sources leave unlabelled: nothing to score zero-shot")
+    kw = dict(seeds=seeds, n_boot=n_boot, progress=progress)
+    measures, rows = {}, []
+    for s in settings:
+        c = setting_config(cfg, s)
+        bcl = np.array([final_bcl(history(c, "Conquer only", sd, progress=progress))
+                        for sd in seeds])
+        scale = np.mean([logit_scale(c, checkpoint(c, "Conquer only", sd, progress=progress))
+                         for sd in seeds])
+        measures[s] = macro_measure(c, variant, sources, seen=False, **kw)
+        b, z = stats.seed_interval(bcl, ALPHA), measures[s].summary()
+        rows.append(dict(setting=s, bcl_final=b["mean"], bcl_lo=b["lo"], bcl_hi=b["hi"],
+                         bcl_chance=bcl_chance(s, c.batch_size),
+                         bcl_per_seed=", ".join(f"{v:.3f}" for v in bcl), scale=float(scale),
+                         zero_shot=z["mean"], zs_lo=z["lo"], zs_hi=z["hi"]))
+    for row in rows:
+        d = ((measures[row["setting"]] - measures["paper"]).summary() if "paper" in measures
+             else dict(mean=np.nan, lo=np.nan, hi=np.nan))
+        row.update(vs_paper=d["mean"], vs_lo=d["lo"], vs_hi=d["hi"], n_seeds=len(seeds))
+    return pd.DataFrame(rows)
+
+
+def alignment_lines(table: pd.DataFrame) -> str:
+    """Markdown bullets read off an :func:`alignment_study` table: each setting's final
+    L_BCL as a share of its chance value, and its zero-shot AUC against the paper's τ."""
+    lines = []
+    for _, r in table.iterrows():
+        text = (f"* **{r['setting']}**: L_BCL ends at {r['bcl_final']:.2f}, "
+                f"{r['bcl_final'] / r['bcl_chance']:.0%} of its chance value "
+                f"{r['bcl_chance']:.2f} (logit scale {r['scale']:.2f}); zero-shot AUC on unseen "
+                f"classes {r['zero_shot']:.3f} [{r['zs_lo']:.3f}, {r['zs_hi']:.3f}]")
+        if r["setting"] != "paper" and np.isfinite(r["vs_paper"]):
+            text += (f", minus the paper's τ: {r['vs_paper']:+.3f} "
+                     f"[{r['vs_lo']:+.3f}, {r['vs_hi']:+.3f}]")
+        lines.append(text)
+    return "\n".join(lines + ["", default_advice(table)])
+
+
+def default_advice(table: pd.DataFrame) -> str:
+    """The rule of chapter 02 applied to an :func:`alignment_study` table: keep the paper's τ
+    as the default unless its L_BCL ends within :data:`NEAR_CHANCE` of chance while another
+    setting's zero-shot AUC beats it (paired interval above 0)."""
+    rows = table.set_index("setting")
+    if "paper" not in rows.index:
+        return "The paper's setting was not measured, so there is nothing to compare it with."
+    share = rows.loc["paper", "bcl_final"] / rows.loc["paper", "bcl_chance"]
+    better = rows[(rows.index != "paper") & (rows["vs_lo"] > 0)]
+    near = f"the paper's L_BCL ends at {share:.0%} of its chance value"
+    if share >= NEAR_CHANCE and len(better):
+        best = better["vs_paper"].idxmax()
+        return (f"By the rule above, the paper's τ cripples the alignment here: {near}, and "
+                f"`bcl_variant=\"{best}\"` raises the zero-shot AUC by "
+                f"{better.loc[best, 'vs_paper']:+.3f} [{better.loc[best, 'vs_lo']:+.3f}, "
+                f"{better.loc[best, 'vs_hi']:+.3f}]: it would be the better default.")
+    why = (f"{near}, under the {NEAR_CHANCE:.0%} mark" if share < NEAR_CHANCE else
+           f"{near}, but no other setting's zero-shot AUC is higher with an interval above 0")
+    return (f"By the rule above, the paper's τ does not cripple the alignment here ({why}): "
+            "it stays the default.")
+
+
+__all__ = ["BCL_SETTINGS", "NEAR_CHANCE", "alignment_lines", "alignment_on", "alignment_study",
+           "default_advice", "final_bcl", "logit_scale", "setting_config"]

@@ -35,6 +35,7 @@ SUITE = {
              "--paper-batch", "4", "--steps", "3", "--channels-last", "--matmul", "2048"]),
     "bf16_curve": (["--profile", "smoke", "--epochs", "1"], []),
     "evaluate": (["--untrained"], []),
+    "output_stride": (["--steps", "1", "--threads", "1"], ["--steps", "3"]),
     "book": (None, []),  # None: only with --full
 }
 

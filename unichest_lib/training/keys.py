@@ -37,7 +37,8 @@ DIVIDE_ONLY = ("K", "lam", "scl_dim", "tau_scl", "scl_variant", "combine", "divi
 #: Fields added after the store keys were pinned (``tests/test_legacy.py``), with the value
 #: every earlier run had: at that value a field is left out of the keys, so the artifacts
 #: trained before it existed keep their names; any other value names new artifacts.
-ADDED_FIELDS: dict[str, object] = {"gate_input": "mean", "dials": []}  # lists: as to_dict gives
+ADDED_FIELDS: dict[str, object] = {"gate_input": "mean", "dials": [],  # lists: as to_dict gives
+                                   "output_stride": 32}
 #: The embedded world's content version, bumped when one configuration renders or labels a
 #: different world: 2 = the label-meaning dial and the real priors corrected (issue #14).
 #: Version 1 is left out of the keys (so the keys pinned in ``tests/test_legacy.py`` are still
@@ -67,6 +68,12 @@ def keyed(cfg: Config, fields) -> dict:
     at its old value is left out)."""
     d = cfg.to_dict()
     return {f: d[f] for f in fields if not (f in ADDED_FIELDS and d[f] == ADDED_FIELDS[f])}
+
+
+def recorded(saved: dict, field: str):
+    """``field`` of a configuration record (``Config.to_dict()`` of an earlier run): a field
+    of :data:`ADDED_FIELDS` that the record predates had its old value."""
+    return saved.get(field, ADDED_FIELDS.get(field))
 
 
 def conquer_fields() -> tuple[str, ...]:
@@ -116,4 +123,4 @@ def key(cfg: Config, stage: str) -> str:
 
 __all__ = ["ADDED_FIELDS", "DIVIDE_ONLY", "NOT_UPSTREAM", "STAGES", "WORLD_VERSION", "check_stage",
            "conquer_fields", "conquer_key", "continued_key", "divide_key", "key", "keyed",
-           "upstream", "world_version"]
+           "recorded", "upstream", "world_version"]

@@ -24,7 +24,7 @@ from typing import Callable
 
 from ..config import Config
 from . import checkpoints
-from .keys import DIVIDE_ONLY, conquer_fields, conquer_key, continued_key, divide_key
+from .keys import DIVIDE_ONLY, conquer_fields, conquer_key, continued_key, divide_key, recorded
 from .rng import seed_everything
 from .trainer import Trainer, TrainResult
 
@@ -90,8 +90,8 @@ def _check_conquer_settings(meta: dict, cfg: Config) -> None:
     """Warn when the Conquer checkpoint was trained with other upstream settings than ``cfg``."""
     saved = meta["config"]
     now = cfg.to_dict()
-    diff = [f"{f}: checkpoint {saved.get(f)!r}, now {now[f]!r}"
-            for f in conquer_fields() if saved.get(f) != now[f] and f != "seed"]
+    diff = [f"{f}: checkpoint {recorded(saved, f)!r}, now {now[f]!r}"
+            for f in conquer_fields() if recorded(saved, f) != now[f] and f != "seed"]
     if diff:
         warnings.warn("the Conquer checkpoint was trained with other settings than this Divide "
                       "run:\n  " + "\n  ".join(diff), RuntimeWarning, stacklevel=3)

@@ -30,14 +30,12 @@ from .keys import recorded
 
 FORMAT = "unichest-checkpoint/1"
 
-#: Config fields that decide a model's tensor shapes, and ``output_stride`` (no shape, but what
-#: the encoder's weights compute). ``K`` and ``scl_dim`` only shape the Divide stage's modules,
-#: so a Conquer checkpoint is not compared on them.
+#: Fields that decide tensor shapes, and ``output_stride`` (what the encoder computes). ``K`` and
+#: ``scl_dim`` shape only Divide's modules: a Conquer checkpoint is not compared on them.
 ARCH_FIELDS = ("backbone", "output_stride", "embed_dim", "text_model", "n_decoder_layers",
                "n_heads", "ffn_dim", "K", "scl_dim")
 DIVIDE_ARCH_FIELDS = ("K", "scl_dim")
-#: Config values that add a tensor (the learnable logit scale of L_BCL): compared by whether
-#: each side has that value, so the other values of the field still load each other's files.
+#: Values that add a tensor (L_BCL's learnable scale): compared by whether each side has it.
 TENSOR_VALUES = {"bcl_variant": "learnable"}
 
 _MODEL = "model."

@@ -3,16 +3,15 @@
 A checkpoint at ``path`` is two files written atomically (temporary file + ``os.replace``,
 the JSON last):
 
-``<path>.safetensors``  the model state, and optionally the optimiser's state tensors and
-                        any extra tensors (RNG states for resuming), under prefixed names
+``<path>.safetensors``  the model state, optionally the optimiser's state and extra tensors
+                        (RNG states for resuming), under prefixed names
 ``<path>.json``         the full :class:`~unichest_lib.config.Config`, library version, class
                         list, stage, K, d, the sha256 of the tensor file, the structure of the
                         optimiser state (so it can be rebuilt without pickle), the scheduler
                         state and any JSON ``extra``
 
-Loading never executes code: tensors come from ``safetensors``, everything else from JSON.
-A legacy ``.pt`` file is read only with ``torch.load(..., weights_only=True)``. Loading with
-a requested configuration compares the architecture fields and refuses with a readable diff.
+Loading never executes code (tensors from ``safetensors``, the rest from JSON; a legacy ``.pt``
+only with ``torch.load(..., weights_only=True)``) and refuses another architecture by diff.
 
 Introduced in ``notebooks/02_conquer.ipynb``.
 """

@@ -77,7 +77,9 @@ def test_features_of_another_dataset_are_refused(conquer, data, tmp_path):
 
 def test_without_augmentation_divide_on_features_is_the_same_run(conquer, data, tmp_path):
     """Augmentation off: the stored patches are what the frozen encoder would compute, so the
-    loss curve and the trained heads match a Divide on images (up to float rounding)."""
+    loss curve and the trained heads match a Divide on images (up to float rounding, which
+    AdamW carries through the steps: with one intra-op thread a weight differed by 1.01e-5,
+    so the tolerance is 5e-5)."""
     cfg = conquer[0].replace(divide_epochs=2)
     runs = {}
     for on in (False, True):
@@ -95,7 +97,7 @@ def test_without_augmentation_divide_on_features_is_the_same_run(conquer, data, 
     a, b = (r.model.state_dict() for r, _ in runs.values())
     for k in a:
         if k.startswith(("experts.", "qn1.", "gate.")):
-            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=5e-5)
     assert any(not torch.equal(a[k], _divide_model(conquer).state_dict()[k])
                for k in a if k.startswith("experts."))  # and the heads did train
 

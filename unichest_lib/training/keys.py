@@ -104,9 +104,12 @@ def conquer_key(cfg: Config) -> str:
 
 
 def divide_key(cfg: Config) -> str:
-    """sha256 of the Conquer key and every field in :data:`DIVIDE_ONLY`."""
+    """sha256 of the Conquer key and every field in :data:`DIVIDE_ONLY`. With
+    ``combine="probabilities"`` a marker names new runs: before it, the trainer did not pass
+    Eq. 5's probability mix to the loss, so such runs trained on the clipped logit."""
+    fix = {"probs_to_loss": 1} if cfg.combine == "probabilities" else {}
     return _digest({"stage": "divide", "conquer": conquer_key(cfg),
-                    "fields": keyed(cfg, DIVIDE_ONLY)})
+                    "fields": keyed(cfg, DIVIDE_ONLY), **fix})
 
 
 def continued_key(cfg: Config) -> str:

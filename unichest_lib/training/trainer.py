@@ -66,7 +66,8 @@ def class_index(model_classes: Sequence[str], data_classes: Sequence[str]) -> li
 
 
 # ---- the trainer ---------------------------------------------------------------------------
-_LOSS_OUT_KEYS = ("image_emb", "text_emb", "logits", "gate", "gate_proj", "bcl_logit_scale")
+_LOSS_OUT_KEYS = ("image_emb", "text_emb", "logits", "probs", "gate", "gate_proj",
+                  "bcl_logit_scale")
 _LOSS_BATCH_KEYS = ("labels", "mask", "source")
 
 

@@ -63,9 +63,10 @@ def stratified_subset(labels: np.ndarray, portion: float, seed: int) -> np.ndarr
 
 
 # ---- linear probe ----------------------------------------------------------------------------
-def _fit_predict_logistic(x_tr, y_tr, m_tr, x_te, seed: int) -> np.ndarray:
-    """One logistic regression per class on its observed rows; a class with a single label
-    value in the training portion gets that constant as its score (AUC 0.5)."""
+def logistic_scores(x_tr, y_tr, m_tr, x_te, seed: int) -> np.ndarray:
+    """Probabilities (n_test, c) of one logistic regression per class, fitted on its observed
+    rows; a class with a single label value in the training rows gets that constant as its
+    score (AUC 0.5)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -100,7 +101,7 @@ def probe_scores(model, cfg: Config, train_ds, test_ds, idx=None) -> np.ndarray:
     x_tr, x_te = pooled_features(model, train_ds, cfg), pooled_features(model, test_ds, cfg)
     y_tr, m_tr = np.nan_to_num(train_ds.table.labels, nan=0.0), train_ds.table.mask
     idx = np.arange(len(train_ds)) if idx is None else np.asarray(idx)
-    return _fit_predict_logistic(x_tr[idx], y_tr[idx], m_tr[idx], x_te, cfg.seed)
+    return logistic_scores(x_tr[idx], y_tr[idx], m_tr[idx], x_te, cfg.seed)
 
 
 def linear_probe(model, cfg: Config, source: str = "siim", portions: Sequence[float] = PORTIONS,
@@ -114,7 +115,7 @@ def linear_probe(model, cfg: Config, source: str = "siim", portions: Sequence[fl
     frames = []
     for p in portions:
         idx = stratified_subset(train_ds.table.labels, p, cfg.seed)
-        scores = _fit_predict_logistic(x_tr[idx], y_tr[idx], m_tr[idx], x_te, cfg.seed)
+        scores = logistic_scores(x_tr[idx], y_tr[idx], m_tr[idx], x_te, cfg.seed)
         frames.append(_tidy(scores, test_ds.table, source=source, protocol="linear_probe",
                             portion=p, n_train=len(idx), model_name=name, cfg=cfg))
     return pd.concat(frames, ignore_index=True)
@@ -163,11 +164,26 @@ def _predict_classifier(net, dataset, cfg: Config) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
+def fine_tune_scores(model, cfg: Config, train_ds, test_ds, idx, *, epochs: int = 3,
+                     lr: float | None = None) -> np.ndarray:
+    """Probabilities (n_test, c) of a copy of ``model``'s image encoder + a new linear head
+    (seeded by ``cfg.seed``), fine-tuned on the rows ``idx`` of ``train_ds`` for ``epochs``
+    epochs (AdamW, ``lr`` default ``cfg.lr``) and applied to ``test_ds``."""
+    if epochs < 1:
+        raise ValueError(f"epochs = {epochs!r} must be >= 1")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        net = EncoderClassifier(model.image_encoder, cfg.embed_dim, len(train_ds.classes))
+    net.to(device_of(model))
+    _train_classifier(net, train_ds, np.asarray(idx), cfg, epochs, lr or cfg.lr)
+    return _predict_classifier(net, test_ds, cfg)
+
+
 def fine_tune(model, cfg: Config, source: str = "siim", portions: Sequence[float] = PORTIONS,
               *, epochs: int = 3, lr: float | None = None,
               model_name: str | None = None) -> pd.DataFrame:
     """Fine-tune a copy of the image encoder + a linear head on each training ``portion``
-    for ``epochs`` epochs (AdamW, ``lr`` default ``cfg.lr``); the test split scores it."""
+    for ``epochs`` epochs (:func:`fine_tune_scores`); the test split scores it."""
     if epochs < 1:
         raise ValueError(f"epochs = {epochs!r} must be >= 1")
     train_ds = make_dataset(cfg, [source], "train")
@@ -176,16 +192,11 @@ def fine_tune(model, cfg: Config, source: str = "siim", portions: Sequence[float
     frames = []
     for p in portions:
         idx = stratified_subset(train_ds.table.labels, p, cfg.seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            net = EncoderClassifier(model.image_encoder, cfg.embed_dim, len(train_ds.classes))
-        net.to(device_of(model))
-        _train_classifier(net, train_ds, idx, cfg, epochs, lr or cfg.lr)
-        scores = _predict_classifier(net, test_ds, cfg)
+        scores = fine_tune_scores(model, cfg, train_ds, test_ds, idx, epochs=epochs, lr=lr)
         frames.append(_tidy(scores, test_ds.table, source=source, protocol="fine_tune",
                             portion=p, n_train=len(idx), model_name=name, cfg=cfg))
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["EncoderClassifier", "PORTIONS", "fine_tune", "linear_probe", "probe_scores",
-           "stratified_subset"]
+__all__ = ["EncoderClassifier", "PORTIONS", "fine_tune", "fine_tune_scores", "linear_probe",
+           "logistic_scores", "probe_scores", "stratified_subset"]

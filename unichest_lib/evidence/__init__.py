@@ -9,8 +9,9 @@ history; :mod:`.measures` scores them over seeds with paired patient bootstraps;
 ledger and its cache; :mod:`.alignment` compares the ways of scaling L_BCL (does the
 image–text alignment learn?); :mod:`.headroom` measures what source-specific heads could win
 on the frozen Conquer encoder next to what Divide wins, and :mod:`.dials` does so per world
-dial; :mod:`.grounding_measures` scores grounding against three baselines. Everything below
-is re-exported here (``evidence.variant_table``, ...).
+dial; :mod:`.grounding_measures` scores grounding against three baselines, and
+:mod:`.transfer` linear probing and fine-tuning against a randomly initialised encoder.
+Everything below is re-exported here (``evidence.variant_table``, ...).
 Introduced in ``notebooks/02_conquer.ipynb``; the ledger in ``notebooks/06_claims.ipynb``.
 """
 
@@ -28,10 +29,13 @@ from .measures import (ALPHA, MIN_POS, N_BOOT, Measure, Scored, class_auc_replic
                        grounding_by_class, has_classes, in_domain_measure, kept_columns,
                        macro_measure, metric_table, patient_weights, scored, split_sizes,
                        variant_table, with_intervals)
+from .transfer import (ENCODERS, PROTOCOLS, RANDOM, random_encoder, transfer_measures,
+                       transfer_predictions, transfer_table)
 from .variants import (BACKBONES, GRID, LEVELS, SEEDS, VARIANTS, Variant, checkpoint, history,
                        load, variant_config)
 
-__all__ = ["ALPHA", "BACKBONES", "BCL_SETTINGS", "CLAIMS", "CLAIM_KEYS", "Claim", "EXPENSIVE",
+__all__ = ["ALPHA", "BACKBONES", "BCL_SETTINGS", "CLAIMS", "CLAIM_KEYS", "Claim", "ENCODERS",
+           "EXPENSIVE", "PROTOCOLS", "RANDOM",
            "FULL", "FULL_ENV", "GRID", "HOW_TO_RUN", "LEVELS", "MIN_POS", "Measure", "NOT_RUN",
            "N_BOOT", "SEEDS", "Scored", "VARIANTS", "STUDY_DIALS", "VERSION", "Variant",
            "WORLD_ONLY", "alignment_lines", "alignment_on", "alignment_study", "chapter_claims",
@@ -42,5 +46,6 @@ __all__ = ["ALPHA", "BACKBONES", "BCL_SETTINGS", "CLAIMS", "CLAIM_KEYS", "Claim"
            "headroom_scored", "headroom_table", "history",
            "in_domain_measure", "kept_columns", "ledger_table", "load", "macro_measure",
            "measure", "measure_claim", "metric_table", "patient_weights", "scored",
-           "source_gates", "split_sizes", "transfer_vs_random", "variant_config",
+           "random_encoder", "source_gates", "split_sizes", "transfer_measures",
+           "transfer_predictions", "transfer_table", "transfer_vs_random", "variant_config",
            "variant_table", "verdict_lines", "with_intervals", "zero_shot_sources"]

@@ -19,10 +19,11 @@ import numpy as np
 
 from ..config import Config, ConfigError
 from ..data import make_dataset
-from ..evaluation import finetune, grounding, stats
+from ..evaluation import grounding, stats
 from ..model.inference import gate_weights
-from .measures import (MIN_POS, N_BOOT, Measure, Scored, patient_weights, class_auc_replicates,
-                       has_classes, in_domain_measure, kept_columns, macro_measure, split_sizes)
+from .measures import (N_BOOT, Measure, has_classes, in_domain_measure, macro_measure,
+                       patient_weights, split_sizes)
+from .transfer import RANDOM, transfer_measures
 from .variants import GRID, LEVELS, SEEDS, load, variant_config
 
 
@@ -247,31 +248,15 @@ def transfer_vs_random(cfg: Config, *, source: str = "siim", seeds=None, n_boot=
                        progress: bool = True) -> Measure:
     """Linear probe (all of ``source``'s training split) on the frozen Ī of UniChest's image
     encoder minus the same probe on a randomly initialised encoder of the same architecture;
-    macro AUC over kept classes of the test split, paired resamples by patient."""
-    from ..model import UniChest
-
-    seeds = tuple(SEEDS[cfg.profile] if seeds is None else seeds)
-    n_boot = N_BOOT[cfg.profile] if n_boot is None else n_boot
-    tr, te = make_dataset(cfg, [source], "train"), make_dataset(cfg, [source], "test")
-    points, reps = np.zeros(len(seeds)), np.zeros((len(seeds), n_boot))
-    for i, seed in enumerate(seeds):
-        c = variant_config(cfg, "UniChest", seed)
-        pre = load(cfg, "UniChest", seed, progress=progress)
-        rnd = UniChest(c, pre.classes).eval()
-        s = {}
-        for name, m in (("pre", pre), ("random", rnd)):
-            scores = finetune.probe_scores(m, c, tr, te)
-            s[name] = Scored(scores, np.nan_to_num(te.table.labels, nan=0.0), te.table.mask,
-                             np.asarray(te.table.patients), tuple(te.classes),
-                             tuple(True for _ in te.classes))
-        cols, table = kept_columns(s["pre"], min_pos=MIN_POS[cfg.profile])
-        w = patient_weights(s["pre"].patients, n_boot, f"transfer/{source}")
-        diff = (np.nanmean(class_auc_replicates(s["pre"], w, cols), 1)
-                - np.nanmean(class_auc_replicates(s["random"], w, cols), 1))
-        points[i], reps[i] = diff[0], diff[1:]
-    return Measure(points, reps, dict(what="linear probe: pre-trained - random init",
-                                      sources=[source], seeds=list(seeds),
-                                      classes=table.assign(source=source)))
+    macro AUC over kept classes of the test split, paired resamples by patient (the 100 %
+    linear-probe difference of :func:`.transfer.transfer_table`, from the same cache)."""
+    ms, info = transfer_measures(cfg, source=source, encoders=("UniChest", RANDOM),
+                                 protocols=("linear probe",), portions=(1.0,), seeds=seeds,
+                                 n_boot=n_boot, progress=progress)
+    m = ms["UniChest", "linear probe", 1.0] - ms[RANDOM, "linear probe", 1.0]
+    return Measure(m.points, m.reps, dict(what="linear probe: pre-trained - random init",
+                                          sources=[source], seeds=info["seeds"],
+                                          classes=info["classes"]))
 
 
 __all__ = ["CLAIMS", "CLAIM_KEYS", "Claim", "equivalence_verdict", "gate_routing",

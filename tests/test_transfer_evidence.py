@@ -73,6 +73,11 @@ def test_the_table_has_every_row_and_the_means_are_seed_means_of_sklearn_aucs(fa
     assert len(diffs) == 2 * 2 * 3
     assert set(diffs["encoder"]) == {f"{e} − {T.RANDOM}" for e in PRETRAINED}
     assert diffs["verdict"].isin(["holds", "contradicted", "inconclusive"]).all()
+    wide = evidence.transfer_wide(df)
+    assert wide.shape == (2 * 3, 3 + 2) and list(wide.columns[:3]) == list(T.ENCODERS)
+    assert list(wide.index.get_level_values("protocol")[::3]) == list(T.PROTOCOLS)
+    first = scores.iloc[0]
+    assert wide.iloc[0, 0] == f"{first['mean']:.3f} [{first['lo']:.3f}, {first['hi']:.3f}]"
 
 
 def test_paired_differences_are_the_difference_of_the_rows_on_shared_resamples(faked):

@@ -30,7 +30,7 @@ from .measures import (ALPHA, MIN_POS, N_BOOT, Measure, Scored, class_auc_replic
                        macro_measure, metric_table, patient_weights, scored, split_sizes,
                        variant_table, with_intervals)
 from .transfer import (ENCODERS, PROTOCOLS, RANDOM, random_encoder, transfer_measures,
-                       transfer_predictions, transfer_table)
+                       transfer_predictions, transfer_table, transfer_wide)
 from .variants import (BACKBONES, GRID, LEVELS, SEEDS, VARIANTS, Variant, checkpoint, history,
                        load, variant_config)
 
@@ -47,5 +47,6 @@ __all__ = ["ALPHA", "BACKBONES", "BCL_SETTINGS", "CLAIMS", "CLAIM_KEYS", "Claim"
            "in_domain_measure", "kept_columns", "ledger_table", "load", "macro_measure",
            "measure", "measure_claim", "metric_table", "patient_weights", "scored",
            "random_encoder", "source_gates", "split_sizes", "transfer_measures",
-           "transfer_predictions", "transfer_table", "transfer_vs_random", "variant_config",
+           "transfer_predictions", "transfer_table", "transfer_vs_random", "transfer_wide",
+           "variant_config",
            "variant_table", "verdict_lines", "with_intervals", "zero_shot_sources"]

@@ -181,6 +181,8 @@ def test_bad_encoder_protocol_and_epochs_fail_clearly(tmp_path):
         evidence.transfer_predictions(cfg, T.RANDOM, 0, protocols=("zero-shot",))
     with pytest.raises(ConfigError, match="epochs"):
         evidence.transfer_predictions(cfg, T.RANDOM, 0, epochs=0)
+    with pytest.raises(ConfigError, match="portions"):
+        evidence.transfer_predictions(cfg, "UniChest", 0, portions=(10,))  # before any training
 
 
 @pytest.mark.slow

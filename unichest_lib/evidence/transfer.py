@@ -115,6 +115,8 @@ def transfer_predictions(cfg: Config, encoder: str, seed: int, *, source: str = 
         raise ConfigError(f"unknown protocol(s) {bad}; choose from {PROTOCOLS}")
     if epochs < 1:
         raise ConfigError(f"epochs = {epochs!r} must be >= 1")
+    if not all(0.0 < float(p) <= 1.0 for p in portions):
+        raise ConfigError(f"portions = {list(portions)!r} must lie in (0, 1]; e.g. 0.01 for 1 %")
     if encoder != RANDOM and encoder not in VARIANTS:
         raise ConfigError(f"unknown encoder {encoder!r}; choose {RANDOM!r} or one of "
                           f"{list(VARIANTS)}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -195,3 +196,71 @@ def test_in_domain_queries_as_trained(build, monkeypatch, fake_dataset):
     ds = fake_dataset(n=4, classes=("nodule", "pneumothorax"))
     E.predict(model, ds, resolve("smoke", amp=False, eval_batch_size=8), by=None)
     assert seen[-1] == model.query_entries() and E.own_mode(model) == "description"
+
+
+# ---- the study ---------------------------------------------------------------------------------
+def test_the_study_is_each_values_zero_shot_auc_and_its_paired_difference(monkeypatch):
+    from unichest_lib import evidence
+    from unichest_lib.evidence import query_study
+    from unichest_lib.evidence.measures import Measure
+
+    calls = []
+    value = {"name": 0.55, "description": 0.6, "ensemble": 0.7}
+
+    def fake(cfg, name, sources, *, by, seen, seeds, n_boot, progress):
+        calls.append((cfg.query_text, by, tuple(sources), seen, name))
+        base = value[cfg.query_text] + (0.01 if by == "ensemble" else 0) + 0.1 * len(sources)
+        reps = base + np.linspace(-0.02, 0.02, 30)[None, :] * np.ones((len(seeds), 1))
+        cls = pd.DataFrame({"class": ["tuberculosis"], "n": [10], "n_pos": [3], "kept": [True],
+                            "source": [sources[0]]})
+        return Measure(np.full(len(seeds), base), reps, dict(classes=cls))
+
+    monkeypatch.setattr(query_study, "macro_measure", fake)
+    cfg = resolve("smoke")
+    t = evidence.query_text_study(cfg, modes=("name", "ensemble"), seeds=(0, 1), n_boot=30,
+                                  progress=False)
+    assert set(t["source"]) == {"shenzhen", "padchest", "mean"}
+    assert len(t) == 3 * 2 * 3 and all(c[3] is False and c[4] == "UniChest" for c in calls)
+    row = t.set_index(["query_text", "by", "source"]).loc[("ensemble", "ensemble", "shenzhen")]
+    assert row["mean"] == pytest.approx(0.81) and row["vs_name"] == pytest.approx(0.15)
+    assert row["vs_lo"] == pytest.approx(0.15) == row["vs_hi"]  # paired: the noise cancels
+    auc, vs = evidence.study_views(t)
+    assert list(auc.columns) == list(QUERY_TEXTS) and len(vs.columns) == 2
+    with pytest.raises(ValueError, match="modes"):
+        evidence.query_text_study(cfg, modes=("names",))
+    with pytest.raises(ValueError, match="values"):
+        evidence.query_text_study(cfg, values=("labels",))
+
+
+def test_the_chapter_runs_the_study_when_asked_or_when_its_runs_are_stored(tmp_path, monkeypatch):
+    from unichest_lib import evidence
+    from unichest_lib.evidence import ledger, query_study
+
+    monkeypatch.delenv(ledger.FULL_ENV, raising=False)
+    cfg = resolve("tutorial", cache_dir=str(tmp_path))
+    assert not evidence.query_text_on(cfg)  # off at tutorial, nothing stored: never trains
+    assert evidence.query_text_on(cfg, True) and evidence.query_text_on(resolve("smoke"))
+    stored = []
+    monkeypatch.setattr(query_study.store, "is_valid", lambda c, stage: stored.append(
+        (c.query_text, c.seed, stage)) or True)
+    assert evidence.query_text_on(cfg)
+    assert sorted(stored) == sorted((v, sd, "divide") for v in QUERY_TEXTS
+                                    for sd in evidence.SEEDS["tutorial"])
+
+
+def test_the_study_scores_the_stored_runs(tmp_path):
+    from unichest_lib import evidence
+
+    cfg = resolve("smoke", cache_dir=str(tmp_path), image_size=32, max_steps_per_epoch=2,
+                  amp=False)
+    t = evidence.query_text_study(cfg, ("name", "description"), ("description",), seeds=(0,),
+                                  n_boot=20, progress=False)
+    for _, row in t.iterrows():
+        srcs = evidence.zero_shot_sources(cfg) if row["source"] == "mean" else [row["source"]]
+        m = evidence.macro_measure(cfg.replace(query_text=row["query_text"]), "UniChest", srcs,
+                                   by="description", seen=False, seeds=(0,), n_boot=20,
+                                   progress=False)
+        assert row["mean"] == pytest.approx(m.points.mean(), nan_ok=True)
+    d = t[t["query_text"] == "description"].set_index("source")
+    n = t[t["query_text"] == "name"].set_index("source")
+    assert np.allclose(d["vs_name"], d["mean"] - n["mean"], equal_nan=True)

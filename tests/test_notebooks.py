@@ -26,7 +26,7 @@ KEY_OUTPUTS = {
     "03_divide": (3, ["MoE-QN: 4 query networks (1 shared + 3 experts)", "QN4 (expert)",
                       "s_All = 0.5 * s1", "Conquer continued"]),
     "04_evaluate": (5, ["Conquer only", "random init", "training images", "linear probe",
-                        "fine-tune", "GFLOPs"]),
+                        "fine-tune", "GFLOPs", "ensemble − name"]),
     "05_ablations": (3, ["K = 1", "no L_SCL", "equal weights", "heterogeneity"]),
     "06_claims": (1, ["smallest detectable", "verdict", "contradicted"]),
 }

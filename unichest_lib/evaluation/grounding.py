@@ -44,7 +44,7 @@ from ..config import Config
 from ..data import make_dataset, make_loader
 from ..model.inference import evaluating, predict_batches
 from . import metrics
-from .classification import COLUMNS, display_name, query_plan
+from .classification import COLUMNS, display_name, plan_queries, query_plan
 
 #: MedKLIP's threshold search grid for zero-shot segmentation (step 0.01).
 THRESHOLDS = np.round(np.arange(0.0, 1.0 + 1e-9, 0.01), 2)
@@ -202,10 +202,11 @@ def grounding_heatmaps(model, images: torch.Tensor, class_names: Sequence[str], 
                        *, by: str = "name") -> torch.Tensor:
     """(B, len(class_names), H, W) heatmaps in [0, 1] for a batch of images
     (:func:`heatmaps_from_output`); experts combined as Eq. 5 combines scores."""
-    texts, cols = query_plan(model.classes, class_names, by)
+    own = model.query_entries() if hasattr(model, "query_entries") else None
+    texts, cols = query_plan(model.classes, class_names, by, own)
     with evaluating(model):
         with torch.no_grad():  # outside inference mode: the model may cache these queries
-            queries = model.class_queries(texts)
+            queries = plan_queries(model, texts)
         [(_, heat)] = predict_batches(model, [{"image": images}], amp=cfg.amp,  # one batch
                                       forward=lambda x: heatmaps_from_output(
                                           model(x, queries=queries, return_attention=True),

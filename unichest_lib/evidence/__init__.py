@@ -9,8 +9,9 @@ history; :mod:`.measures` scores them over seeds with paired patient bootstraps;
 ledger and its cache; :mod:`.alignment` compares the ways of scaling L_BCL (does the
 image–text alignment learn?); :mod:`.headroom` measures what source-specific heads could win
 on the frozen Conquer encoder next to what Divide wins, and :mod:`.dials` does so per world
-dial; :mod:`.grounding_measures` scores grounding against three baselines, and
-:mod:`.transfer` linear probing and fine-tuning against a randomly initialised encoder.
+dial; :mod:`.grounding_measures` scores grounding against three baselines; :mod:`.transfer`
+linear probing and fine-tuning against a randomly initialised encoder; :mod:`.query_study`
+compares zero-shot on unseen classes across what the class queries say in training.
 Everything below is re-exported here (``evidence.variant_table``, ...).
 Introduced in ``notebooks/02_conquer.ipynb``; the ledger in ``notebooks/06_claims.ipynb``.
 """
@@ -29,6 +30,7 @@ from .measures import (ALPHA, MIN_POS, N_BOOT, Measure, Scored, class_auc_replic
                        grounding_by_class, has_classes, in_domain_measure, kept_columns,
                        macro_measure, metric_table, patient_weights, scored, split_sizes,
                        variant_table, with_intervals)
+from .query_study import query_text_on, query_text_study, study_views
 from .transfer import (ENCODERS, PROTOCOLS, RANDOM, random_encoder, transfer_measures,
                        transfer_predictions, transfer_table, transfer_wide)
 from .variants import (BACKBONES, GRID, LEVELS, SEEDS, VARIANTS, Variant, checkpoint, history,
@@ -45,7 +47,8 @@ __all__ = ["ALPHA", "BACKBONES", "BCL_SETTINGS", "CLAIMS", "CLAIM_KEYS", "Claim"
            "grounding_vs_random", "has_classes", "headroom_measure",
            "headroom_scored", "headroom_table", "history",
            "in_domain_measure", "kept_columns", "ledger_table", "load", "macro_measure",
-           "measure", "measure_claim", "metric_table", "patient_weights", "scored",
+           "measure", "measure_claim", "metric_table", "patient_weights", "query_text_on",
+           "query_text_study", "scored", "study_views",
            "random_encoder", "source_gates", "split_sizes", "transfer_measures",
            "transfer_predictions", "transfer_table", "transfer_vs_random", "transfer_wide",
            "variant_config",

@@ -8,7 +8,8 @@ are paired. A comparison's interval is :func:`unichest_lib.evaluation.stats.pool
 it counts the spread between seeds *and* the test-set sampling. Classes with fewer than
 :data:`MIN_POS` positives or negatives in a test split are flagged and left out of the macro
 means. Predictions are cached on disk (``<cache_dir>/evidence/predictions``), keyed by the
-checkpoint's checksum, the world and the query mode.
+checkpoint's checksum, the world and the query mode (``by=None``: the queries the model was
+trained with, ``cfg.query_text``; for the paper's names that is ``"name"``).
 
 Introduced in ``notebooks/02_conquer.ipynb``.
 """
@@ -78,10 +79,11 @@ def _model(path: pathlib.Path, cfg: Config, stage: str, progress: bool):
 
 
 def scored(cfg: Config, name: str, seed: int, source: str, *, split: str = "test",
-           by: str = "name", progress: bool = True, **extra) -> Scored:
+           by: str | None = None, progress: bool = True, **extra) -> Scored:
     """Probabilities of variant ``name`` (seed) on ``source``'s ``split``, cached on disk by
     checkpoint checksum, data and query mode (``.npz`` of plain arrays, no pickle)."""
     c = variant_config(cfg, name, seed, **extra)
+    by = c.query_text if by is None else by  # the trained queries: same cache key as by name
     path = checkpoint(cfg, name, seed, progress=progress, **extra)
     meta = checkpoints.read_meta(path)
     sha = meta["sha256"]
@@ -171,7 +173,7 @@ class Measure:
 
 
 def macro_measure(cfg: Config, name: str, sources: Sequence[str], *, split: str = "test",
-                  by: str = "name", seen: bool | None = None, seeds=None, n_boot=None,
+                  by: str | None = None, seen: bool | None = None, seeds=None, n_boot=None,
                   progress: bool = True, **extra) -> Measure:
     """Mean over ``sources`` of each source's macro AUC (kept classes; ``seen`` selects
     seen/unseen classes only), for every seed, with bootstrap replicates."""
@@ -202,7 +204,7 @@ def macro_measure(cfg: Config, name: str, sources: Sequence[str], *, split: str 
 
 
 def variant_table(cfg: Config, names: Sequence[str], sources: Sequence[str] | None = None, *,
-                  split: str = "test", by: str = "name", seen: bool | None = None,
+                  split: str = "test", by: str | None = None, seen: bool | None = None,
                   mean_row: bool = True, progress: bool = True, **extra) -> pd.DataFrame:
     """aAUC of each variant on each source (and their mean), over the profile's seeds:
     columns variant, source, mean, lo, hi (pooled 95 % interval), n_seeds, per_seed,

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..config import Config
 from .encoders import ImageEncoder, sincos_2d
+from . import query_text
 from .query import QueryNetworks
 from .text import TextEncoder
 
@@ -76,8 +77,9 @@ def combine_probabilities(s1: torch.Tensor, expert_scores: torch.Tensor, gate: t
 class UniChest(nn.Module):
     """UniChest (Eqs. 1, 2, 5): image/text encoders, QN¹, K−1 experts, gate Φ1, projection Φ2.
 
-    ``classes`` is the union label space the model is trained on; their names are the
-    queries. Build in the Conquer stage; call :meth:`start_divide` for the Divide stage.
+    ``classes`` is the union label space the model is trained on; ``cfg.query_text`` says
+    what their queries say (:mod:`.query_text`: names by default). Build in the Conquer
+    stage; call :meth:`start_divide` for the Divide stage.
     """
 
     def __init__(self, cfg: Config, classes: Sequence[str]):
@@ -88,6 +90,7 @@ class UniChest(nn.Module):
             raise ValueError(f"classes contain duplicates: {classes!r}")
         self.cfg = cfg
         self.classes = tuple(classes)
+        self._own = query_text.entries(self.classes, cfg.query_text)
         self.stage = "conquer"
         d = cfg.embed_dim
         with torch.random.fork_rng(devices=[]):
@@ -177,10 +180,25 @@ class UniChest(nn.Module):
         """T = Φ_text(t) for each text: (n, d)."""
         return self.text_encoder(texts)
 
+    def query_entries(self) -> list:
+        """The model's own query of each class (``cfg.query_text``): a text, or a tuple of
+        phrasings whose embeddings are averaged (:mod:`.query_text`)."""
+        return list(self._own)
+
+    def query_groups(self) -> list[list[str]]:
+        """The model's own queries as groups of texts, one per class (one group unless
+        ``cfg.query_text == "ensemble"``): what training draws from."""
+        return query_text.query_groups(self._own)
+
     def class_queries(self, names: Sequence[str] | None = None) -> torch.Tensor:
-        """Φ_text of class names, the queries of Eq. 2: (c', d). Cached once the whole text
-        encoder is frozen (Divide); the backbone's features are cached whenever it is."""
-        names = tuple(self.classes if names is None else names)
+        """Φ_text of query texts, the queries of Eq. 2: (c', d); ``None``: the model's own
+        (:meth:`query_entries`). Cached once the whole text encoder is frozen (Divide); the
+        backbone's features are cached whenever it is."""
+        if names is None:
+            if not all(isinstance(e, str) for e in self._own):
+                return self.mean_queries(self._own)
+            names = self._own
+        names = tuple(names)
         if not self.text_encoder.frozen:
             return self.encode_text(names)
         if names not in self._query_cache:
@@ -188,6 +206,25 @@ class UniChest(nn.Module):
                 self._query_cache[names] = self.encode_text(names)
         q = self._query_cache[names]
         return q.to(self.text_encoder.proj.weight.device)
+
+    def mean_queries(self, items: Sequence) -> torch.Tensor:
+        """(c', d) queries of entries that are texts or tuples of texts: a tuple's query is
+        the mean of its texts' embeddings (the ensemble of :mod:`.query_text`)."""
+        groups = query_text.query_groups(items)
+        if len(groups) == 1:
+            return self.class_queries(groups[0])
+        stacked = torch.stack([self.class_queries(g) for g in groups])  # (V, c', d)
+        single = torch.tensor([isinstance(e, str) for e in items], device=stacked.device)
+        return torch.where(single[:, None], stacked[0], stacked.mean(0))
+
+    def query_pick(self, stage: str, step: int) -> torch.Tensor | None:
+        """The phrasing of each class at training ``step`` of ``stage`` (``"ensemble"``, for
+        ``forward(query_pick=...)``); None when the model has one query per class."""
+        n = len(self.query_groups())
+        if n == 1:
+            return None
+        pick = query_text.draw(len(self.classes), n, seed=self.cfg.seed, stage=stage, step=step)
+        return torch.as_tensor(pick, dtype=torch.long)
 
     def _positions(self, h: int, w: int, device) -> torch.Tensor:
         n = h * w
@@ -198,15 +235,17 @@ class UniChest(nn.Module):
     # ---- forward ----------------------------------------------------------------------
     def forward(self, images: torch.Tensor | None, texts: Sequence[str] | None = None, *,
                 queries: torch.Tensor | None = None, return_attention: bool = False,
-                patches: torch.Tensor | None = None, grid: tuple[int, int] | None = None
-                ) -> dict:
+                patches: torch.Tensor | None = None, grid: tuple[int, int] | None = None,
+                query_pick: torch.Tensor | None = None) -> dict:
         """See the module docstring and the shared interface: returns patches, image_emb,
         text_emb (with texts; and bcl_logit_scale, the learnable log(1/τ), when there is one),
         scores (B, K_active, c), gate / gate_proj (Divide, K > 1), logits (B, c) and, with
         ``return_attention``, attention (B, K_active, c, h, w).
 
         In the Divide stage the frozen encoder's output may be passed instead of images:
-        ``forward(None, texts, patches=I, grid=(h, w))`` (see :mod:`unichest_lib.training.features`)."""
+        ``forward(None, texts, patches=I, grid=(h, w))`` (see :mod:`unichest_lib.training.features`).
+        ``query_pick`` (c,) picks each class's phrasing of :meth:`query_groups` (training with
+        ``cfg.query_text == "ensemble"``, :meth:`query_pick`) instead of their mean."""
         frozen = self.stage == "divide"
         no_grad = torch.no_grad() if frozen else contextlib.nullcontext()
         if patches is None:
@@ -225,7 +264,10 @@ class UniChest(nn.Module):
                 out["text_emb"] = self.encode_text(texts)
             if self.bcl_logit_scale is not None:  # L_BCL reads it (training.losses.bcl_loss)
                 out["bcl_logit_scale"] = self.bcl_logit_scale
-        q = self.class_queries() if queries is None else self._check_queries(queries)
+        if query_pick is not None:
+            q = self._picked_queries(query_pick, queries)
+        else:
+            q = self.class_queries() if queries is None else self._check_queries(queries)
         pos = self._positions(h, w, patches.device)
         scores, attn = self.qn1(q, patches, pos, need_weights=return_attention)
         logits = scores[:, 0]
@@ -261,6 +303,17 @@ class UniChest(nn.Module):
         if self.cfg.gate_input == "layernorm":
             patches = F.layer_norm(patches.float(), patches.shape[-1:])
         return patches.mean(1)
+
+    def _picked_queries(self, pick: torch.Tensor, queries) -> torch.Tensor:
+        groups = self.query_groups()
+        if queries is not None or pick.shape != (len(self.classes),) or not (
+                0 <= int(pick.min()) and int(pick.max()) < len(groups)):
+            raise ValueError(f"query_pick must be ({len(self.classes)},) indices in "
+                             f"[0, {len(groups)}) and comes without queries; got "
+                             f"{tuple(pick.shape)}")
+        stacked = torch.stack([self.class_queries(g) for g in groups])  # (V, c, d)
+        return stacked[pick.to(stacked.device), torch.arange(len(self.classes),
+                                                             device=stacked.device)]
 
     def _check_queries(self, queries: torch.Tensor) -> torch.Tensor:
         if queries.ndim != 2 or queries.shape[1] != self.cfg.embed_dim:

@@ -122,12 +122,15 @@ class Trainer:
         uninterrupted run sees. The class names (the queries) are pooled first, alone and in
         the model's order, exactly as ``UniChest.class_queries`` pools them for a reloaded
         checkpoint: otherwise, under bf16, a checkpoint scored later differs from the
-        validation aAUC it was selected by (0.630 against 0.623 was seen at ``tutorial``)."""
+        validation aAUC it was selected by (0.630 against 0.623 was seen at ``tutorial``).
+        Other query texts (``cfg.query_text``) follow, group by group, as the model pools them."""
         enc = getattr(self.model, "text_encoder", None)
         if enc is None or not getattr(enc, "backbone_frozen", False):
             return
         enc.clear_cache()
         enc.pooled(list(self.model.classes))
+        for group in getattr(self.model, "query_groups", list)():  # descriptions, phrasings
+            enc.pooled(group)
         if self.text_cache is not None:  # pooled features shared by runs of one text backbone
             enc.add_cached(self.text_cache)
         enc.pooled(sorted(set(self.train_set.table.texts)))
@@ -202,17 +205,21 @@ class Trainer:
         return self.loss_fn(out, batch, self.cfg)
 
     def train_step(self, batch: dict) -> dict[str, float]:
-        """One optimiser step on ``batch``; returns the loss terms as floats."""
+        """One optimiser step on ``batch``; returns the loss terms as floats. With
+        ``cfg.query_text == "ensemble"`` each class's query is the phrasing drawn for this
+        step (``UniChest.query_pick``)."""
+        pick = getattr(self.model, "query_pick", lambda *a: None)(self.stage, self.step)
+        kw = {} if pick is None else {"query_pick": pick}
         if self.features is not None:  # Divide on stored frozen patches: no encoder, no augment
             patches = self.features.batch(batch["index"], self.device)
             with hardware.autocast(self.cfg.amp, self.device):
                 out = self.net(None, texts=batch["text"], patches=patches,
-                               grid=self.features.grid)
+                               grid=self.features.grid, **kw)
         else:
             images = batch["image"].to(self.device, non_blocking=True)
             images = self.augment(images)
             with hardware.autocast(self.cfg.amp, self.device):
-                out = self.net(images, texts=batch["text"])
+                out = self.net(images, texts=batch["text"], **kw)
         terms = self.loss_terms(out, batch)
         values = self._check_finite(terms, batch)
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,109 @@
+"""Can zero-shot generalise? (issue #15): UniChest trained with each ``cfg.query_text`` —
+class names (the paper), descriptions (MedKLIP) or an ensemble of phrasings
+(:mod:`unichest_lib.model.query_text`) — over seeds, scored zero-shot on the classes no
+pre-training source labels (Shenzhen's tuberculosis, PadChest's unseen classes) with every
+query mode, each AUC with its 95 % interval over seeds and test patients and its paired
+difference from the names-trained model queried the same way.
+
+Every value other than ``"name"`` costs a Conquer and a Divide run per seed beyond the book's
+own, so the book runs the study with the full ledger (:func:`query_text_on`).
+
+Introduced in ``notebooks/04_evaluate.ipynb``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..config import QUERY_TEXTS, Config
+from ..evaluation.classification import QUERY_MODES
+from ..training import store
+from .claims import zero_shot_sources
+from .ledger import FULL, FULL_ENV, full_ledger
+from .measures import Measure, macro_measure
+from .variants import SEEDS, VARIANTS, variant_config
+
+#: The variant the study trains per value (UniChest: Conquer, then Divide).
+STUDY_VARIANT = "UniChest"
+
+
+def query_text_on(cfg: Config, full: bool | None = None) -> bool:
+    """Whether chapter 04 runs the study: :func:`~.ledger.full_ledger` when ``full`` is given,
+    the environment switch is set or the profile runs the full ledger; otherwise only when
+    every run of the study is already stored (a build never trains them unasked)."""
+    if full is not None or os.environ.get(FULL_ENV, "").strip() or FULL[cfg.profile]:
+        return full_ledger(cfg, full)
+    stage = VARIANTS[STUDY_VARIANT].stage
+    return all(store.is_valid(variant_config(cfg.replace(query_text=v), STUDY_VARIANT, sd), stage)
+               for v in QUERY_TEXTS for sd in SEEDS[cfg.profile])
+
+
+def query_text_study(cfg: Config, values: Sequence[str] = QUERY_TEXTS,
+                     modes: Sequence[str] = QUERY_MODES, *, seeds=None, n_boot=None,
+                     progress: bool = True) -> pd.DataFrame:
+    """One row per (``query_text`` value, query mode ``by``, source with unseen classes, and
+    their ``"mean"`` when there are several): the macro zero-shot AUC over the source's
+    unseen classes of UniChest trained with that value, for every seed.
+
+    Columns: ``query_text``, ``by``, ``source``; ``mean``, ``lo``, ``hi`` (pooled 95 %
+    interval over seeds and test patients), ``per_seed``, ``n_classes`` (kept unseen
+    classes) and ``flagged`` (left out, with their positives); ``vs_name``, ``vs_lo``,
+    ``vs_hi``: minus the ``"name"``-trained model queried by the same mode, paired by seed and
+    patient resample (NaN when ``"name"`` is not among ``values``); ``n_seeds``.
+    """
+    bad = [v for v in values if v not in QUERY_TEXTS]
+    if bad or not values:
+        raise ValueError(f"values {list(values)} must be a non-empty list of {QUERY_TEXTS}")
+    bad = [m for m in modes if m not in QUERY_MODES]
+    if bad or not modes:
+        raise ValueError(f"modes {list(modes)} must be a non-empty list of {QUERY_MODES}")
+    sources = zero_shot_sources(cfg)
+    if not sources:
+        raise ValueError(f"no downstream source of {list(cfg.downstream)} has classes the "
+                         "pre-training sources leave unlabelled: nothing to score zero-shot")
+    seeds = tuple(SEEDS[cfg.profile] if seeds is None else seeds)
+    parts = [(s, [s]) for s in sources] + ([("mean", sources)] if len(sources) > 1 else [])
+    measures: dict[tuple, Measure] = {}
+    rows = []
+    for v in values:
+        c = cfg.replace(query_text=v)
+        for by in modes:
+            for label, srcs in parts:
+                m = macro_measure(c, STUDY_VARIANT, srcs, by=by, seen=False, seeds=seeds,
+                                  n_boot=n_boot, progress=progress)
+                measures[(v, by, label)] = m
+                s, t = m.summary(), m.info["classes"]
+                rows.append(dict(query_text=v, by=by, source=label, mean=s["mean"], lo=s["lo"],
+                                 hi=s["hi"], per_seed=", ".join(f"{p:.3f}" for p in m.points),
+                                 n_classes=int(t["kept"].sum()),
+                                 flagged=", ".join(f"{r['source']}:{r['class']} ({r['n_pos']})"
+                                                   for _, r in t[~t["kept"]].iterrows())))
+    for row in rows:
+        key = (row["query_text"], row["by"], row["source"])
+        base = ("name",) + key[1:]
+        d = ((measures[key] - measures[base]).summary() if base in measures
+             else dict(mean=np.nan, lo=np.nan, hi=np.nan))
+        row.update(vs_name=d["mean"], vs_lo=d["lo"], vs_hi=d["hi"], n_seeds=len(seeds))
+    return pd.DataFrame(rows)
+
+
+def study_views(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two tables of ``mean [lo, hi]`` strings read off a :func:`query_text_study`: the AUC,
+    and its difference from the names-trained model; rows (source, query mode), one column
+    per ``query_text`` value."""
+    from .measures import with_intervals
+
+    auc = with_intervals(table, ["source", "by"], "query_text")
+    diff = table[table["query_text"] != "name"].assign(
+        mean=lambda t: t["vs_name"], lo=lambda t: t["vs_lo"], hi=lambda t: t["vs_hi"])
+    vs = (with_intervals(diff, ["source", "by"], "query_text").add_suffix(" − name")
+          if len(diff) else diff)
+    order = [v for v in QUERY_TEXTS if v in set(table["query_text"])]
+    return auc[order], vs
+
+
+__all__ = ["STUDY_VARIANT", "query_text_on", "query_text_study", "study_views"]

@@ -228,6 +228,15 @@ def test_headroom_table_runs_end_to_end_on_the_smoke_world(tmp_path):
     np.testing.assert_allclose(again["headroom"], tab["headroom"])
     m = evidence.headroom_measure(cfg, cfg.sources[0], seeds=(0,), progress=False)
     assert m.summary()["mean"] == pytest.approx(tab["headroom"].iloc[0])
+    # per class: the macro headroom of a source is the mean of its classes' headroom
+    by = evidence.headroom_by_class(cfg, seeds=(0,), progress=False)
+    for i, src in enumerate(cfg.sources):
+        per = by[by["source"] == src]
+        assert len(per) and per["mean"].mean() == pytest.approx(tab["headroom"].iloc[i])
+        assert (per["lo"] <= per["mean"]).all() and (per["mean"] <= per["hi"]).all()
+    one = evidence.headroom_by_class(cfg, classes=[by["class"].iloc[0]], seeds=(0,),
+                                     progress=False)
+    assert set(one["class"]) == {by["class"].iloc[0]}
 
 
 def _ideal_headroom(label_meaning: float) -> dict[tuple[str, str], float]:

@@ -20,9 +20,9 @@ from .alignment import BCL_SETTINGS, alignment_lines, alignment_on, alignment_st
 from .claims import (CLAIM_KEYS, CLAIMS, Claim, equivalence_verdict, gate_routing,
                      grounding_vs_random, measure_claim, source_gates, transfer_vs_random,
                      zero_shot_sources)
-from .dials import STUDY_DIALS, dial_cell, dial_study, dial_world
+from .dials import STUDY_DIALS, dial_cell, dial_study, dial_world, meaning_by_class
 from .grounding_measures import grounding_baseline_measures, grounding_baseline_table
-from .headroom import headroom_measure, headroom_scored, headroom_table
+from .headroom import headroom_by_class, headroom_measure, headroom_scored, headroom_table
 from .ledger import (EXPENSIVE, FULL, FULL_ENV, HOW_TO_RUN, NOT_RUN, VERSION, WORLD_ONLY,
                      chapter_claims,
                      fmt_interval, full_ledger, grid_table, ledger_table, measure, verdict_lines)
@@ -45,8 +45,9 @@ __all__ = ["ALPHA", "BACKBONES", "BCL_SETTINGS", "CLAIMS", "CLAIM_KEYS", "Claim"
            "equivalence_verdict", "fmt_interval", "full_ledger", "gate_routing", "grid_table",
            "grounding_baseline_measures", "grounding_baseline_table", "grounding_by_class",
            "grounding_vs_random", "has_classes", "headroom_measure",
-           "headroom_scored", "headroom_table", "history",
+           "headroom_by_class", "headroom_scored", "headroom_table", "history",
            "in_domain_measure", "kept_columns", "ledger_table", "load", "macro_measure",
+           "meaning_by_class",
            "measure", "measure_claim", "metric_table", "patient_weights", "query_text_on",
            "query_text_study", "scored", "study_views",
            "random_encoder", "source_gates", "split_sizes", "transfer_measures",

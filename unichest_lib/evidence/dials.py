@@ -17,7 +17,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..config import DIALS, Config, set_dial
-from .headroom import headroom_measure
+from .headroom import headroom_by_class, headroom_measure
 from .measures import in_domain_measure
 from .variants import LEVELS, SEEDS
 
@@ -60,4 +60,17 @@ def dial_study(cfg: Config, dials: Sequence[str] = STUDY_DIALS, levels: Sequence
     return pd.DataFrame(rows)
 
 
-__all__ = ["STUDY_DIALS", "dial_cell", "dial_study", "dial_world"]
+def meaning_by_class(cfg: Config, levels: Sequence[float] = LEVELS, *,
+                     progress: bool = True) -> pd.DataFrame:
+    """The headroom per source on the classes the label-meaning dial redefines (the broad
+    definitions of :data:`unichest_lib.data.world.sources.BROAD_DEFINITIONS`), at each level of
+    that dial (:func:`.headroom.headroom_by_class`; the same stored runs as :func:`dial_study`)."""
+    from ..data.world.sources import BROAD_DEFINITIONS
+
+    redefined = sorted({c for d in BROAD_DEFINITIONS.values() for c in d})
+    return pd.concat([headroom_by_class(dial_world(cfg, "label_meaning", lvl), redefined,
+                                        progress=progress).assign(label_meaning=float(lvl))
+                      for lvl in levels], ignore_index=True)
+
+
+__all__ = ["STUDY_DIALS", "dial_cell", "dial_study", "dial_world", "meaning_by_class"]

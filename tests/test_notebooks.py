@@ -28,7 +28,7 @@ KEY_OUTPUTS = {
     "04_evaluate": (5, ["Conquer only", "random init", "training images", "linear probe",
                         "fine-tune", "GFLOPs", "ensemble − name"]),
     "05_ablations": (3, ["K = 1", "no L_SCL", "equal weights", "heterogeneity"]),
-    "06_claims": (1, ["smallest detectable", "verdict", "contradicted"]),
+    "07_claims": (1, ["smallest detectable", "verdict", "contradicted"]),
 }
 
 
@@ -90,7 +90,7 @@ def test_chapter_prose_leaves_verdicts_to_the_ledger(path):
 
 
 #: Chapters that run on real-format data: the embedded world exported in each real dataset's
-#: own layout (issue #16). Chapter 06 is the claims ledger of the embedded world.
+#: own layout (issue #16). Chapter 07 is the claims ledger of the embedded world.
 REAL_FORMAT_CHAPTERS = [p for p in NOTEBOOKS if p.stem[:2] in ("00", "01", "02", "03", "04", "05")]
 
 

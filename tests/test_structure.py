@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "unichest_lib"
 
 #: Each layer's rank: a module may import layers of a lower rank, and its own layer.
-RANK = {"foundation": 0, "data": 1, "model": 2, "training": 3, "evaluation": 3, "evidence": 4,
+RANK = {"foundation": 0, "data": 1, "model": 2, "baselines": 2.5, "training": 3, "evaluation": 3, "evidence": 4,
         "book": 5, "cli": 6}
 FOUNDATION = {"unichest_lib", "unichest_lib._legacy", "unichest_lib.config",
               "unichest_lib.fileio", "unichest_lib.hardware"}

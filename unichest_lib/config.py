@@ -41,6 +41,18 @@ DIALS = ("acquisition", "label_prior", "appearance", "label_meaning")
 #: What the class queries say in training (``query_text``): the class name (the paper), its
 #: description (MedKLIP) or an ensemble of phrasings (:mod:`unichest_lib.model.query_text`).
 QUERY_TEXTS = ("name", "description", "ensemble")
+#: What is pre-trained (``method``): UniChest (Conquer, then Divide; its Conquer stage alone is
+#: the KAD-style baseline) or a baseline of the paper's comparison tables, trained in the same
+#: harness (:mod:`unichest_lib.baselines`; the baselines have no Divide stage).
+METHODS = ("unichest", "medklip", "mgca", "clip")
+#: Each method's options (``method_options``, e.g. ``("local=0.5",)``) with their defaults:
+#: loss weights and sizes a baseline reads. Values are numbers >= 0.
+METHOD_OPTIONS: dict[str, dict[str, float]] = {
+    "unichest": {},
+    "medklip": {"position": 1.0, "negatives": 7},
+    "mgca": {"global": 1.0, "local": 1.0, "proto": 1.0, "prototypes": 32},
+    "clip": {},
+}
 
 #: Fields Config once had, with the one value every run used. The records of older
 #: checkpoints still hold them; :meth:`Config.from_dict` ignores them. ``nan_policy="raise"``:
@@ -80,6 +92,10 @@ class Config:
     num_workers: int = 0  # DataLoader workers
 
     # ---- model ------------------------------------------------------------------------
+    method: str = "unichest"  # what is pre-trained: "unichest" or a baseline, "medklip",
+                              # "mgca", "clip" (METHODS; unichest_lib.baselines)
+    method_options: tuple[str, ...] = ()  # the method's options as NAME=VALUE, e.g.
+                                          # ("local=0.5",); names and defaults in METHOD_OPTIONS
     backbone: str = "resnet18"  # torchvision ResNet (paper: resnet50)
     output_stride: int = 32  # image pixels per patch-grid cell: 32 (paper), 16 or 8 (dilated
                              # last stages: a 16 x 16 grid at 128 px instead of 4 x 4)
@@ -186,6 +202,7 @@ _CHOICES: dict[str, tuple] = {
     "loss_reduction": ("mean", "sum"),
     "report_text": ("filtered", "labels"),
     "query_text": QUERY_TEXTS,
+    "method": METHODS,
 }
 
 _POSITIVE_INT = (
@@ -330,6 +347,32 @@ def dial_values(dials: tuple[str, ...]) -> dict[str, float]:
     return out
 
 
+def method_option_values(cfg: "Config") -> dict[str, float]:
+    """The options of ``cfg.method``: :data:`METHOD_OPTIONS` defaults updated by
+    ``cfg.method_options`` (``NAME=VALUE``); ConfigError naming the option for an unknown
+    name, a repeated one, or a value that is not a number >= 0."""
+    known = METHOD_OPTIONS[cfg.method]
+    out, seen = dict(known), set()
+    for item in cfg.method_options:
+        name, sep, value = str(item).partition("=")
+        name = name.strip()
+        if not sep or name not in known:
+            raise ConfigError(f"parameter 'method_options' has {item!r}; method {cfg.method!r} "
+                              f"takes NAME=VALUE with NAME one of {sorted(known) or 'none'}")
+        if name in seen:
+            raise ConfigError(f"parameter 'method_options' sets {name!r} twice")
+        seen.add(name)
+        try:
+            v = float(value)
+        except ValueError:
+            v = float("nan")
+        if not v >= 0:
+            raise ConfigError(f"parameter 'method_options': {name} = {value.strip()!r} must be "
+                              "a number >= 0")
+        out[name] = v
+    return out
+
+
 def set_dial(cfg: Config, name: str, value: float) -> Config:
     """``cfg`` with the embedded world's dial ``name`` at ``value``; a dial equal to what
     ``heterogeneity`` gives it is left out of ``dials``, so the same world has one config
@@ -358,6 +401,7 @@ def _validate(c: Config) -> None:
         if not 0.0 <= v <= 1.0:
             raise ConfigError(f"parameter {name!r} = {v!r} must lie in [0, 1]")
     dial_values(c.dials)
+    method_option_values(c)
     for name in ("tau_scl", "tau_bcl", "lr"):
         v = getattr(c, name)
         if not v > 0:
@@ -432,6 +476,6 @@ def describe(cfg: Config, *, against: str | None = None) -> str:
 
 __all__ = [
     "ALL_SOURCES", "BACKBONES", "Config", "ConfigError", "DIALS", "DOWNSTREAM_SOURCES",
-    "OUTPUT_STRIDES", "PRETRAIN_SOURCES", "PROFILES", "PROGRESS_ENV", "REMOVED_FIELDS", "describe",
+    "METHODS", "METHOD_OPTIONS", "method_option_values", "OUTPUT_STRIDES", "PRETRAIN_SOURCES", "PROFILES", "PROGRESS_ENV", "REMOVED_FIELDS", "describe",
     "dial_values", "parse_names", "profile_defaults", "progress_bars", "resolve", "set_dial",
 ]

@@ -13,7 +13,7 @@ dial; :mod:`.grounding_measures` scores grounding against three baselines; :mod:
 linear probing and fine-tuning against a randomly initialised encoder; :mod:`.query_study`
 compares zero-shot on unseen classes across what the class queries say in training.
 Everything below is re-exported here (``evidence.variant_table``, ...).
-Introduced in ``notebooks/02_conquer.ipynb``; the ledger in ``notebooks/06_claims.ipynb``.
+Introduced in ``notebooks/02_conquer.ipynb``; the ledger in ``notebooks/07_claims.ipynb``.
 """
 
 from .alignment import BCL_SETTINGS, alignment_lines, alignment_on, alignment_study

@@ -7,7 +7,7 @@ not macro AUCs, as gate routing accuracy (:func:`gate_routing`), pointing game a
 peak (:func:`grounding_vs_random`) and linear-probe transfer against a random encoder
 (:func:`transfer_vs_random`). :mod:`.ledger` turns the measurements into the claims ledger.
 
-Introduced in ``notebooks/06_claims.ipynb``; chapters 02–05 show their own claims.
+Introduced in ``notebooks/07_claims.ipynb``; chapters 02–05 show their own claims.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ detect, and a verdict from :func:`unichest_lib.evaluation.stats.verdict`; and th
 Markdown the chapters print from it. Measured claims are cached on disk
 (``<cache_dir>/evidence``), keyed by the configuration, the seeds and the bootstrap size.
 
-Introduced in ``notebooks/06_claims.ipynb``; chapters 02–05 show their own claims.
+Introduced in ``notebooks/07_claims.ipynb``; chapters 02–05 show their own claims.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ NOT_RUN = "not run"
 #: Environment switch of the full ledger (``make ledger`` sets it to 1 for the whole build).
 FULL_ENV = "UNICHEST_FULL_LEDGER"
 #: How a claim that was not run tells the reader to run it.
-HOW_TO_RUN = "build with `make ledger` (or run chapter 05 or 06 with -p full_ledger True)"
+HOW_TO_RUN = "build with `make ledger` (or run chapter 05 or 07 with -p full_ledger True)"
 
 
 def full_ledger(cfg: Config, full: bool | None = None) -> bool:

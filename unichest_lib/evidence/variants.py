@@ -9,7 +9,7 @@ and :func:`history` get a variant's model, checkpoint and training history from 
 one way a chapter gets a trained model. The profile constants say which seeds, grids and
 levels the chapters run.
 
-Introduced in ``notebooks/02_conquer.ipynb``; chapter 06 (``notebooks/06_claims.ipynb``)
+Introduced in ``notebooks/02_conquer.ipynb``; chapter 07 (``notebooks/07_claims.ipynb``)
 lists every claim they feed.
 """
 

@@ -31,8 +31,8 @@ FORMAT = "unichest-checkpoint/1"
 
 #: Fields that decide tensor shapes, and ``output_stride`` (what the encoder computes). ``K`` and
 #: ``scl_dim`` shape only Divide's modules: a Conquer checkpoint is not compared on them.
-ARCH_FIELDS = ("backbone", "output_stride", "embed_dim", "text_model", "n_decoder_layers",
-               "n_heads", "ffn_dim", "K", "scl_dim")
+ARCH_FIELDS = ("method", "backbone", "output_stride", "embed_dim", "text_model",
+               "n_decoder_layers", "n_heads", "ffn_dim", "K", "scl_dim")
 DIVIDE_ARCH_FIELDS = ("K", "scl_dim")
 #: Values that add a tensor (L_BCL's learnable scale): compared by whether each side has it.
 TENSOR_VALUES = {"bcl_variant": "learnable"}
@@ -289,13 +289,13 @@ def saved_config(meta: Mapping):
 
 
 def build_model(cfg, classes, stage: str):
-    """A fresh :class:`~unichest_lib.model.UniChest` in ``stage`` (the shapes to load into)."""
-    from ..model import MODEL_STAGES, UniChest
-
+    """A fresh model of ``cfg.method`` in ``stage`` (the shapes to load into)."""
+    from ..baselines import build_model as build
+    from ..model import MODEL_STAGES
     if stage not in MODEL_STAGES:
         raise CheckpointError(f"checkpoint records model stage {stage!r}; a model is in one of "
                               f"{MODEL_STAGES}")
-    model = UniChest(cfg, tuple(classes))
+    model = build(cfg, tuple(classes))
     if stage == "divide":
         model.start_divide(reinit_experts=False)
     return model

@@ -38,7 +38,8 @@ DIVIDE_ONLY = ("K", "lam", "scl_dim", "tau_scl", "scl_variant", "combine", "divi
 #: every earlier run had: at that value a field is left out of the keys, so the artifacts
 #: trained before it existed keep their names; any other value names new artifacts.
 ADDED_FIELDS: dict[str, object] = {"gate_input": "mean", "dials": [],  # lists: as to_dict gives
-                                   "output_stride": 32, "query_text": "name"}
+                                   "output_stride": 32, "query_text": "name",
+                                   "method": "unichest", "method_options": []}
 #: The embedded world's content version, bumped when one configuration renders or labels a
 #: different world: 2 = the label-meaning dial and the real priors corrected (issue #14).
 #: Version 1 is left out of the keys (so the keys pinned in ``tests/test_legacy.py`` are still

@@ -38,19 +38,21 @@ def _datasets(cfg: Config):
 
 def conquer(cfg: Config, out_dir, *, progress: bool = True, resume: bool = False,
             eval_hook: Callable | None = None) -> TrainResult:
-    """The Conquer stage (Eq. 4): encoders + QN¹ on the training split of all ``cfg.sources``.
+    """The Conquer stage (Eq. 4): encoders + QN¹ on the training split of all ``cfg.sources``
+    (or a baseline's pre-training, ``cfg.method``: :mod:`unichest_lib.baselines`).
 
     Checkpoints go to ``out_dir``; ``resume`` continues from its "last" checkpoint.
     ``eval_hook(model, epoch) -> dict`` adds numbers to each epoch's validation row.
     """
-    from ..model import UniChest
+    from .. import baselines
 
     cfg = cfg.validate()
     seed_everything(cfg.seed, cfg.deterministic)
     train_set, val_set = _datasets(cfg)
-    model = UniChest(cfg, train_set.classes)
+    model = baselines.build_model(cfg, train_set.classes)
     trainer = Trainer(cfg, "conquer", model, train_set, val_set, out_dir, progress=progress,
-                      eval_hook=eval_hook, run_key=conquer_key(cfg))
+                      eval_hook=eval_hook, run_key=conquer_key(cfg),
+                      loss_fn=baselines.conquer_loss_fn(cfg))
     return trainer.fit(resume=resume)
 
 
@@ -108,9 +110,11 @@ def divide(cfg: Config, conquer_checkpoint, out_dir, *, progress: bool = True,
     this Conquer checkpoint and training split, ``text_cache`` a dict of pooled text features
     shared between runs.
     """
+    from ..baselines import check_has_divide
     from ..model import UniChest
 
     cfg = cfg.validate()
+    check_has_divide(cfg)
     train_set, val_set = _datasets(cfg)
     meta = checkpoints.read_meta(conquer_checkpoint)
     checkpoints.check_compatible(meta, cfg, train_set.classes)
@@ -136,7 +140,10 @@ def continue_conquer(cfg: Config, conquer_checkpoint, out_dir, *, progress: bool
     stage adds, with a fresh warm-up + cosine schedule, written to ``out_dir``. If UniChest
     beats this, its gain is not just more training. Introduced in
     ``notebooks/03_divide.ipynb``."""
+    from ..baselines import check_has_divide
+
     cfg = cfg.validate()
+    check_has_divide(cfg, "the compute-matched continued run")
     meta = checkpoints.read_meta(conquer_checkpoint)
     if meta.get("stage") != "conquer":
         raise checkpoints.CheckpointError(

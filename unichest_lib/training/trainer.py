@@ -198,8 +198,10 @@ class Trainer:
     def loss_terms(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
         """The stage's loss on the *global* batch: loss inputs are cast to float32 and, under
         DDP, gathered from every rank with gradients (global negatives)."""
-        out = {k: v.float() for k, v in out.items() if k in _LOSS_OUT_KEYS}
-        batch = {k: batch[k].to(self.device) for k in _LOSS_BATCH_KEYS}
+        out_keys = _LOSS_OUT_KEYS + tuple(getattr(self.model, "loss_out_keys", ()))
+        batch_keys = _LOSS_BATCH_KEYS + tuple(getattr(self.model, "loss_batch_keys", ()))
+        out = {k: v.float() for k, v in out.items() if k in out_keys}
+        batch = {k: batch[k].to(self.device) for k in batch_keys}
         if distributed.is_distributed():
             out, batch = distributed.gather_batch(out), distributed.gather_batch(batch)
         return self.loss_fn(out, batch, self.cfg)

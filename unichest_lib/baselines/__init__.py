@@ -21,7 +21,7 @@ Baselines are pre-trained once (the store's ``"conquer"`` stage) and have no Div
 The package sits between ``model`` and ``training``: it imports the model's parts (and data),
 and the training stages import it; its losses are its own pure functions.
 
-Chapter 06 ("Against the baselines") compares them with UniChest.
+Introduced in ``notebooks/06_baselines.ipynb`` (Against the baselines).
 """
 
 from __future__ import annotations

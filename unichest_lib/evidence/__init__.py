@@ -11,11 +11,14 @@ image–text alignment learn?); :mod:`.headroom` measures what source-specific h
 on the frozen Conquer encoder next to what Divide wins, and :mod:`.dials` does so per world
 dial; :mod:`.grounding_measures` scores grounding against three baselines; :mod:`.transfer`
 linear probing and fine-tuning against a randomly initialised encoder; :mod:`.query_study`
-compares zero-shot on unseen classes across what the class queries say in training.
+compares zero-shot on unseen classes across what the class queries say in training;
+:mod:`.baselines` regenerates the paper's Tables IV and V with every baseline row (the
+module's names stay under ``evidence.baselines``).
 Everything below is re-exported here (``evidence.variant_table``, ...).
 Introduced in ``notebooks/02_conquer.ipynb``; the ledger in ``notebooks/07_claims.ipynb``.
 """
 
+from . import baselines
 from .alignment import BCL_SETTINGS, alignment_lines, alignment_on, alignment_study
 from .claims import (CLAIM_KEYS, CLAIMS, Claim, equivalence_verdict, gate_routing,
                      grounding_vs_random, measure_claim, source_gates, transfer_vs_random,
@@ -36,7 +39,7 @@ from .transfer import (ENCODERS, PROTOCOLS, RANDOM, random_encoder, transfer_mea
 from .variants import (BACKBONES, GRID, LEVELS, SEEDS, VARIANTS, Variant, checkpoint, history,
                        load, variant_config)
 
-__all__ = ["ALPHA", "BACKBONES", "BCL_SETTINGS", "CLAIMS", "CLAIM_KEYS", "Claim", "ENCODERS",
+__all__ = ["ALPHA", "BACKBONES", "baselines", "BCL_SETTINGS", "CLAIMS", "CLAIM_KEYS", "Claim", "ENCODERS",
            "EXPENSIVE", "PROTOCOLS", "RANDOM",
            "FULL", "FULL_ENV", "GRID", "HOW_TO_RUN", "LEVELS", "MIN_POS", "Measure", "NOT_RUN",
            "N_BOOT", "SEEDS", "Scored", "VARIANTS", "STUDY_DIALS", "VERSION", "Variant",

@@ -3,7 +3,8 @@
 A **variant** (:data:`VARIANTS`) is a store stage plus overrides of the chapter's
 configuration: UniChest itself, the Conquer checkpoint Divide starts from, Conquer continued
 for as many steps as Divide adds (compute-matched), Divide with K = 1 (no experts), without
-L_SCL, with equal gate weights, and Conquer on one source. :func:`load`, :func:`checkpoint`
+L_SCL, with equal gate weights, Conquer on one source, and the baselines of chapter 06
+(MedKLIP-, MGCA- and CLIP-style; the KAD-style baseline is "Conquer only"). :func:`load`, :func:`checkpoint`
 and :func:`history` get a variant's model, checkpoint and training history from the store
 (:mod:`unichest_lib.training.store`, which trains it once per configuration and seed): the
 one way a chapter gets a trained model. The profile constants say which seeds, grids and
@@ -56,6 +57,13 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             "Divide with every expert weighted 1/(K-1): no gate, no L_SCL (paper Table VI)"),
     Variant("one source", "conquer", (("sources", "<val_source>"),),
             "Conquer trained on the validation source alone (paper Table VI, first row)"),
+    # the baselines of Tables IV and V (unichest_lib.baselines), pre-trained on all sources
+    Variant("MedKLIP-style", "conquer", (("method", "medklip"),),
+            "MedKLIP's recipe: description queries, existence + position losses (MedKLIP-multi)"),
+    Variant("MGCA-style", "conquer", (("method", "mgca"),),
+            "MGCA's recipe: dual encoders, global + token + prototype alignment, no labels"),
+    Variant("CLIP-style", "conquer", (("method", "clip"),),
+            "CLIP / CheXzero: global image-text contrast only, no labels"),
 )}
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
+import time
 import warnings
 from typing import Callable, Sequence
 
@@ -273,6 +274,7 @@ class Trainer:
 
         self._seed_epoch(self.epoch)
         self.net.train()
+        self._epoch_start = time.perf_counter()
         bar = tqdm(total=self.steps_per_epoch, disable=not (progress_bars(self.progress) and distributed.is_main()),
                    desc=f"{self.stage} {self.epoch + 1}/{self.epochs}", leave=False)
         for i, batch in enumerate(self.train_loader):
@@ -287,9 +289,12 @@ class Trainer:
         bar.close()
 
     def _end_epoch(self) -> None:
+        # wall time of this epoch's training steps (validation excluded): the cost tables
+        spent = time.perf_counter() - getattr(self, "_epoch_start", time.perf_counter())
         metrics = self.validate()
         self.epoch = min(self.epoch + 1, max(self.epochs, 1))
-        row = dict(stage=self.stage, split="valid", epoch=self.epoch, step=self.step, **metrics)
+        row = dict(stage=self.stage, split="valid", epoch=self.epoch, step=self.step,
+                   train_seconds=spent, **metrics)
         self.rows.append(row)
         value = metrics["val_aAUC"]
         improved = self.best_epoch < 0 or (math.isfinite(value) and value > self.best_metric)

@@ -1,0 +1,94 @@
+"""Chapter 06's tables: the paper's numbers, the row registry and the generated reading."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from unichest_lib import config as C
+from unichest_lib.evidence import VARIANTS, baselines
+
+
+def test_every_row_is_a_variant_and_names_its_paper_rows():
+    for row in baselines.ROWS:
+        assert row in VARIANTS and row in baselines.PAPER_ROWS
+        for paper_row in baselines.PAPER_ROWS[row]:
+            assert paper_row in baselines.PAPER, f"{row}: {paper_row} has no numbers"
+    assert baselines.ROWS[-1] == "UniChest"
+
+
+def test_baseline_variants_train_the_method_they_name():
+    for row, method in (("MedKLIP-style", "medklip"), ("MGCA-style", "mgca"),
+                        ("CLIP-style", "clip"), ("Conquer only", "unichest")):
+        cfg = C.resolve("smoke")
+        c = dict(VARIANTS[row].overrides)
+        assert c.get("method", "unichest") == method
+        assert VARIANTS[row].stage == "conquer"
+        C.resolve("smoke", **c)  # a valid configuration
+
+
+def test_paper_value_takes_the_most_specific_paper_row_that_has_a_number():
+    # Table VI gives UniChest's Conquer stage on ChestX-ray14 ...
+    assert baselines.paper_value("Conquer only", "chestxray14", "aAUC") == \
+        (0.8468, "UniChest (only Conquer stage)")
+    # ... but not on CheXpert, where Table IV's KAD-multi stands in
+    assert baselines.paper_value("Conquer only", "chexpert", "mAP") == (0.5626, "KAD-multi")
+    assert baselines.paper_value("UniChest", "vindr", "aACC") == (0.9501, "UniChest")
+    v, row = baselines.paper_value("MGCA-style", "chestxray14", "aAUC")
+    assert math.isnan(v) and row == ""
+    v, row = baselines.paper_value("UniChest", "mimic", "aAUC")  # not in Table IV
+    assert math.isnan(v)
+    with pytest.raises(ValueError, match="unknown row"):
+        baselines.paper_value("KAD", "chestxray14", "aAUC")
+    with pytest.raises(ValueError, match="unknown metric"):
+        baselines.paper_value("UniChest", "chestxray14", "AUROC")
+
+
+def test_paper_numbers_keep_the_papers_ranking_on_chestxray14():
+    # a typo check against the paper's text: UniChest beats KAD-multi by 1.53 points of aAUC
+    # on ChestX-ray14 and KAD-CXR14 by 2.04 (Dai et al. 2024, Sec. IV-C1)
+    p = baselines.PAPER
+    assert p["UniChest"]["chestxray14"]["aAUC"] - p["KAD-CXR14"]["chestxray14"]["aAUC"] == \
+        pytest.approx(0.0204, abs=1e-4)
+    assert p["UniChest"]["chestxray14"]["aAUC"] > p["KAD-multi"]["chestxray14"]["aAUC"]
+
+
+def test_unknown_rows_are_refused_by_name():
+    with pytest.raises(ValueError, match="KAD-multi"):
+        baselines.table_iv(C.resolve("smoke"), ["UniChest", "KAD-multi"])
+
+
+def _vs(rows):
+    return pd.DataFrame([dict(comparison=f"UniChest − {n}", setting=s, mean=m, lo=lo, hi=hi)
+                         for n, s, m, lo, hi in rows])
+
+
+def test_ranking_lines_follow_the_intervals_not_the_means():
+    t4 = pd.DataFrame(dict(variant=["UniChest", "CLIP-style", "Conquer only"],
+                           source="mean", metric="aAUC", mean=[0.70, 0.60, 0.71]))
+    t5 = pd.DataFrame(dict(variant=["UniChest", "CLIP-style"] * 2, source=["a", "a", "b", "b"],
+                           group="seen", mean=[0.6, 0.5, 0.8, 0.7]))
+    vs = _vs([("CLIP-style", "in-domain", 0.10, 0.05, 0.15),
+              ("Conquer only", "in-domain", -0.01, -0.03, 0.01)])
+    lines = baselines.ranking_lines(t4, t5, vs)
+    assert lines[0] == ("Ranking, in-domain, mean over the pre-training sources: "
+                        "Conquer only 0.710 > UniChest 0.700 > CLIP-style 0.600.")
+    assert lines[1].startswith("Ranking, zero-shot on seen classes") and \
+        "UniChest 0.700 > CLIP-style 0.600" in lines[1]
+    last = lines[-1]
+    assert "ahead of CLIP-style and behind no row" in last
+    assert "against Conquer only the interval includes zero" in last
+
+
+def test_wide_shows_means_with_intervals_and_the_paper_beside_them():
+    df = pd.DataFrame(dict(variant=["UniChest", "MGCA-style"], source="chestxray14",
+                           metric="aAUC", mean=[0.71234, np.nan], lo=[0.7, np.nan],
+                           hi=[0.72, np.nan], paper=[0.8584, np.nan]))
+    w = baselines.wide(df, columns="source")
+    assert w.loc["UniChest", ("ours", "chestxray14")] == "0.712 [0.700, 0.720]"
+    assert w.loc["UniChest", ("paper", "chestxray14")] == "0.858"
+    assert w.loc["MGCA-style", ("ours", "chestxray14")] == "n/a"
+    assert w.loc["MGCA-style", ("paper", "chestxray14")] == "—"

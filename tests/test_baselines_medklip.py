@@ -39,7 +39,8 @@ def test_existence_loss_matches_a_loop_and_ignores_masked_entries():
     assert got.item() == pytest.approx(_existence_ref(logits, labels, mask), rel=1e-5)
     changed = logits.clone()
     changed[~mask] = 50.0  # a masked logit, however wrong, changes nothing
-    assert medklip.existence_loss(changed, labels, mask).item() == pytest.approx(got.item(), rel=1e-6)
+    same = medklip.existence_loss(changed, labels, mask)
+    assert same.item() == pytest.approx(got.item(), rel=1e-6)
     none = medklip.existence_loss(logits, labels, torch.zeros_like(mask))
     assert none.item() == 0.0
 
@@ -101,11 +102,13 @@ def test_conquer_loss_sums_the_terms_with_the_position_weight():
     out = {"logits": torch.randn(2, 3, generator=g),
            "position_logits": torch.randn(2, 3, len(POSITIONS), generator=g),
            "position_noise": torch.rand(2, 3, len(POSITIONS), generator=g)}
-    batch = {"labels": torch.tensor([[1.0, 0, 1], [0, 1, 0]]), "mask": torch.ones(2, 3, dtype=torch.bool),
+    batch = {"labels": torch.tensor([[1.0, 0, 1], [0, 1, 0]]),
+             "mask": torch.ones(2, 3, dtype=torch.bool),
              "positions": torch.tensor([[4, -1, 10], [-1, -1, -1]])}
     terms = medklip.conquer_loss(out, batch, cfg)
     assert set(terms) == {"existence_loss", "position_loss", "loss"}
-    want = medklip.position_loss(out["position_logits"], batch["positions"], out["position_noise"], 3)
+    want = medklip.position_loss(out["position_logits"], batch["positions"],
+                                 out["position_noise"], 3)
     assert terms["position_loss"].item() == pytest.approx(want.item())
     assert terms["loss"].item() == pytest.approx(terms["existence_loss"].item() + 0.5 * want.item())
 

@@ -6,7 +6,8 @@ either world. :mod:`.samples` is the sample contract ``(x, Y, mask, l, t)``; :mo
 the embedded procedural sources and :mod:`.real` reads the paper's datasets (registry, label
 harmonisation, images, parsers). :mod:`.loaders` is the one entry point,
 :func:`make_dataset` / :func:`make_loader`, re-exported here; :mod:`.report_filter` turns
-reports into the paper's text input, :mod:`.descriptions` gives zero-shot class descriptions
+reports into the paper's text input (and :mod:`.positions` into each sample's MedKLIP
+position indices), :mod:`.descriptions` gives zero-shot class descriptions
 and :mod:`.cards` reads the data cards. Data code imports only :mod:`unichest_lib.config` and
 :mod:`unichest_lib.fileio` from the rest of the library. Introduced in
 ``notebooks/00_data.ipynb``.

@@ -36,7 +36,7 @@ import re
 from functools import lru_cache
 
 from .labels import ALL_CLASSES, SYNONYMS
-from .samples import SEP, Triplet
+from .triplets import SEP, Triplet
 
 #: Bumped whenever a rule changes, so cached filtered texts are recomputed.
 VERSION = "rules-2"

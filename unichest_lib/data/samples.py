@@ -17,6 +17,9 @@ source     int64 ()                  index into ``dataset.sources`` (the paper's
 text       str                       the paper's ``t``: filtered report entities, or
                                      positive labels joined by ``[SEP]``
 index      int64 ()                  row in the dataset
+positions  int64 (c,)                where ``text`` places each existing finding: an
+                                     index into :data:`.positions.POSITIONS`, -1 where
+                                     unknown (MedKLIP's position supervision)
 seg        bool (c, H, W)            only with ``with_masks=True``: per-class masks
 boxes      float32 (c, 4)            only with ``with_masks=True``: x0, y0, x1, y1 in
                                      pixels, NaN where the class is absent
@@ -32,21 +35,11 @@ Introduced in ``notebooks/00_data.ipynb``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-SEP = " [SEP] "
-
-
-class Triplet(NamedTuple):
-    """One finding mentioned in a report, as MedKLIP's report filter extracts it:
-    ``entity`` is a canonical class of :mod:`unichest_lib.data.labels`, ``position`` a short
-    location phrase ("right lower lobe", "" when none) and ``exists`` False when negated."""
-
-    entity: str
-    position: str
-    exists: bool
+from .triplets import SEP, Triplet  # re-exported: the sample contract's text units
 
 
 def labels_to_text(labels: np.ndarray, mask: np.ndarray, classes: Sequence[str]) -> str:
@@ -128,6 +121,8 @@ class MultiSourceDataset:
     def __getitem__(self, i: int) -> dict:
         import torch
 
+        from .positions import position_index  # lazy: positions -> report_filter -> samples
+
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for a dataset of {len(self)} samples")
         img = np.asarray(self.image_fn(i))
@@ -147,6 +142,8 @@ class MultiSourceDataset:
             "source": torch.tensor(int(self.table.source_ids[i]), dtype=torch.int64),
             "text": self.table.texts[i],
             "index": torch.tensor(i, dtype=torch.int64),
+            "positions": torch.tensor(position_index(self.table.texts[i], self.table.classes),
+                                      dtype=torch.int64),
         }
         if self.masks_fn is not None:
             seg, boxes = self.masks_fn(i)

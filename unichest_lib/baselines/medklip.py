@@ -139,7 +139,7 @@ class MedKLIP(nn.Module):
             raise ValueError(f"classes contain duplicates: {classes!r}")
         if cfg.query_text == "ensemble":
             raise ConfigError("method 'medklip' queries every class by its description; "
-                              "query_text = 'ensemble' does not apply (leave it at 'name')")
+                              "query_text = 'ensemble' does not apply (give 'description')")
         opts = method_option_values(cfg)
         if not float(opts["negatives"]).is_integer():
             raise ConfigError(f"method option negatives = {opts['negatives']!r} must be an integer")

@@ -130,9 +130,11 @@ def table_iv(cfg: Config, rows: Sequence[str] = ROWS, *, progress: bool = True) 
 
 
 def table_v(cfg: Config, rows: Sequence[str] = ROWS, sources: Sequence[str] | None = None, *,
-            by: str = "name", progress: bool = True) -> pd.DataFrame:
+            by: str | None = None, progress: bool = True) -> pd.DataFrame:
     """Table V: zero-shot aAUC of each row on each downstream source (queries ``by`` name,
-    description or mixed), over all its classes and split into seen and unseen ones: columns
+    description or mixed; None: each row as it was trained, so MedKLIP-style reads
+    descriptions and the others names), over all its classes and split into seen and unseen
+    ones: columns
     variant, source, group ("all", "seen", "unseen"), mean, lo, hi, n_seeds, n_classes,
     paper, paper_row (the paper's AUC or aAUC, for "all")."""
     rows = _check_rows(rows)
@@ -185,7 +187,7 @@ def cost_rows(cfg: Config, rows: Sequence[str] = ROWS, *, progress: bool = True)
 
 
 def versus(cfg: Config, rows: Sequence[str] = ROWS, reference: str = "UniChest", *,
-           by: str = "name", progress: bool = True) -> pd.DataFrame:
+           by: str | None = None, progress: bool = True) -> pd.DataFrame:
     """``reference`` minus each other row, paired on the same seeds and test patients: the
     in-domain aAUC (mean over the pre-training sources) and the zero-shot aAUC (mean over the
     downstream sources with such classes) on seen and on unseen classes. Columns comparison,

@@ -58,7 +58,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("one source", "conquer", (("sources", "<val_source>"),),
             "Conquer trained on the validation source alone (paper Table VI, first row)"),
     # the baselines of Tables IV and V (unichest_lib.baselines), pre-trained on all sources
-    Variant("MedKLIP-style", "conquer", (("method", "medklip"),),
+    Variant("MedKLIP-style", "conquer", (("method", "medklip"), ("query_text", "description")),
             "MedKLIP's recipe: description queries, existence + position losses (MedKLIP-multi)"),
     Variant("MGCA-style", "conquer", (("method", "mgca"),),
             "MGCA's recipe: dual encoders, global + token + prototype alignment, no labels"),

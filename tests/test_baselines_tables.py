@@ -92,3 +92,18 @@ def test_wide_shows_means_with_intervals_and_the_paper_beside_them():
     assert w.loc["UniChest", ("paper", "chestxray14")] == "0.858"
     assert w.loc["MGCA-style", ("ours", "chestxray14")] == "n/a"
     assert w.loc["MGCA-style", ("paper", "chestxray14")] == "—"
+
+
+def test_a_default_tutorial_build_leaves_unstored_baselines_to_the_full_ledger(tmp_path,
+                                                                                monkeypatch):
+    from unichest_lib.evidence import ledger
+
+    monkeypatch.delenv(ledger.FULL_ENV, raising=False)
+    cfg = C.resolve("tutorial", cache_dir=str(tmp_path))  # an empty store
+    keep, left = baselines.rows_to_run(cfg)
+    assert left == list(baselines.EXPENSIVE_ROWS)
+    assert keep == [r for r in baselines.ROWS if r not in baselines.EXPENSIVE_ROWS]
+    keep, left = baselines.rows_to_run(cfg, full=True)
+    assert keep == list(baselines.ROWS) and left == []
+    keep, left = baselines.rows_to_run(C.resolve("smoke", cache_dir=str(tmp_path)))
+    assert left == []  # smoke measures everything

@@ -39,7 +39,7 @@ NOT_RUN = "not run"
 #: Environment switch of the full ledger (``make ledger`` sets it to 1 for the whole build).
 FULL_ENV = "UNICHEST_FULL_LEDGER"
 #: How a claim that was not run tells the reader to run it.
-HOW_TO_RUN = "build with `make ledger` (or run chapter 05 or 07 with -p full_ledger True)"
+HOW_TO_RUN = "build with `make ledger` (or run chapter 05, 06 or 07 with -p full_ledger True)"
 
 
 def full_ledger(cfg: Config, full: bool | None = None) -> bool:

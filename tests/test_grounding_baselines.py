@@ -244,3 +244,10 @@ def test_table_runs_end_to_end_at_smoke_and_differences_are_paired():
     assert set(t.loc[t["kind"] == "difference", "verdict"]) <= {"holds", "contradicted",
                                                                  "inconclusive"}
     print(macro[["mean", "lo", "hi", "threshold"]].round(3).to_string())
+    # the ledger's claim "grounding beats a random peak" is this table's macro difference
+    from unichest_lib.evidence import claims
+
+    summ = claims.grounding_vs_random(cfg, progress=False).summary()
+    row = macro.loc[("pointing game", "UniChest − random peak")]
+    assert summ["mean"] == pytest.approx(row["mean"])
+    assert summ["verdict"] == row["verdict"]

@@ -62,13 +62,19 @@ def full_ledger(cfg: Config, full: bool | None = None) -> bool:
 
 # ---- the ledger -----------------------------------------------------------------------------
 def _cache_file(cfg: Config, key: str, seeds) -> pathlib.Path:
+    version = {"claim_version": CLAIM_VERSIONS[key]} if key in CLAIM_VERSIONS else {}
     blob = digest({"claim": key, "config": upstream(cfg), "divide": keyed(cfg, DIVIDE_ONLY),
-                    "seeds": list(seeds), "n_boot": N_BOOT[cfg.profile], "version": VERSION})
+                    "seeds": list(seeds), "n_boot": N_BOOT[cfg.profile], "version": VERSION,
+                    **version})
     return pathlib.Path(cfg.cache_dir) / "evidence" / f"{key}-{blob[:16]}.json"
 
 
 #: Bump when a measurement's definition changes (invalidates the cached claim rows).
 VERSION = 1
+#: Per-claim versions, bumped when one claim's definition changes (only its rows are
+#: recomputed): 2 = grounding_vs_random became the macro mean over classes of chapter 04's
+#: grounding table (it was a mean over lesion instances, dominated by the commonest class).
+CLAIM_VERSIONS = {"grounding_vs_random": 2}
 
 
 def measure(cfg: Config, keys: Sequence[str] | None = None, *, full: bool | None = None,

@@ -19,6 +19,7 @@ Introduced in ``notebooks/02_conquer.ipynb``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from pathlib import Path
@@ -179,6 +180,28 @@ class TextEncoder(nn.Module):
             self._cache.update(list(fresh.items())[:room])
         device = self.proj.weight.device
         return torch.stack([self._cache[t] if t in self._cache else fresh[t] for t in texts]).to(device)
+
+    def token_features(self, texts: Sequence[str], *, drop_special: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token-level features for local alignment (e.g. MGCA's CTA): ``(proj(hidden) (n, L,
+        d), mask (n, L) bool)``, the projected last hidden states of one padded batch and which
+        positions are real tokens. ``drop_special`` also leaves out [CLS] / [SEP] (a text left
+        with none keeps them). Never cached; the backbone runs under ``no_grad`` when frozen.
+        :meth:`forward`, :meth:`pooled` and their cache are not affected."""
+        if isinstance(texts, str) or len(texts) == 0:
+            raise ValueError("texts must be a non-empty list of strings")
+        device = self.proj.weight.device
+        tok = self.tokenizer(list(texts), padding=True, truncation=True,
+                             max_length=self.max_length, return_tensors="pt",
+                             return_special_tokens_mask=drop_special).to(device)
+        special = tok.pop("special_tokens_mask", None)
+        with torch.no_grad() if self.backbone_frozen else contextlib.nullcontext():
+            hidden = self.backbone(**tok).last_hidden_state
+        mask = tok["attention_mask"].bool()
+        if special is not None:
+            content = mask & ~special.bool()
+            mask = torch.where(content.any(1, keepdim=True), content, mask)
+        return self.proj(hidden.float()), mask
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         """T = proj(meanpool(backbone(t))) for each text: (n, d)."""

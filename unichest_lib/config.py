@@ -357,8 +357,10 @@ def method_option_values(cfg: "Config") -> dict[str, float]:
         name, sep, value = str(item).partition("=")
         name = name.strip()
         if not sep or name not in known:
+            takes = (f"takes NAME=VALUE with NAME one of {sorted(known)}" if known
+                     else "takes no options")
             raise ConfigError(f"parameter 'method_options' has {item!r}; method {cfg.method!r} "
-                              f"takes NAME=VALUE with NAME one of {sorted(known) or 'none'}")
+                              f"{takes}")
         if name in seen:
             raise ConfigError(f"parameter 'method_options' sets {name!r} twice")
         seen.add(name)

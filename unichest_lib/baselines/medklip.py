@@ -109,19 +109,8 @@ def decode(qn: QueryNetworks, queries: torch.Tensor, patches: torch.Tensor, pos:
     """``qn``'s forward pass that also returns the decoder output: scores (B, E, c),
     cross-attention (B, E, c, N) or None, and the normalised tokens (B, E, c, d) that feed
     the score head (MedKLIP's two heads read the same fusion output)."""
-    b = patches.shape[0]
-    q = queries.to(patches.dtype)
-    t = q.expand(qn.n, *q.shape) if q.ndim == 3 else q.expand(qn.n, b, *q.shape)
-    keys = patches + pos.to(patches.dtype)
-    total = None
-    for layer in qn.layers:
-        t, w = layer(t, patches, keys, need_weights)
-        if need_weights:
-            total = w if total is None else total + w
-    tokens = qn.norm(t)
-    s = qn.head2(F.gelu(qn.head1(tokens))).squeeze(-1)  # (E, B, c)
-    attn = None if total is None else (total / len(qn.layers)).transpose(0, 1)
-    return s.transpose(0, 1), attn, tokens.transpose(0, 1)
+    tokens, attn = qn.decode(queries, patches, pos, need_weights=need_weights)
+    return qn.score(tokens), attn, tokens.transpose(0, 1)
 
 
 class MedKLIP(nn.Module):

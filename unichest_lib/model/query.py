@@ -149,11 +149,11 @@ class QueryNetworks(nn.Module):
             if isinstance(m, (StackedLinear, StackedLayerNorm)):
                 m.reset_parameters(generator)
 
-    def forward(self, queries: torch.Tensor, patches: torch.Tensor, pos: torch.Tensor,
-                *, need_weights: bool = False):
-        """queries (c, d) or one set per image (B, c, d), patches (B, N, d), pos (N, d) ->
-        scores (B, E, c) and, with ``need_weights``, cross-attention (B, E, c, N) averaged
-        over heads and layers."""
+    def decode(self, queries: torch.Tensor, patches: torch.Tensor, pos: torch.Tensor,
+               *, need_weights: bool = False):
+        """The decoder without its score head: the normalised query tokens (E, B, c, d) and,
+        with ``need_weights``, cross-attention (B, E, c, N) averaged over heads and layers
+        (shapes as :meth:`forward`; MedKLIP-style heads read the tokens too)."""
         b = patches.shape[0]
         q = queries.to(patches.dtype)
         t = q.expand(self.n, *q.shape) if q.ndim == 3 else q.expand(self.n, b, *q.shape)
@@ -163,9 +163,20 @@ class QueryNetworks(nn.Module):
             t, w = layer(t, patches, keys, need_weights)
             if need_weights:
                 total = w if total is None else total + w
-        s = self.head2(F.gelu(self.head1(self.norm(t)))).squeeze(-1)  # (E, B, c)
         attn = None if total is None else (total / len(self.layers)).transpose(0, 1)
-        return s.transpose(0, 1), attn
+        return self.norm(t), attn
+
+    def score(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The score head on :meth:`decode`'s tokens (E, B, c, d): scores (B, E, c)."""
+        return self.head2(F.gelu(self.head1(tokens))).squeeze(-1).transpose(0, 1)
+
+    def forward(self, queries: torch.Tensor, patches: torch.Tensor, pos: torch.Tensor,
+                *, need_weights: bool = False):
+        """queries (c, d) or one set per image (B, c, d), patches (B, N, d), pos (N, d) ->
+        scores (B, E, c) and, with ``need_weights``, cross-attention (B, E, c, N) averaged
+        over heads and layers."""
+        tokens, attn = self.decode(queries, patches, pos, need_weights=need_weights)
+        return self.score(tokens), attn
 
 
 __all__ = ["DecoderLayer", "QueryNetworks", "StackedLayerNorm", "StackedLinear", "attend"]

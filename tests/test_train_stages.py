@@ -25,6 +25,13 @@ def test_store_trains_conquer_then_divide_once_and_reuses_them(tmp_path):
     assert meta["stage"] == "divide" and meta["config"]["K"] == cfg.K
     model = store.load_model(cfg, "divide", progress=False)
     assert model.stage == "divide" and not model.training
+    # a published run keeps its history but not its weights and optimiser state
+    for stage in ("conquer", "divide"):
+        run = store.artifact_dir(cfg, stage) / "run"
+        assert sorted(p.name for p in run.iterdir()) == ["last.json"]
+        hist = store.history(cfg, stage, progress=False)
+        want = cfg.conquer_epochs if stage == "conquer" else cfg.divide_epochs
+        assert not hist.empty and hist["epoch"].max() == want
     # asking again trains nothing; changing K reuses the Conquer artifact only
     before = sorted(p.name for p in (tmp_path / "artifacts").iterdir())
     assert store.divide_checkpoint(cfg, progress=False) == path

@@ -13,11 +13,14 @@ Layout under ``<cfg.cache_dir>/artifacts``::
 
     conquer-<key16>/checkpoint.safetensors, checkpoint.json   the best checkpoint
     conquer-<key16>/manifest.json                              key, config, sha256 (last)
-    conquer-<key16>/run/                                       the training run (last/best)
+    conquer-<key16>/run/                                       the training run (last/best);
+                                                               once published, only last.json
     conquer-<key16>/.lock                                      held while training
 
 A truncated or tampered file fails its checksum and is rebuilt; an interrupted build resumes
-from its run's last checkpoint. Under ``torchrun`` every rank calls the store: rank 0 holds
+from its run's last checkpoint. Once an artifact is published its run keeps only the record
+of its last checkpoint (the training history), not the weights and optimiser state, which
+would triple the store's size on disk. Under ``torchrun`` every rank calls the store: rank 0 holds
 the lock, cleans up and publishes, and all ranks train together.
 
 Introduced in ``notebooks/02_conquer.ipynb``.
@@ -100,6 +103,16 @@ def _publish(cfg: Config, stage: str, best: pathlib.Path) -> pathlib.Path:
     return dest
 
 
+def _slim(run_dir: pathlib.Path) -> None:
+    """Drop a published run's tensors (its best checkpoint is the artifact's copy; its last
+    one only served resuming), keeping ``last.json``, whose record holds the history."""
+    for name in ("best", "last"):
+        tensor_file, json_file = checkpoints.files(run_dir / name)
+        tensor_file.unlink(missing_ok=True)
+        if name == "best":
+            json_file.unlink(missing_ok=True)
+
+
 def _build(cfg: Config, stage: str, progress: bool) -> pathlib.Path:
     """Train the ``stage`` run of ``cfg`` into its run folder (resuming an interrupted one)
     from the store's own Conquer checkpoint, and publish its best checkpoint."""
@@ -117,6 +130,7 @@ def _build(cfg: Config, stage: str, progress: bool) -> pathlib.Path:
         result = stages.divide(cfg, conquer_checkpoint(cfg, progress=progress), run_dir, **kw)
     if distributed.is_main():
         _publish(cfg, stage, result.checkpoint)
+        _slim(run_dir)
     distributed.barrier()
     return _checkpoint_path(cfg, stage)
 
@@ -174,18 +188,23 @@ def load_model(cfg: Config, stage: str = "divide", *, progress: bool = True):
 
 def history(cfg: Config, stage: str, *, progress: bool = True):
     """The training history of the ``stage`` artifact of ``cfg`` (one row per optimiser
-    step, one validation row per epoch), read from its run's last checkpoint; trains the
+    step, one validation row per epoch), read from its run's last record; trains the
     artifact first if it is missing."""
     import pandas as pd
 
     from .losses import current_term_names
 
     checkpoint(cfg, stage, progress=progress)
-    last = artifact_dir(cfg, stage) / "run" / "last"
-    if not checkpoints.exists(last):
+    record = checkpoints.files(artifact_dir(cfg, stage) / "run" / "last")[1]
+    if not record.exists():
         raise FileNotFoundError(f"no training run for the {stage} artifact of this configuration "
-                                f"at {last}; delete {last.parent.parent} to retrain it")
-    return current_term_names(pd.DataFrame(checkpoints.read_meta(last)["extra"]["history"]))
+                                f"at {record}; delete {record.parent.parent} to retrain it")
+    try:
+        rows = json.loads(record.read_text())["extra"]["history"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError) as e:
+        raise checkpoints.CheckpointError(f"training record {record} is damaged ({e!r}); delete "
+                                          f"{record.parent.parent} to retrain it") from None
+    return current_term_names(pd.DataFrame(rows))
 
 
 __all__ = ["DIVIDE_ONLY", "NOT_UPSTREAM", "STAGES", "artifact_dir", "checkpoint",

@@ -28,8 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config
-from ..model.encoders import ImageEncoder
-from ..model.text import TextEncoder
+from ..model.encoders import build_encoders
 
 #: CLIP's initial logit scale, log(1/0.07), and its upper bound, log(100).
 LOGIT_SCALE_INIT = math.log(1 / 0.07)
@@ -64,12 +63,7 @@ class CLIPStyle(nn.Module):
         self.cfg, self.classes, self.stage = cfg, tuple(classes), "conquer"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.image_encoder = ImageEncoder(cfg.backbone, cfg.embed_dim,
-                                              pretrained=cfg.pretrained_backbone,
-                                              channels_last=cfg.channels_last,
-                                              output_stride=cfg.output_stride)
-            self.text_encoder = TextEncoder(cfg.text_model, cfg.embed_dim,
-                                            freeze_backbone=cfg.freeze_text)
+            self.image_encoder, self.text_encoder = build_encoders(cfg)
             self.build_extra()
         self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
 

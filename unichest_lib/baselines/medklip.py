@@ -44,9 +44,8 @@ from torch import nn
 from ..config import Config, ConfigError, method_option_values
 from ..data.positions import POSITIONS, position_text
 from ..model import query_text
-from ..model.encoders import ImageEncoder, sincos_2d
+from ..model.encoders import build_encoders, sincos_2d
 from ..model.query import QueryNetworks
-from ..model.text import TextEncoder
 
 
 # ---------------------------------------------------------------------------------------
@@ -141,10 +140,7 @@ class MedKLIP(nn.Module):
         d = cfg.embed_dim
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.image_encoder = ImageEncoder(cfg.backbone, d, pretrained=cfg.pretrained_backbone,
-                                              channels_last=cfg.channels_last,
-                                              output_stride=cfg.output_stride)
-            self.text_encoder = TextEncoder(cfg.text_model, d, freeze_backbone=cfg.freeze_text)
+            self.image_encoder, self.text_encoder = build_encoders(cfg)
             self.decoder = QueryNetworks(1, dim=d, n_heads=cfg.n_heads, ffn_dim=cfg.ffn_dim,
                                          n_layers=cfg.n_decoder_layers, dropout=cfg.dropout)
             self.position_head = nn.Linear(d, d)

@@ -126,5 +126,15 @@ def sincos_2d(h: int, w: int, dim: int, *, device=None) -> torch.Tensor:
     return torch.cat([y.sin(), y.cos(), x.sin(), x.cos()], dim=1)
 
 
+def build_encoders(cfg) -> tuple[ImageEncoder, nn.Module]:
+    """(Φ_image, Φ_text) of ``cfg``, built in this order from the current random state (every
+    model of the harness builds its encoders here, under its own seed)."""
+    from .text import TextEncoder
+
+    image = ImageEncoder(cfg.backbone, cfg.embed_dim, pretrained=cfg.pretrained_backbone,
+                         channels_last=cfg.channels_last, output_stride=cfg.output_stride)
+    return image, TextEncoder(cfg.text_model, cfg.embed_dim, freeze_backbone=cfg.freeze_text)
+
+
 __all__ = ["BASIC_BLOCK_BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "ImageEncoder",
-           "dilate_last_stages", "sincos_2d"]
+           "build_encoders", "dilate_last_stages", "sincos_2d"]

@@ -29,10 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config
-from .encoders import ImageEncoder, sincos_2d
+from .encoders import build_encoders, sincos_2d
 from . import query_text
 from .query import QueryNetworks
-from .text import TextEncoder
 
 #: The stages a model can be in. A run's stage (:data:`unichest_lib.training.keys.STAGES`)
 #: adds ``"continued"``, whose model stays in ``"conquer"``.
@@ -95,10 +94,7 @@ class UniChest(nn.Module):
         d = cfg.embed_dim
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.image_encoder = ImageEncoder(cfg.backbone, d, pretrained=cfg.pretrained_backbone,
-                                              channels_last=cfg.channels_last,
-                                              output_stride=cfg.output_stride)
-            self.text_encoder = TextEncoder(cfg.text_model, d, freeze_backbone=cfg.freeze_text)
+            self.image_encoder, self.text_encoder = build_encoders(cfg)
             qn = dict(dim=d, n_heads=cfg.n_heads, ffn_dim=cfg.ffn_dim,
                       n_layers=cfg.n_decoder_layers, dropout=cfg.dropout)
             self.qn1 = QueryNetworks(1, **qn)

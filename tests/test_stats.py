@@ -448,6 +448,14 @@ def test_seed_interval_against_formula():
     assert (r["lo"], r["hi"]) == pytest.approx((r["mean"] - half, r["mean"] + half))
     one = seed_interval([0.8])
     assert one["mean"] == 0.8 and one["n"] == 1
+    # one poor seed of three: the t-interval passes 1; bounded, it stops at the metric's range
+    wide = [0.70, 0.93, 0.95]
+    free, cut = seed_interval(wide), seed_interval(wide, bounds=(0.0, 1.0))
+    assert free["hi"] > 1.0 and cut["hi"] == 1.0
+    assert cut["lo"] == pytest.approx(free["lo"]) and cut["half"] == pytest.approx(free["half"])
+    assert cut["mean"] == pytest.approx(free["mean"])
+    low = seed_interval([0.01, 0.02, 0.30], bounds=(0.0, 1.0))
+    assert low["lo"] == 0.0 and low["hi"] < 1.0
     assert all(np.isnan(one[k]) for k in ("sd", "lo", "hi", "half"))
 
 

@@ -335,11 +335,15 @@ def delong(y, s_a, s_b, *, alpha: float = 0.05) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- seeds
-def seed_interval(values, alpha: float = 0.05) -> dict[str, float]:
+def seed_interval(values, alpha: float = 0.05, bounds: tuple[float, float] | None = None
+                  ) -> dict[str, float]:
     """Student-t interval of the mean over training seeds (NaN values ignored).
 
     Returns ``mean``, ``sd`` (ddof 1), ``n``, ``lo``, ``hi``, ``half``; one seed gives a NaN sd
-    and interval (seed variation is unknown, not zero).
+    and interval (seed variation is unknown, not zero). ``bounds`` (the metric's range, e.g.
+    (0, 1) for an F1 or an accuracy) truncates ``lo``/``hi`` to it: with 3 seeds the t
+    quantile is 4.3 and one poor seed pushes the interval past the range. ``half`` stays the
+    untruncated half-width.
     """
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[~np.isnan(v)]
@@ -350,7 +354,10 @@ def seed_interval(values, alpha: float = 0.05) -> dict[str, float]:
         return dict(mean=mean, sd=nan, n=n, lo=nan, hi=nan, half=nan)
     sd = float(v.std(ddof=1))
     half = float(_st.t.ppf(1 - alpha / 2, n - 1) * sd / np.sqrt(n))
-    return dict(mean=mean, sd=sd, n=n, lo=mean - half, hi=mean + half, half=half)
+    lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = max(lo, float(bounds[0])), min(hi, float(bounds[1]))
+    return dict(mean=mean, sd=sd, n=n, lo=lo, hi=hi, half=half)
 
 
 def pooled_interval(points, per_seed_boot, alpha: float = 0.05) -> dict[str, float]:

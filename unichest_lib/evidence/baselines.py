@@ -5,7 +5,7 @@ same harness — same world, encoders, schedule, store, evaluation and statistic
 paper row it stands for (:data:`PAPER_ROWS`; the paper's numbers are in :data:`PAPER`, typed
 from Dai et al. 2024, Tables IV, V and VI, and never used in a computation). :func:`table_iv`
 gives the in-domain aAUC (with its pooled patient-bootstrap interval) and aF1, aACC, mAP (with
-a t-interval over seeds) per pre-training source; :func:`table_v` the zero-shot scores per
+a t-interval over seeds, truncated to [0, 1]) per pre-training source; :func:`table_v` the zero-shot scores per
 downstream source, split into classes the model was trained on (seen) and not (unseen);
 :func:`cost_rows` each row's parameters, GFLOPs per image and measured training seconds
 per epoch (from the stored run's history).
@@ -127,7 +127,7 @@ def table_iv(cfg: Config, rows: Sequence[str] = ROWS, *, progress: bool = True) 
     """Table IV: in-domain metrics of each row on each pre-training source's test split over
     the profile's seeds: columns variant, source, metric, mean, lo, hi, n_seeds, paper,
     paper_row. aAUC carries the pooled (seeds x patient bootstrap) interval of
-    :func:`.measures.variant_table`, the others a t-interval over seeds."""
+    :func:`.measures.variant_table`, the others a t-interval over seeds truncated to [0, 1]."""
     rows = _check_rows(rows)
     auc = variant_table(cfg, rows, progress=progress).assign(metric="aAUC")
     other = metric_table(cfg, rows, progress=progress)

@@ -232,7 +232,7 @@ def metric_table(cfg: Config, names: Sequence[str], sources: Sequence[str] | Non
                  split: str = "test", progress: bool = True) -> pd.DataFrame:
     """aF1, aACC and mAP (max-F1 thresholds, as the paper) of each variant and source over
     the profile's seeds, macro over the kept classes: columns variant, source, metric, mean,
-    lo, hi (t-interval over seeds), n_seeds. aAUC with its bootstrap interval is
+    lo, hi (t-interval over seeds, truncated to [0, 1]), n_seeds. aAUC with its bootstrap interval is
     :func:`variant_table`."""
     sources = tuple(cfg.sources if sources is None else sources)
     seeds = SEEDS[cfg.profile]
@@ -248,7 +248,7 @@ def metric_table(cfg: Config, names: Sequence[str], sources: Sequence[str] | Non
                 for k, v in (("aF1", "F1"), ("aACC", "ACC"), ("mAP", "AP")):
                     per[k].append(float(pc.attrs[k]) if cols else float("nan"))
             for k, vals in per.items():
-                si = stats.seed_interval(np.array(vals), ALPHA)
+                si = stats.seed_interval(np.array(vals), ALPHA, bounds=(0.0, 1.0))
                 rows.append(dict(variant=name, source=src, metric=k, mean=si["mean"],
                                  lo=si["lo"], hi=si["hi"], n_seeds=si["n"]))
     return pd.DataFrame(rows)

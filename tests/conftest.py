@@ -97,7 +97,8 @@ def outputs_text(nb) -> tuple[str, int]:
                 text.append(out["text"])
             data = out.get("data", {})
             figures += PLOTLY in data
-            text.append(data.get("text/plain", "") + data.get("text/html", "")[:2000])
+            text.append(data.get("text/plain", "") + data.get("text/markdown", "")
+                        + data.get("text/html", "")[:2000])
     return "\n".join(text), figures
 
 

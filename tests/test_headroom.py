@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
@@ -237,6 +238,11 @@ def test_headroom_table_runs_end_to_end_on_the_smoke_world(tmp_path):
     one = evidence.headroom_by_class(cfg, classes=[by["class"].iloc[0]], seeds=(0,),
                                      progress=False)
     assert set(one["class"]) == {by["class"].iloc[0]}
+    # the runs of this world's dial cell are now stored; another world's are not
+    assert evidence.cell_stored(cfg, seeds=(0,))
+    assert not evidence.cell_stored(cfg, seeds=(0, 1))
+    assert not evidence.cell_stored(cfg.replace(heterogeneity=0.0), seeds=(0,))
+    assert "Headroom" in evidence.headroom_lines(tab)
 
 
 def _ideal_headroom(label_meaning: float) -> dict[tuple[str, str], float]:
@@ -301,3 +307,71 @@ def test_the_label_meaning_dial_gives_the_oracle_headroom_under_an_ideal_encoder
     assert abs(on[0.0]) < 0.005 and abs(every[0.0]) < 0.005, (on, every)
     assert on[1.0] > 0.01 and on[1.0] > on[0.0] + 0.01, (on, gains[1.0])
     assert every[1.0] > every[0.0], every
+
+
+# ---- the words of chapter 03 and the partial dial study of chapter 05 ----------------------
+def _table(h, g, sources=("a", "b")):
+    """A headroom_table with every source at headroom ``h`` and realised gain ``g``, each a
+    (mean, lo, hi) triple; the captured share follows headroom_table's rule."""
+    rows = []
+    for s in (*sources, "mean"):
+        rows.append(dict(source=s, headroom=h[0], headroom_lo=h[1], headroom_hi=h[2],
+                         realised=g[0], realised_lo=g[1], realised_hi=g[2],
+                         captured=g[0] / h[0] if h[1] > 0 else np.nan, shared_auc=0.7,
+                         oracle_auc=0.7 + h[0], n_seeds=3, per_seed_headroom=""))
+    return pd.DataFrame(rows)
+
+
+def test_headroom_lines_call_a_gain_inside_an_interval_around_zero_inconclusive():
+    from unichest_lib.evidence import headroom_lines
+
+    text = headroom_lines(_table((0.02, 0.01, 0.03), (0.01, -0.01, 0.03)))
+    assert "+0.020 [+0.010, +0.030], its interval above zero" in text
+    assert "+0.010 [-0.010, +0.030], its interval includes zero" in text
+    assert "above zero: a, b." in text and "**inconclusive**" in text
+    assert "÷" not in text  # no captured share from a gain that cannot be told from zero
+
+
+def test_headroom_lines_give_the_share_only_when_both_intervals_exclude_zero():
+    from unichest_lib.evidence import headroom_lines
+
+    text = headroom_lines(_table((0.02, 0.01, 0.03), (0.01, 0.005, 0.015)))
+    assert "Realised gain ÷ headroom: 0.50" in text and "inconclusive" not in text
+    flat = headroom_lines(_table((0.001, -0.002, 0.004), (0.01, 0.005, 0.015)))
+    assert "cannot be told from zero" in flat and "above zero: none." in flat
+    assert "÷" not in flat
+    with pytest.raises(ValueError, match="mean"):
+        headroom_lines(_table((0.02, 0.01, 0.03), (0.0, -0.1, 0.1)).iloc[:-1])
+
+
+def test_the_stored_only_dial_study_measures_stored_worlds_once_and_trains_nothing(monkeypatch):
+    from unichest_lib.evidence import dials
+
+    cfg = resolve("smoke")
+    default = (cfg.heterogeneity, cfg.dials)
+    calls = []
+
+    def fake_cell(c, progress=True):
+        calls.append((c.heterogeneity, c.dials))
+        return dict(headroom=0.01, headroom_lo=0.0, headroom_hi=0.02, realised=0.0,
+                    realised_lo=-0.01, realised_hi=0.01)
+
+    monkeypatch.setattr(dials, "dial_cell", fake_cell)
+    monkeypatch.setattr(dials, "cell_stored", lambda c, seeds=None: (c.heterogeneity, c.dials) == default)
+    study = dials.dial_study(cfg, stored_only=True)
+    assert calls == [default]  # the default world once, shared by every dial's level 1
+    assert len(study) == 2 * len(dials.STUDY_DIALS)
+    level1, level0 = study[study["level"] == 1.0], study[study["level"] == 0.0]
+    assert level1["measured"].all() and (level1["n_seeds"] == len(dials.SEEDS["smoke"])).all()
+    assert not level0["measured"].any() and level0["headroom"].isna().all()
+    assert (level0["n_seeds"] == 0).all()
+    # without stored_only every world is measured (trained through the store when missing)
+    calls.clear()
+    full = dials.dial_study(cfg)
+    assert full["measured"].all() and len(calls) == len(dials.STUDY_DIALS) + 1
+
+
+def test_cell_stored_is_false_on_an_empty_store(tmp_path):
+    from unichest_lib.evidence import cell_stored
+
+    assert not cell_stored(resolve("smoke", cache_dir=str(tmp_path)))

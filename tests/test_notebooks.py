@@ -23,11 +23,12 @@ KEY_OUTPUTS = {
     "01_source_heterogeneity": (3, ["source_accuracy", "silhouette"]),
     "02_conquer": (2, ["ASL, unobserved changed", "validation aAUC", "checkpoint: conquer-",
                        "bcl chance", "learnable"]),
-    "03_divide": (3, ["MoE-QN: 4 query networks (1 shared + 3 experts)", "QN4 (expert)",
-                      "s_All = 0.5 * s1", "Conquer continued"]),
+    "03_divide": (4, ["MoE-QN: 4 query networks (1 shared + 3 experts)", "QN4 (expert)",
+                      "s_All = 0.5 * s1", "Conquer continued", "Headroom", "Realised gain",
+                      "oracle − shared head"]),
     "04_evaluate": (5, ["Conquer only", "random init", "training images", "linear probe",
                         "fine-tune", "GFLOPs", "ensemble − name"]),
-    "05_ablations": (3, ["K = 1", "no L_SCL", "equal weights", "heterogeneity"]),
+    "05_ablations": (3, ["K = 1", "no L_SCL", "equal weights", "heterogeneity", "measured"]),
     "07_claims": (1, ["smallest detectable", "verdict", "contradicted"]),
 }
 

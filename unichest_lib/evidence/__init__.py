@@ -23,9 +23,11 @@ from .alignment import BCL_SETTINGS, alignment_lines, alignment_on, alignment_st
 from .claims import (CLAIM_KEYS, CLAIMS, Claim, equivalence_verdict, gate_routing,
                      grounding_vs_random, measure_claim, source_gates, transfer_vs_random,
                      zero_shot_sources)
-from .dials import STUDY_DIALS, dial_cell, dial_study, dial_world, meaning_by_class
+from .dials import (CELL_VARIANTS, STUDY_DIALS, cell_stored, dial_cell, dial_study, dial_world,
+                    meaning_by_class)
 from .grounding_measures import grounding_baseline_measures, grounding_baseline_table
-from .headroom import headroom_by_class, headroom_measure, headroom_scored, headroom_table
+from .headroom import (headroom_by_class, headroom_lines, headroom_measure, headroom_scored,
+                       headroom_table)
 from .ledger import (EXPENSIVE, FULL, FULL_ENV, HOW_TO_RUN, NOT_RUN, VERSION, WORLD_ONLY,
                      chapter_claims,
                      fmt_interval, full_ledger, grid_table, ledger_table, measure, verdict_lines)
@@ -44,11 +46,11 @@ __all__ = ["ALPHA", "BACKBONES", "baselines", "BCL_SETTINGS", "CLAIMS", "CLAIM_K
            "FULL", "FULL_ENV", "GRID", "HOW_TO_RUN", "LEVELS", "MIN_POS", "Measure", "NOT_RUN",
            "N_BOOT", "SEEDS", "Scored", "VARIANTS", "STUDY_DIALS", "VERSION", "Variant",
            "WORLD_ONLY", "alignment_lines", "alignment_on", "alignment_study", "chapter_claims",
-           "dial_cell", "dial_study", "dial_world", "checkpoint", "class_auc_replicates",
+           "cell_stored", "CELL_VARIANTS", "dial_cell", "dial_study", "dial_world", "checkpoint", "class_auc_replicates",
            "equivalence_verdict", "fmt_interval", "full_ledger", "gate_routing", "grid_table",
            "grounding_baseline_measures", "grounding_baseline_table", "grounding_by_class",
            "grounding_vs_random", "has_classes", "headroom_measure",
-           "headroom_by_class", "headroom_scored", "headroom_table", "history",
+           "headroom_by_class", "headroom_lines", "headroom_scored", "headroom_table", "history",
            "in_domain_measure", "kept_columns", "ledger_table", "load", "macro_measure",
            "meaning_by_class",
            "measure", "measure_claim", "metric_table", "patient_weights", "query_text_on",

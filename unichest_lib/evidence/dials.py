@@ -16,13 +16,20 @@ from typing import Sequence
 
 import pandas as pd
 
+import numpy as np
+
 from ..config import DIALS, Config, set_dial
+from ..training import store
 from .headroom import headroom_by_class, headroom_measure
 from .measures import in_domain_measure
-from .variants import LEVELS, SEEDS
+from .variants import LEVELS, SEEDS, VARIANTS, variant_config
 
 #: The knobs of the study: the joint one first.
 STUDY_DIALS = ("heterogeneity",) + DIALS
+#: The trained runs a cell reads, per seed: the headroom's Conquer, UniChest and its control.
+CELL_VARIANTS = ("Conquer only", "UniChest", "Conquer continued")
+_CELL_COLUMNS = ("headroom", "headroom_lo", "headroom_hi", "realised", "realised_lo",
+                 "realised_hi")
 
 
 def dial_world(cfg: Config, dial: str, level: float) -> Config:
@@ -44,33 +51,59 @@ def dial_cell(cfg: Config, *, progress: bool = True) -> dict:
                 realised=g["mean"], realised_lo=g["lo"], realised_hi=g["hi"])
 
 
+def cell_stored(cfg: Config, seeds=None) -> bool:
+    """Whether every run :func:`dial_cell` reads for ``cfg``'s world is in the artifact store
+    for every seed (the heads themselves are cheap: they train on the stored Conquer)."""
+    seeds = tuple(SEEDS[cfg.profile] if seeds is None else seeds)
+    return all(store.is_valid(variant_config(cfg, v, sd), VARIANTS[v].stage)
+               for v in CELL_VARIANTS for sd in seeds)
+
+
 def dial_study(cfg: Config, dials: Sequence[str] = STUDY_DIALS, levels: Sequence[float] = LEVELS,
-               *, progress: bool = True) -> pd.DataFrame:
+               *, stored_only: bool = False, progress: bool = True) -> pd.DataFrame:
     """One row per dial and level: :func:`dial_cell` of that world (the default world, every
-    dial at 1, is measured once and shared by every dial's level-1 row)."""
+    dial at 1, is measured once and shared by every dial's level-1 row). ``measured`` says
+    whether the row was measured: with ``stored_only`` a world whose runs are not all in the
+    store (:func:`cell_stored`) is not trained, and its row is NaN with ``measured`` False, so
+    a default build shows what an earlier ``make ledger`` (or a single cell) measured."""
     rows, seen = [], {}
     for d in dials:
         for lvl in levels:
             c = dial_world(cfg, d, lvl)
             key = (c.heterogeneity, c.dials)
             if key not in seen:
-                seen[key] = dial_cell(c, progress=progress)
-            rows.append(dict(dial=d, level=float(lvl), **seen[key],
-                             n_seeds=len(SEEDS[cfg.profile])))
+                if stored_only and not cell_stored(c):
+                    seen[key] = dict.fromkeys(_CELL_COLUMNS, np.nan)
+                else:
+                    seen[key] = dial_cell(c, progress=progress)
+            measured = not np.isnan(seen[key]["headroom"])
+            rows.append(dict(dial=d, level=float(lvl), **seen[key], measured=measured,
+                             n_seeds=len(SEEDS[cfg.profile]) if measured else 0))
     return pd.DataFrame(rows)
 
 
-def meaning_by_class(cfg: Config, levels: Sequence[float] = LEVELS, *,
+def meaning_by_class(cfg: Config, levels: Sequence[float] = LEVELS, *, stored_only: bool = False,
                      progress: bool = True) -> pd.DataFrame:
     """The headroom per source on the classes the label-meaning dial redefines (the broad
     definitions of :data:`unichest_lib.data.world.sources.BROAD_DEFINITIONS`), at each level of
-    that dial (:func:`.headroom.headroom_by_class`; the same stored runs as :func:`dial_study`)."""
+    that dial (:func:`.headroom.headroom_by_class`; the same stored runs as :func:`dial_study`).
+    With ``stored_only``, levels whose Conquer runs are not all stored are left out."""
     from ..data.world.sources import BROAD_DEFINITIONS
 
     redefined = sorted({c for d in BROAD_DEFINITIONS.values() for c in d})
-    return pd.concat([headroom_by_class(dial_world(cfg, "label_meaning", lvl), redefined,
-                                        progress=progress).assign(label_meaning=float(lvl))
-                      for lvl in levels], ignore_index=True)
+    parts = []
+    for lvl in levels:
+        c = dial_world(cfg, "label_meaning", lvl)
+        if stored_only and not all(store.is_valid(variant_config(c, "Conquer only", sd), "conquer")
+                                   for sd in SEEDS[cfg.profile]):
+            continue
+        parts.append(headroom_by_class(c, redefined, progress=progress).assign(
+            label_meaning=float(lvl)))
+    if not parts:
+        return pd.DataFrame(columns=["source", "class", "mean", "lo", "hi", "shared_auc",
+                                     "oracle_auc", "n_seeds", "label_meaning"])
+    return pd.concat(parts, ignore_index=True)
 
 
-__all__ = ["STUDY_DIALS", "dial_cell", "dial_study", "dial_world", "meaning_by_class"]
+__all__ = ["CELL_VARIANTS", "STUDY_DIALS", "cell_stored", "dial_cell", "dial_study", "dial_world",
+           "meaning_by_class"]

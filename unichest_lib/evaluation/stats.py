@@ -28,6 +28,7 @@ import pandas as pd
 from scipy import stats as _st
 
 __all__ = [
+    "fmt_interval",
     "VERDICTS", "weighted_auc", "cluster_weights", "macro_auc_boot", "percentile_ci", "bca_ci",
     "paired_bootstrap", "delong", "seed_interval", "pooled_interval", "min_detectable_effect",
     "verdict", "summarise",
@@ -445,3 +446,10 @@ def summarise(points, per_seed_boot=None, *, alpha: float = 0.05, kind: str = "g
     out["mde"] = min_detectable_effect(out["se"], alpha)
     out["verdict"] = verdict(out["lo"], out["hi"], kind=kind, margin=margin)
     return out
+
+
+def fmt_interval(mean: float, lo: float, hi: float, digits: int = 3) -> str:
+    """``+0.012 [-0.004, +0.028]``: a mean and its interval, signed (``n/a`` when not finite)."""
+    if mean is None or not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"

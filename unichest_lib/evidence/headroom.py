@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config
+from ..evaluation.stats import fmt_interval
 from ..fileio import atomic_write
 from ..training import checkpoints, keys
 from ..training.headroom import headroom_predictions
@@ -188,8 +189,6 @@ def headroom_lines(table: pd.DataFrame) -> str:
     with their intervals and where each lies with respect to zero, the sources whose headroom
     is above zero, and the captured share only where both intervals exclude zero (otherwise a
     ratio of noise). No number is typed: every one comes from ``table``."""
-    from .ledger import fmt_interval
-
     rows = table.set_index("source")
     if "mean" not in rows.index:
         raise ValueError("headroom_lines needs the 'mean' row of headroom_table")

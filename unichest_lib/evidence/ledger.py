@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config, ConfigError
+from ..evaluation.stats import fmt_interval
 from ..fileio import atomic_write
 from ..training.keys import DIVIDE_ONLY, keyed, upstream
 from .claims import CLAIM_KEYS, CLAIMS, measure_claim
@@ -150,13 +151,6 @@ def grid_table(cfg: Config, *, progress: bool = True) -> pd.DataFrame:
             rows.append(dict(K=k, lam=x, mean=summ["mean"], lo=summ["lo"], hi=summ["hi"],
                              n_seeds=summ["n_seeds"]))
     return pd.DataFrame(rows)
-
-
-def fmt_interval(mean: float, lo: float, hi: float, digits: int = 3) -> str:
-    """``+0.012 [-0.004, +0.028]``."""
-    if mean is None or not np.isfinite(mean):
-        return "n/a"
-    return f"{mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
 
 
 def ledger_table(rows: pd.DataFrame) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from unichest_lib import evidence
 from unichest_lib.config import resolve
 from unichest_lib.evidence import alignment
 from unichest_lib.model import BCL_LOGIT_SCALE_INIT, UniChest
-from unichest_lib.training import checkpoints
+from unichest_lib.training import checkpoints, store
 
 from conftest import SOURCES, synth, tiny_cfg
 
@@ -58,7 +58,7 @@ def test_the_chapter_runs_the_study_when_asked_or_when_its_runs_are_stored(tmp_p
     assert alignment.alignment_on(cfg)
     monkeypatch.delenv(ledger.FULL_ENV)
     stored = []
-    monkeypatch.setattr(alignment.store, "is_valid", lambda c, stage: stored.append(
+    monkeypatch.setattr(store, "is_valid", lambda c, stage: stored.append(
         (c.bcl_variant, c.seed, stage)) or True)
     assert alignment.alignment_on(cfg)  # every run of the study stored: it is shown
     assert sorted(stored) == sorted((s, sd, "conquer") for s in alignment.BCL_SETTINGS

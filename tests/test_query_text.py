@@ -234,14 +234,14 @@ def test_the_study_is_each_values_zero_shot_auc_and_its_paired_difference(monkey
 
 def test_the_chapter_runs_the_study_when_asked_or_when_its_runs_are_stored(tmp_path, monkeypatch):
     from unichest_lib import evidence
-    from unichest_lib.evidence import ledger, query_study
+    from unichest_lib.evidence import ledger
 
     monkeypatch.delenv(ledger.FULL_ENV, raising=False)
     cfg = resolve("tutorial", cache_dir=str(tmp_path))
     assert not evidence.query_text_on(cfg)  # off at tutorial, nothing stored: never trains
     assert evidence.query_text_on(cfg, True) and evidence.query_text_on(resolve("smoke"))
     stored = []
-    monkeypatch.setattr(query_study.store, "is_valid", lambda c, stage: stored.append(
+    monkeypatch.setattr(store, "is_valid", lambda c, stage: stored.append(
         (c.query_text, c.seed, stage)) or True)
     assert evidence.query_text_on(cfg)
     assert sorted(stored) == sorted((v, sd, "divide") for v in QUERY_TEXTS

@@ -27,7 +27,7 @@ from .dials import (CELL_VARIANTS, STUDY_DIALS, cell_stored, dial_cell, dial_stu
                     meaning_by_class)
 from .grounding_measures import grounding_baseline_measures, grounding_baseline_table
 from .headroom import (headroom_by_class, headroom_lines, headroom_measure, headroom_scored,
-                       headroom_table)
+                       headroom_table, interval_rows)
 from .ledger import (EXPENSIVE, FULL, FULL_ENV, HOW_TO_RUN, NOT_RUN, VERSION, WORLD_ONLY,
                      chapter_claims,
                      fmt_interval, full_ledger, grid_table, ledger_table, measure, verdict_lines)
@@ -51,7 +51,7 @@ __all__ = ["ALPHA", "BACKBONES", "baselines", "BCL_SETTINGS", "CLAIMS", "CLAIM_K
            "grounding_baseline_measures", "grounding_baseline_table", "grounding_by_class",
            "grounding_vs_random", "has_classes", "headroom_measure",
            "headroom_by_class", "headroom_lines", "headroom_scored", "headroom_table", "history",
-           "in_domain_measure", "kept_columns", "ledger_table", "load", "macro_measure",
+           "in_domain_measure", "interval_rows", "kept_columns", "ledger_table", "load", "macro_measure",
            "meaning_by_class",
            "measure", "measure_claim", "metric_table", "patient_weights", "query_text_on",
            "query_text_study", "scored", "study_views",

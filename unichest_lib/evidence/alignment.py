@@ -27,12 +27,12 @@ import pandas as pd
 
 from ..config import Config
 from ..evaluation import stats
-from ..training import checkpoints, store
+from ..training import checkpoints
 from ..training.losses import BCL_VARIANTS, CODE_BCL_SCALE, bcl_chance, learned_scale
 from .claims import zero_shot_sources
 from .ledger import FULL, FULL_ENV, full_ledger
 from .measures import ALPHA, macro_measure
-from .variants import SEEDS, checkpoint, history, variant_config
+from .variants import SEEDS, checkpoint, history, stored
 
 #: The settings compared, in the order the chapter shows them (``cfg.bcl_variant`` values).
 BCL_SETTINGS = BCL_VARIANTS
@@ -53,8 +53,7 @@ def alignment_on(cfg: Config, full: bool | None = None) -> bool:
     every Conquer run of the study is already stored (a build never trains them unasked)."""
     if full is not None or os.environ.get(FULL_ENV, "").strip() or FULL[cfg.profile]:
         return full_ledger(cfg, full)
-    return all(store.is_valid(variant_config(setting_config(cfg, s), "Conquer only", sd),
-                              "conquer") for s in BCL_SETTINGS for sd in SEEDS[cfg.profile])
+    return all(stored(setting_config(cfg, s), ("Conquer only",)) for s in BCL_SETTINGS)
 
 
 def final_bcl(hist: pd.DataFrame) -> float:

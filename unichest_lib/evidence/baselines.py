@@ -24,10 +24,9 @@ import pandas as pd
 from ..config import Config
 from ..evaluation import cost
 from ..model import count_parameters
-from ..training import store
 from .ledger import full_ledger
 from .measures import has_classes, macro_measure, metric_table, variant_table
-from .variants import SEEDS, VARIANTS, history, load, variant_config
+from .variants import SEEDS, VARIANTS, history, load, stored
 
 #: The rows of chapter 06, in the order the paper lists them (baselines first, UniChest last).
 ROWS = ("one source", "Conquer only", "MedKLIP-style", "MGCA-style", "CLIP-style",
@@ -261,10 +260,7 @@ def rows_to_run(cfg: Config, rows: Sequence[str] = ROWS, full: bool | None = Non
         return rows, []
     keep, left = [], []
     for name in rows:
-        stored = name not in EXPENSIVE_ROWS or all(
-            store.is_valid(variant_config(cfg, name, seed), VARIANTS[name].stage)
-            for seed in SEEDS[cfg.profile])
-        (keep if stored else left).append(name)
+        (keep if name not in EXPENSIVE_ROWS or stored(cfg, (name,)) else left).append(name)
     return keep, left
 
 

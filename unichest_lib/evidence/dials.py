@@ -14,15 +14,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
-import numpy as np
-
 from ..config import DIALS, Config, set_dial
-from ..training import store
 from .headroom import headroom_by_class, headroom_measure
 from .measures import in_domain_measure
-from .variants import LEVELS, SEEDS, VARIANTS, variant_config
+from .variants import LEVELS, SEEDS, stored
 
 #: The knobs of the study: the joint one first.
 STUDY_DIALS = ("heterogeneity",) + DIALS
@@ -54,9 +52,7 @@ def dial_cell(cfg: Config, *, progress: bool = True) -> dict:
 def cell_stored(cfg: Config, seeds=None) -> bool:
     """Whether every run :func:`dial_cell` reads for ``cfg``'s world is in the artifact store
     for every seed (the heads themselves are cheap: they train on the stored Conquer)."""
-    seeds = tuple(SEEDS[cfg.profile] if seeds is None else seeds)
-    return all(store.is_valid(variant_config(cfg, v, sd), VARIANTS[v].stage)
-               for v in CELL_VARIANTS for sd in seeds)
+    return stored(cfg, CELL_VARIANTS, seeds)
 
 
 def dial_study(cfg: Config, dials: Sequence[str] = STUDY_DIALS, levels: Sequence[float] = LEVELS,
@@ -72,12 +68,11 @@ def dial_study(cfg: Config, dials: Sequence[str] = STUDY_DIALS, levels: Sequence
             c = dial_world(cfg, d, lvl)
             key = (c.heterogeneity, c.dials)
             if key not in seen:
-                if stored_only and not cell_stored(c):
-                    seen[key] = dict.fromkeys(_CELL_COLUMNS, np.nan)
-                else:
-                    seen[key] = dial_cell(c, progress=progress)
-            measured = not np.isnan(seen[key]["headroom"])
-            rows.append(dict(dial=d, level=float(lvl), **seen[key], measured=measured,
+                measured = not stored_only or cell_stored(c)
+                seen[key] = (dial_cell(c, progress=progress) if measured
+                             else dict.fromkeys(_CELL_COLUMNS, np.nan)), measured
+            cell, measured = seen[key]
+            rows.append(dict(dial=d, level=float(lvl), **cell, measured=measured,
                              n_seeds=len(SEEDS[cfg.profile]) if measured else 0))
     return pd.DataFrame(rows)
 
@@ -94,8 +89,7 @@ def meaning_by_class(cfg: Config, levels: Sequence[float] = LEVELS, *, stored_on
     parts = []
     for lvl in levels:
         c = dial_world(cfg, "label_meaning", lvl)
-        if stored_only and not all(store.is_valid(variant_config(c, "Conquer only", sd), "conquer")
-                                   for sd in SEEDS[cfg.profile]):
+        if stored_only and not stored(c, ("Conquer only",)):
             continue
         parts.append(headroom_by_class(c, redefined, progress=progress).assign(
             label_meaning=float(lvl)))

@@ -21,11 +21,10 @@ import pandas as pd
 
 from ..config import QUERY_TEXTS, Config
 from ..evaluation.classification import QUERY_MODES
-from ..training import store
 from .claims import zero_shot_sources
 from .ledger import FULL, FULL_ENV, full_ledger
 from .measures import Measure, macro_measure
-from .variants import SEEDS, VARIANTS, variant_config
+from .variants import SEEDS, stored
 
 #: The variant the study trains per value (UniChest: Conquer, then Divide).
 STUDY_VARIANT = "UniChest"
@@ -37,9 +36,7 @@ def query_text_on(cfg: Config, full: bool | None = None) -> bool:
     every run of the study is already stored (a build never trains them unasked)."""
     if full is not None or os.environ.get(FULL_ENV, "").strip() or FULL[cfg.profile]:
         return full_ledger(cfg, full)
-    stage = VARIANTS[STUDY_VARIANT].stage
-    return all(store.is_valid(variant_config(cfg.replace(query_text=v), STUDY_VARIANT, sd), stage)
-               for v in QUERY_TEXTS for sd in SEEDS[cfg.profile])
+    return all(stored(cfg.replace(query_text=v), (STUDY_VARIANT,)) for v in QUERY_TEXTS)
 
 
 def query_text_study(cfg: Config, values: Sequence[str] = QUERY_TEXTS,

@@ -85,6 +85,14 @@ def checkpoint(cfg: Config, name: str, seed: int | None = None, *, progress: boo
     return store.checkpoint(c, VARIANTS[name].stage, progress=progress)
 
 
+def stored(cfg: Config, names, seeds=None) -> bool:
+    """Whether every variant of ``names`` is in the store for every seed of ``seeds`` (default:
+    the profile's), valid and of this configuration: what a build may show without training."""
+    seeds = SEEDS[cfg.profile] if seeds is None else seeds
+    return all(store.is_valid(variant_config(cfg, n, sd), VARIANTS[n].stage)
+               for n in names for sd in seeds)
+
+
 def load(cfg: Config, name: str, seed: int | None = None, *, progress: bool = True, **extra):
     """The trained model of variant ``name``, in eval mode: the one way a chapter gets a
     trained model (through the store, which trains it first when it is missing)."""
@@ -100,4 +108,4 @@ def history(cfg: Config, name: str, seed: int | None = None, *, progress: bool =
 
 
 __all__ = ["BACKBONES", "GRID", "LEVELS", "SEEDS", "VARIANTS", "Variant", "checkpoint", "history",
-           "load", "variant_config"]
+           "load", "stored", "variant_config"]

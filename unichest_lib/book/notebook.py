@@ -172,6 +172,61 @@ def markdown(text: str):
     return Markdown(text)
 
 
+class Plain:
+    """A text that a notebook shows without quotes (its ``repr`` is the text itself), so
+    ``{glue:text}`name``` in the book reads ``+0.012 [-0.045, +0.068]``, not ``'+0.012 ...'``."""
+
+    def __init__(self, text: str):
+        self.text = str(text)
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def __eq__(self, other) -> bool:
+        return str(other) == self.text
+
+    def __str__(self) -> str:
+        return self.text
+
+    __hash__ = None
+
+
+def glue(name: str, value: Any) -> Any:
+    """Hand ``value`` to the chapter's markdown under ``name`` (myst-nb's ``glue``, not shown
+    where it is computed): a sentence then reads ``{glue:text}`name:.3f``` (a number) or
+    ``{glue:text}`name``` (a text such as a verdict or an interval). Numbers are stored as
+    plain floats or ints, texts as :class:`Plain`; returns what was glued."""
+    import numbers
+
+    from myst_nb import glue as _glue
+
+    if isinstance(value, bool):
+        value = Plain("yes" if value else "no")
+    elif isinstance(value, numbers.Integral):
+        value = int(value)
+    elif isinstance(value, numbers.Real):
+        value = float(value)
+    elif not isinstance(value, Plain):
+        value = Plain(str(value))
+    _glue(name, value, display=False)
+    return value
+
+
+def glue_claims(rows: "pd.DataFrame", prefix: str = "") -> dict[str, Any]:
+    """Glue each claim of ledger ``rows`` (``evidence.chapter_claims``) for the chapter's
+    prose: ``<prefix><key>_verdict`` (the verdict word), ``<prefix><key>_ci`` (mean and 95 %
+    interval) and ``<prefix><key>_seeds``. Returns the glued values by name."""
+    from ..evaluation.stats import fmt_interval
+
+    out = {}
+    for _, r in rows.iterrows():
+        k = f"{prefix}{r['key']}"
+        out[f"{k}_verdict"] = glue(f"{k}_verdict", r["verdict"])
+        out[f"{k}_ci"] = glue(f"{k}_ci", fmt_interval(r["mean"], r["lo"], r["hi"]))
+        out[f"{k}_seeds"] = glue(f"{k}_seeds", int(r["n_seeds"]))
+    return out
+
+
 def elapsed() -> float:
     """Seconds since the last :func:`setup` (0 if it was never called)."""
     return time.perf_counter() - _START[0] if _START else 0.0
@@ -184,6 +239,6 @@ def finish() -> float:
     return t
 
 
-__all__ = ["HEADERS", "PROFILE_ENV", "anchor_cache", "banner", "check_choice", "check_int",
-           "choose_profile", "elapsed", "finish", "hardware", "header", "markdown", "readable",
-           "setup", "wrap"]
+__all__ = ["HEADERS", "PROFILE_ENV", "Plain", "anchor_cache", "banner", "check_choice",
+           "check_int", "choose_profile", "elapsed", "finish", "glue", "glue_claims", "hardware",
+           "header", "markdown", "readable", "setup", "wrap"]

@@ -87,6 +87,19 @@ def test_the_default_rule_needs_both_a_loss_near_chance_and_a_better_zero_shot_a
     assert "not measured" in alignment.default_advice(_table(5.0, 0, 0).iloc[1:])
 
 
+def test_the_rule_as_numbers_names_the_best_setting_and_switches_only_when_both_hold():
+    chance = 2 * math.log(16)
+    r = alignment.alignment_rule(_table(0.95 * chance, 0.01, 0.01))
+    assert r["switch"] and r["better"] == "learnable" and r["near_chance"]
+    assert r["share"] == pytest.approx(0.95) and r["better_ci"] == "+0.040 [+0.010, +0.080]"
+    learned = alignment.alignment_rule(_table(0.5 * chance, 0.01, 0.01))
+    assert not learned["switch"] and not learned["near_chance"] and learned["better"]
+    none = alignment.alignment_rule(_table(0.95 * chance, -0.01, -0.01))
+    assert not none["switch"] and none["better"] == "" and none["better_ci"] == "n/a"
+    with pytest.raises(ValueError, match="no 'paper' row"):
+        alignment.alignment_rule(_table(5.0, 0, 0).iloc[1:])
+
+
 def test_setting_configs_change_only_the_scaling_of_l_bcl():
     cfg = resolve("smoke", tau_bcl=0.5)
     assert alignment.setting_config(cfg, "paper") == cfg

@@ -435,8 +435,78 @@ def heatmap_overlay(image: np.ndarray, heatmap: np.ndarray, *, title: str = "",
     return fig
 
 
+# ---- the method on one batch (chapters 02 and 03) ----------------------------------------
+def label_matrix(labels, mask, classes: Sequence[str], rows: Sequence[str], *,
+                 title: str = "Labels Y of the batch (grey: not observed by the source)") -> go.Figure:
+    """The batch's label matrix: one row per sample (``rows``, e.g. its source), one column
+    per class of the union space; 1 positive, 0 negative, and grey where the sample's source
+    does not annotate the class (``mask`` False: neither positive nor negative)."""
+    y = np.asarray(labels, dtype=float)
+    m = np.asarray(mask, dtype=bool)
+    if y.shape != m.shape or y.ndim != 2 or y.shape != (len(rows), len(classes)):
+        raise ValueError(f"label_matrix: labels {y.shape} and mask {m.shape} must both be "
+                         f"(samples, classes) = ({len(rows)}, {len(classes)})")
+    z = np.where(m, y, np.nan)
+    fig = go.Figure(go.Heatmap(z=z, x=list(classes), y=[f"{i}: {r}" for i, r in enumerate(rows)],
+                               zmin=0, zmax=1, colorscale=[[0, "#f7fbff"], [1, "#08519c"]],
+                               showscale=False, hoverongaps=False, xgap=1, ygap=1,
+                               hovertemplate="%{y}<br>%{x}: %{z}<extra></extra>"))
+    fig.update_layout(title=title, plot_bgcolor="#bdbdbd", height=160 + 16 * len(rows),
+                      width=max(520, 120 + 22 * len(classes)), margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(tickangle=-60, side="bottom")
+    return fig
+
+
+def loss_panels(history: pd.DataFrame, *, x: str = "step",
+                chance: Mapping[str, float] | None = None,
+                title: str = "Training losses, one panel per term") -> go.Figure:
+    """One panel per loss term of a training history (``*_loss`` columns, then ``loss``, the
+    sum), each on its own linear axis so that no term hides under another; ``chance`` maps a
+    term to its chance value, drawn as a dashed line (L_BCL: 2 ln M)."""
+    terms = [c for c in history.columns if c.endswith(_LOSS_SUFFIX) and history[c].notna().any()]
+    terms += ["loss"] if "loss" in history and history["loss"].notna().any() else []
+    if not terms:
+        raise ValueError(f"loss_panels: no '*_loss' or 'loss' column in {list(history.columns)}")
+    _require_columns(history, [x], "loss_panels")
+    fig = make_subplots(rows=1, cols=len(terms), subplot_titles=terms, horizontal_spacing=0.08)
+    colors = _colors(terms)
+    for j, t in enumerate(terms, start=1):
+        fig.add_trace(go.Scatter(x=history[x], y=history[t], mode="lines", name=t,
+                                 line=dict(color=colors[t], width=1.5)), row=1, col=j)
+        if chance and t in chance:
+            fig.add_trace(go.Scatter(x=[history[x].min(), history[x].max()], y=[chance[t]] * 2,
+                                     mode="lines", name=f"{t} at chance",
+                                     line=dict(color="black", dash="dash", width=1)), row=1, col=j)
+        fig.update_xaxes(title_text=x, row=1, col=j)
+    fig.update_layout(title=title, height=340, width=max(480, 300 * len(terms)),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def pair_matrix(matrix, labels: Sequence[str], *, title: str = "",
+                colorscale: str = "Blues", zmin: float | None = None,
+                zmax: float | None = None) -> go.Figure:
+    """A small square matrix over the samples of a batch (e.g. the same-source positives of
+    L_SCL, or the similarities s_ij), annotated with its values."""
+    z = np.asarray(matrix, dtype=float)
+    if z.ndim != 2 or z.shape[0] != z.shape[1] or z.shape[0] != len(labels):
+        raise ValueError(f"pair_matrix: need a square ({len(labels)}, {len(labels)}) matrix, "
+                         f"got {z.shape}")
+    names = [f"{i}: {n}" for i, n in enumerate(labels)]
+    fig = go.Figure(go.Heatmap(z=z, x=names, y=names, colorscale=colorscale, zmin=zmin, zmax=zmax,
+                               text=np.round(z, 2), texttemplate="%{text}" if len(z) <= 16 else "",
+                               showscale=False, xgap=1, ygap=1))
+    fig.update_layout(title=title, height=220 + 22 * len(z), width=300 + 22 * len(z),
+                      margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(tickangle=-60)
+    return fig
+
+
 __all__ = [
     "PALETTE", "RENDERER", "class_distribution", "embedding_scatter", "gate_heatmap", "heatmap_overlay",
     "grid_heatmap", "image_grid", "loss_curves", "source_examples", "overlay_rgb", "register_renderer", "results_bar",
-    "interval_bars", "interval_points", "line_chart", "results_radar", "to_book_html",
+    "interval_bars", "interval_points", "label_matrix", "line_chart", "loss_panels", "pair_matrix",
+    "results_radar", "to_book_html",
 ]

@@ -82,6 +82,33 @@ def query_network_table(model) -> "pd.DataFrame":
     return pd.DataFrame(rows).set_index("part")
 
 
+def parameter_table(model) -> "pd.DataFrame":
+    """Parameters of each part of ``model`` (image encoder, text encoder, QN¹, experts, gate
+    Φ1, projection Φ2, the learnable logit scale of L_BCL where there is one), how many of
+    them the current stage trains and how many are frozen, with a total row. Introduced in
+    ``notebooks/02_conquer.ipynb``; chapter 03 shows it before and after the encoders freeze."""
+    import pandas as pd
+
+    parts = [("image encoder Φ_image", "image_encoder"), ("text encoder Φ_text", "text_encoder"),
+             ("QN1 (shared)", "qn1"), ("experts QN2..QNK", "experts"), ("gate Φ1", "gate"),
+             ("projection Φ2", "scl_proj")]
+    rows = []
+    for label, attr in parts:
+        module = getattr(model, attr, None)
+        if module is None:
+            continue
+        ps = list(module.parameters())
+        rows.append(dict(part=label, parameters=sum(p.numel() for p in ps),
+                         trainable=sum(p.numel() for p in ps if p.requires_grad)))
+    scale = getattr(model, "bcl_logit_scale", None)
+    if scale is not None:
+        rows.append(dict(part="logit scale of L_BCL", parameters=1, trainable=int(scale.requires_grad)))
+    df = pd.DataFrame(rows).set_index("part")
+    df.loc["total"] = df.sum()
+    df["frozen"] = df["parameters"] - df["trainable"]
+    return df
+
+
 def mean_gate_by_source(model, cfg: Config, sources=None, split: str = "valid") -> "pd.DataFrame":
     """Mean gate weights ω (Eq. 5) per source: rows sources, columns experts QN2..QNK.
     Each row sums to 1; a source that leans on one expert has one large value.
@@ -103,4 +130,4 @@ def mean_gate_by_source(model, cfg: Config, sources=None, split: str = "valid") 
                                   columns=[f"QN{j}" for j in range(2, model.cfg.K + 1)])
 
 
-__all__ = ["cards_markdown", "mean_gate_by_source", "query_network_table"]
+__all__ = ["cards_markdown", "mean_gate_by_source", "parameter_table", "query_network_table"]

@@ -13,8 +13,8 @@ and :mod:`.cards` reads the data cards. Data code imports only :mod:`unichest_li
 ``notebooks/00_data.ipynb``.
 """
 
-from .loaders import (REPORT_SOURCES, SPLITS, collate, filter_report_texts, label_texts,
-                      make_dataset, make_loader)
+from .loaders import (REPORT_SOURCES, SPLITS, collate, example_batch, filter_report_texts,
+                      label_texts, make_dataset, make_loader)
 
-__all__ = ["REPORT_SOURCES", "SPLITS", "collate", "filter_report_texts", "label_texts",
-           "make_dataset", "make_loader"]
+__all__ = ["REPORT_SOURCES", "SPLITS", "collate", "example_batch", "filter_report_texts",
+           "label_texts", "make_dataset", "make_loader"]

@@ -181,5 +181,30 @@ def make_loader(dataset: MultiSourceDataset, cfg: Config, *, train: bool,
     )
 
 
-__all__ = ["REPORT_SOURCES", "SPLITS", "collate", "filter_report_texts", "label_texts",
-           "make_dataset", "make_loader"]
+def example_batch(dataset: MultiSourceDataset, size: int, *, seed: int = 0) -> dict:
+    """A batch of ``size`` samples for a chapter's walk-through, as the trainer's loader
+    collates them, drawn so that every source of ``dataset`` is represented (round robin
+    over the sources, each source's samples in a seeded random order), sorted by source.
+    Introduced in ``notebooks/02_conquer.ipynb``."""
+    import numpy as np
+
+    n_src = len(dataset.sources)
+    if not isinstance(size, int) or size < n_src:
+        raise ValueError(f"an example batch needs at least one sample per source: size = "
+                         f"{size!r}, {n_src} sources")
+    if size > len(dataset):
+        raise ValueError(f"size = {size} exceeds the {len(dataset)} samples of the dataset")
+    rng = np.random.default_rng(seed)
+    ids = np.asarray(dataset.table.source_ids)
+    pools = [list(rng.permutation(np.flatnonzero(ids == s))) for s in range(n_src)]
+    chosen: list[int] = []
+    while len(chosen) < size:
+        for pool in pools:
+            if pool and len(chosen) < size:
+                chosen.append(int(pool.pop(0)))
+    chosen.sort(key=lambda i: (ids[i], i))
+    return collate([dataset[i] for i in chosen])
+
+
+__all__ = ["REPORT_SOURCES", "SPLITS", "collate", "example_batch", "filter_report_texts",
+           "label_texts", "make_dataset", "make_loader"]

@@ -27,6 +27,7 @@ import pandas as pd
 
 from ..config import Config
 from ..evaluation import stats
+from ..evaluation.stats import fmt_interval
 from ..training import checkpoints
 from ..training.losses import BCL_VARIANTS, CODE_BCL_SCALE, bcl_chance, learned_scale
 from .claims import zero_shot_sources
@@ -137,27 +138,42 @@ def alignment_lines(table: pd.DataFrame) -> str:
     return "\n".join(lines + ["", default_advice(table)])
 
 
-def default_advice(table: pd.DataFrame) -> str:
-    """The rule of chapter 02 applied to an :func:`alignment_study` table: keep the paper's τ
-    as the default unless its L_BCL ends within :data:`NEAR_CHANCE` of chance while another
-    setting's zero-shot AUC beats it (paired interval above 0)."""
+def alignment_rule(table: pd.DataFrame) -> dict:
+    """The rule of chapter 02 applied to an :func:`alignment_study` table, as numbers the
+    chapter glues into its sentences: ``share`` (the paper's final L_BCL over its chance
+    value), ``near_chance`` (share >= :data:`NEAR_CHANCE`), ``better`` (the setting whose
+    zero-shot AUC beats the paper's by most with a paired interval above 0, or ``""``),
+    ``better_ci`` (that difference and its interval) and ``switch`` (both hold: the paper's
+    τ cripples the alignment and ``better`` would be the better default)."""
     rows = table.set_index("setting")
     if "paper" not in rows.index:
+        raise ValueError("the alignment table has no 'paper' row to compare the others with")
+    share = float(rows.loc["paper", "bcl_final"] / rows.loc["paper", "bcl_chance"])
+    winners = rows[(rows.index != "paper") & (rows["vs_lo"] > 0)]
+    better = str(winners["vs_paper"].idxmax()) if len(winners) else ""
+    ci = (fmt_interval(*(float(winners.loc[better, c]) for c in ("vs_paper", "vs_lo", "vs_hi")))
+          if better else "n/a")
+    near = share >= NEAR_CHANCE
+    return dict(share=share, near_chance=near, better=better, better_ci=ci,
+                switch=bool(near and better))
+
+
+def default_advice(table: pd.DataFrame) -> str:
+    """:func:`alignment_rule` in one sentence (the command line's summary)."""
+    if "paper" not in set(table["setting"]):
         return "The paper's setting was not measured, so there is nothing to compare it with."
-    share = rows.loc["paper", "bcl_final"] / rows.loc["paper", "bcl_chance"]
-    better = rows[(rows.index != "paper") & (rows["vs_lo"] > 0)]
-    near = f"the paper's L_BCL ends at {share:.0%} of its chance value"
-    if share >= NEAR_CHANCE and len(better):
-        best = better["vs_paper"].idxmax()
+    r = alignment_rule(table)
+    near = f"the paper's L_BCL ends at {r['share']:.0%} of its chance value"
+    if r["switch"]:
         return (f"By the rule above, the paper's τ cripples the alignment here: {near}, and "
-                f"`bcl_variant=\"{best}\"` raises the zero-shot AUC by "
-                f"{better.loc[best, 'vs_paper']:+.3f} [{better.loc[best, 'vs_lo']:+.3f}, "
-                f"{better.loc[best, 'vs_hi']:+.3f}]: it would be the better default.")
-    why = (f"{near}, under the {NEAR_CHANCE:.0%} mark" if share < NEAR_CHANCE else
+                f"`bcl_variant=\"{r['better']}\"` raises the zero-shot AUC by "
+                f"{r['better_ci']}: it would be the better default.")
+    why = (f"{near}, under the {NEAR_CHANCE:.0%} mark" if not r["near_chance"] else
            f"{near}, but no other setting's zero-shot AUC is higher with an interval above 0")
     return (f"By the rule above, the paper's τ does not cripple the alignment here ({why}): "
             "it stays the default.")
 
 
-__all__ = ["BCL_SETTINGS", "NEAR_CHANCE", "alignment_lines", "alignment_on", "alignment_study",
+__all__ = ["BCL_SETTINGS", "NEAR_CHANCE", "alignment_lines", "alignment_on", "alignment_rule",
+           "alignment_study",
            "default_advice", "final_bcl", "logit_scale", "setting_config"]

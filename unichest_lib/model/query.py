@@ -35,6 +35,10 @@ class StackedLinear(nn.Module):
             self.weight.uniform_(-bound, bound, generator=generator)
             self.bias.zero_()
 
+    def extra_repr(self) -> str:
+        e, d_in, d_out = self.weight.shape
+        return f"networks={e}, in={d_in}, out={d_out}"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (E, B, L, in) -> (E, B, L, out)."""
         e, b, l, _ = x.shape
@@ -62,6 +66,9 @@ class StackedLayerNorm(nn.Module):
         with torch.no_grad():
             self.weight.fill_(1.0)
             self.bias.zero_()
+
+    def extra_repr(self) -> str:
+        return f"networks={self.weight.shape[0]}, dim={self.weight.shape[1]}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.layer_norm(x, x.shape[-1:])

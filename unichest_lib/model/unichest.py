@@ -222,7 +222,10 @@ class UniChest(nn.Module):
         pick = query_text.draw(len(self.classes), n, seed=self.cfg.seed, stage=stage, step=step)
         return torch.as_tensor(pick, dtype=torch.long)
 
-    def _positions(self, h: int, w: int, device) -> torch.Tensor:
+    def positions(self, h: int, w: int, device=None) -> torch.Tensor:
+        """The 2-D sine-cosine positional code (h·w, d) that the query networks add to the
+        keys of their cross-attention (cached per grid size)."""
+        device = self.pos_cache.device if device is None else device
         n = h * w
         if self.pos_cache.shape != (n, self.cfg.embed_dim) or self.pos_cache.device != device:
             self.pos_cache = sincos_2d(h, w, self.cfg.embed_dim, device=device)
@@ -264,7 +267,7 @@ class UniChest(nn.Module):
             q = self._picked_queries(query_pick, queries)
         else:
             q = self.class_queries() if queries is None else self._check_queries(queries)
-        pos = self._positions(h, w, patches.device)
+        pos = self.positions(h, w, patches.device)
         scores, attn = self.qn1(q, patches, pos, need_weights=return_attention)
         logits = scores[:, 0]
         if frozen and self.experts is not None:

@@ -49,7 +49,7 @@ def conquer(cfg: Config, out_dir, *, progress: bool = True, resume: bool = False
     cfg = cfg.validate()
     seed_everything(cfg.seed, cfg.deterministic)
     train_set, val_set = _datasets(cfg)
-    model = baselines.build_model(cfg, train_set.classes)
+    model = initial_model(cfg, "conquer", train_set.classes)
     trainer = Trainer(cfg, "conquer", model, train_set, val_set, out_dir, progress=progress,
                       eval_hook=eval_hook, run_key=conquer_key(cfg),
                       loss_fn=baselines.conquer_loss_fn(cfg))
@@ -67,6 +67,31 @@ def _text_cache(cfg: Config, given: dict | None) -> dict | None:
     if given is not None or not cfg.freeze_text:
         return given
     return _TEXT_CACHES.setdefault(cfg.text_model, {})
+
+
+def initial_model(cfg: Config, stage: str, classes, conquer_checkpoint=None):
+    """The model a ``stage`` run of ``cfg`` starts from, before its first step: a fresh model
+    (Conquer; a baseline's for ``cfg.method``), the fresh model loaded from
+    ``conquer_checkpoint`` and put in the Divide stage (Divide: :func:`init_from_conquer`), or
+    the Conquer model itself (the continued control). Deterministic for a given ``cfg`` and
+    checkpoint: what :meth:`Trainer.fit <unichest_lib.training.trainer.Trainer.fit>` checks a
+    reader's model against before serving a stored run."""
+    from .. import baselines
+    from ..model import UniChest
+
+    if stage == "conquer":
+        return baselines.build_model(cfg, classes)
+    if conquer_checkpoint is None:
+        raise ValueError(f"the {stage} stage starts from a Conquer checkpoint; pass its path")
+    if stage == "divide":
+        model = UniChest(cfg, classes)
+        init_from_conquer(model, conquer_checkpoint)
+        return model
+    if stage == "continued":
+        saved = checkpoints.read_meta(conquer_checkpoint)["config"]  # its Divide-only fields
+        return checkpoints.load(conquer_checkpoint, cfg.replace(
+            **{f: saved[f] for f in DIVIDE_ONLY if f in saved}))
+    raise ValueError(f"stage {stage!r} is not valid; choose conquer, divide or continued")
 
 
 def init_from_conquer(model, conquer_path) -> None:
@@ -111,7 +136,6 @@ def divide(cfg: Config, conquer_checkpoint, out_dir, *, progress: bool = True,
     shared between runs.
     """
     from ..baselines import check_has_divide
-    from ..model import UniChest
 
     cfg = cfg.validate()
     check_has_divide(cfg)
@@ -120,8 +144,7 @@ def divide(cfg: Config, conquer_checkpoint, out_dir, *, progress: bool = True,
     checkpoints.check_compatible(meta, cfg, train_set.classes)
     _check_conquer_settings(meta, cfg)
     seed_everything(cfg.seed, cfg.deterministic)
-    model = UniChest(cfg, train_set.classes)
-    init_from_conquer(model, conquer_checkpoint)
+    model = initial_model(cfg, "divide", train_set.classes, conquer_checkpoint)
     run_key = f"{divide_key(cfg)}:{meta['sha256']}"  # this Divide from this Conquer
     from .features import features_key as _features_key
 
@@ -153,13 +176,11 @@ def continue_conquer(cfg: Config, conquer_checkpoint, out_dir, *, progress: bool
     checkpoints.check_compatible(meta, cfg, train_set.classes)
     _check_conquer_settings(meta, cfg)
     seed_everything(cfg.seed, cfg.deterministic)
-    saved = meta["config"]  # the checkpoint's own Divide-only fields (its expert shapes)
-    model = checkpoints.load(conquer_checkpoint, cfg.replace(
-        **{f: saved[f] for f in DIVIDE_ONLY if f in saved}))
+    model = initial_model(cfg, "continued", train_set.classes, conquer_checkpoint)
     run_key = f"{continued_key(cfg)}:{meta['sha256']}"
     trainer = Trainer(cfg, "continued", model, train_set, val_set, out_dir, progress=progress,
                       eval_hook=eval_hook, run_key=run_key)
     return trainer.fit(resume=resume)
 
 
-__all__ = ["conquer", "continue_conquer", "divide", "init_from_conquer"]
+__all__ = ["conquer", "continue_conquer", "divide", "init_from_conquer", "initial_model"]

@@ -52,6 +52,15 @@ class TrainResult:
     best_metric: float
     last_checkpoint: pathlib.Path
     out_dir: pathlib.Path
+    served: bool = False  # True when the artifact store already held this run (not retrained)
+
+
+def same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """Whether two models hold exactly the same tensors (names, shapes, values)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(
+        sa[k].shape == sb[k].shape and torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
+
 
 
 
@@ -74,35 +83,42 @@ _LOSS_BATCH_KEYS = ("labels", "mask", "source")
 
 class Trainer:
     """Runs one stage: epochs of optimiser steps, a validation aAUC after each epoch, best and
-    last checkpoints in ``out_dir``, and resuming from the last one.
+    last checkpoints, and resuming from the last one.
 
-    ``model`` is a :class:`~unichest_lib.model.UniChest` already in ``stage``; ``train_set``
-    and ``val_set`` are :class:`~unichest_lib.data.samples.MultiSourceDataset` s;
-    ``loss_fn(out, batch, cfg)`` returns a dict of terms ending in ``_loss`` plus ``"loss"``.
+    The shape researchers know (d2l, Lightning)::
+
+        trainer = Trainer(cfg, "conquer")                # how to train: the stage's recipe
+        result = trainer.fit(model, train_set, val_set)  # what to train, on what
+
+    ``model`` is a :class:`~unichest_lib.model.UniChest` already in ``stage`` (a baseline's
+    model for ``cfg.method``); ``train_set`` and ``val_set`` are
+    :class:`~unichest_lib.data.samples.MultiSourceDataset` s; ``loss_fn(out, batch, cfg)``
+    returns a dict of terms ending in ``_loss`` plus ``"loss"``.
+
+    **Where the run goes.** With ``out_dir`` the run trains there and writes its "best" and
+    "last" checkpoints. Without it, :meth:`fit` goes through the artifact store
+    (:mod:`.store`): the run of this configuration is trained once, filed under its key and
+    served to every later call (its weights are loaded into ``model``, its history returned),
+    which is how the chapters' visible ``trainer.fit(...)`` calls cost nothing the second
+    time. The model must then be the one the stored run starts from
+    (:func:`~unichest_lib.training.stages.initial_model`), or the call is refused.
+
+    The model and the data may also be given to the constructor (then ``fit()`` takes none).
     """
 
-    def __init__(self, cfg: Config, stage: str, model, train_set, val_set, out_dir, *,
-                 loss_fn: Callable | None = None, progress: bool = True,
+    def __init__(self, cfg: Config, stage: str, model=None, train_set=None, val_set=None,
+                 out_dir=None, *, loss_fn: Callable | None = None, progress: bool = True,
                  eval_hook: Callable | None = None, run_key: str = "",
                  features=None, text_cache: dict | None = None, features_key: str = ""):
         check_stage(stage)
         self.cfg, self.stage, self.progress, self.eval_hook = cfg, stage, progress, eval_hook
-        self.out_dir = pathlib.Path(out_dir)
+        self.out_dir = None if out_dir is None else pathlib.Path(out_dir)
         self.run_key = run_key
         self.device = distributed.init_from_env(cfg.device) if distributed.launched_by_torchrun() \
             else distributed.resolve_device(cfg.device)
-        self.model = model.to(self.device)
-        self.net = distributed.wrap(self.model, self.device)
         self.loss_fn = loss_fn or (losses.divide_loss if stage == "divide" else losses.conquer_loss)
-        self.train_set, self.val_set = train_set, val_set
-        self.train_loader = self._train_loader()
-        self.steps_per_epoch = len(self.train_loader)
-        if cfg.max_steps_per_epoch:
-            self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
         self.epochs = cfg.conquer_epochs if stage == "conquer" else cfg.divide_epochs  # continued:
         # as many epochs (and steps) as the Divide stage, the compute-matched control
-        self.optimizer = make_optimizer(self.model, cfg)
-        self.scheduler = make_scheduler(self.optimizer, cfg, self.epochs * self.steps_per_epoch)
         self.aug_generator = torch.Generator()
         self.epoch, self.step = 0, 0
         self.best_metric, self.best_epoch = -math.inf, -1
@@ -111,9 +127,31 @@ class Trainer:
         self.features, self.text_cache = features, text_cache
         self.features_key = features_key
         self._val_store = None
-        if features is not None and (stage != "divide" or len(train_set) != features.n_rows):
-            raise ValueError(f"stored features ({features.n_rows} rows) serve only the Divide stage "
-                             f"of the dataset they were encoded from ({len(train_set)} rows here)")
+        self.model = None
+        if model is not None:
+            self.bind(model, train_set, val_set)
+
+    def bind(self, model, train_set, val_set) -> "Trainer":
+        """Attach the model and the data: the device, the loaders, AdamW and its schedule
+        (built from ``model``'s trainable parameters). :meth:`fit` calls it."""
+        if train_set is None or val_set is None:
+            raise TypeError("the trainer needs the model and both datasets: "
+                            "trainer.fit(model, train_set, val_set)")
+        if self.features is not None and (self.stage != "divide"
+                                          or len(train_set) != self.features.n_rows):
+            raise ValueError(f"stored features ({self.features.n_rows} rows) serve only the "
+                             f"Divide stage of the dataset they were encoded from "
+                             f"({len(train_set)} rows here)")
+        self.model = model.to(self.device)
+        self.net = distributed.wrap(self.model, self.device)
+        self.train_set, self.val_set = train_set, val_set
+        self.train_loader = self._train_loader()
+        self.steps_per_epoch = len(self.train_loader)
+        if self.cfg.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, self.cfg.max_steps_per_epoch)
+        self.optimizer = make_optimizer(self.model, self.cfg)
+        self.scheduler = make_scheduler(self.optimizer, self.cfg, self.epochs * self.steps_per_epoch)
+        return self
 
     def _warm_text_cache(self) -> None:
         """Encode every class name and training text once, in a fixed order, when the text
@@ -252,8 +290,19 @@ class Trainer:
         return values
 
     # -- epochs -------------------------------------------------------------------------
-    def fit(self, *, resume: bool = False) -> TrainResult:
-        """Train the remaining epochs (all of them unless resuming); returns a TrainResult."""
+    def fit(self, model=None, train_set=None, val_set=None, *,
+            resume: bool = False) -> TrainResult:
+        """Train ``model`` on ``train_set``, selecting its best epoch on ``val_set``; returns a
+        :class:`TrainResult`. Without an ``out_dir`` the run goes through the artifact store
+        (trained once, then served: see the class docstring); with one it trains the
+        remaining epochs there (all of them unless ``resume``)."""
+        if model is not None:
+            self.bind(model, train_set, val_set)
+        elif self.model is None:
+            raise TypeError("fit needs the model and the data: trainer.fit(model, train_set, "
+                            "val_set)")
+        if self.out_dir is None:
+            return self._fit_through_store()
         if resume and checkpoints.exists(self.last_path):
             self.restore(self.last_path)
         elif resume:
@@ -391,10 +440,46 @@ class Trainer:
         history = losses.current_term_names(pd.DataFrame(extra["history"]))
         self.rows = history.to_dict(orient="records")
 
+    def _fit_through_store(self) -> TrainResult:
+        """:meth:`fit` without an ``out_dir``: this configuration's run from the artifact store
+        (trained by :func:`~unichest_lib.training.store.checkpoint` when it is missing), its
+        best weights loaded into the model and its history returned. Refused unless the model
+        and the training data are the ones the stored run starts from."""
+        from . import stages, store
+        from .features import dataset_digest
+
+        cfg, stage = self.cfg.validate(), self.stage
+        if self.loss_fn not in (losses.conquer_loss, losses.divide_loss) and cfg.method == "unichest":
+            raise ValueError("a custom loss_fn is not the stored run's loss: pass out_dir to "
+                             "train with it")
+        stored_train = stages._datasets(cfg)[0]
+        if dataset_digest(self.train_set, cfg) != dataset_digest(stored_train, cfg):
+            raise ValueError("train_set is not the training split of this configuration "
+                             "(make_dataset(cfg, cfg.sources, 'train')); pass out_dir to train "
+                             "on other data")
+        served = store.is_valid(cfg, stage)
+        upstream = None if stage == "conquer" else store.conquer_checkpoint(cfg, progress=self.progress)
+        start = stages.initial_model(cfg, stage, self.train_set.classes, upstream)
+        if not same_state(start, self.model):
+            raise ValueError(
+                f"this model is not the one the stored {stage} run of this configuration starts "
+                "from (it was changed, trained or built differently): fit a fresh model "
+                "(training.stages.initial_model) or pass out_dir to train this one")
+        path = store.checkpoint(cfg, stage, progress=self.progress)
+        tensors, meta = checkpoints.read_tensors(path)
+        checkpoints.load_model_state(self.model, tensors, meta, source=f"stored run {path}")
+        self.rows = store.history(cfg, stage).to_dict(orient="records")
+        extra = meta["extra"]
+        self.best_metric, self.best_epoch = extra["best_metric"], extra["best_epoch"]
+        self.epoch, self.step = extra["epoch"], extra["step"]
+        return TrainResult(model=self.model, history=self.history(), checkpoint=path,
+                           best_metric=self.best_metric, last_checkpoint=path,
+                           out_dir=path.parent, served=served)
+
     def result(self) -> TrainResult:
         return TrainResult(model=self.model, history=self.history(), checkpoint=self.best_path,
                            best_metric=self.best_metric, last_checkpoint=self.last_path,
                            out_dir=self.out_dir)
 
 
-__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "class_index"]
+__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "class_index", "same_state"]

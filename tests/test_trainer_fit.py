@@ -1,0 +1,75 @@
+"""``Trainer(cfg, stage).fit(model, train_set, val_set)``: the call the chapters show.
+
+Without an ``out_dir`` the run goes through the artifact store: trained once under its key,
+then served (weights loaded into the reader's model, history returned). A model that is not
+the one the stored run starts from, or other training data, is refused rather than silently
+replaced by the stored weights.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unichest_lib.config import resolve
+from unichest_lib.data import make_dataset
+from unichest_lib.training import checkpoints, store
+from unichest_lib.training.stages import initial_model
+from unichest_lib.training.trainer import Trainer, same_state
+
+
+def _cfg(tmp_path):
+    return resolve("smoke", cache_dir=str(tmp_path), sources="chestxray14,vindr",
+                   val_source="chestxray14", image_size=32, max_steps_per_epoch=2, amp=False)
+
+
+def _data(cfg):
+    return (make_dataset(cfg, cfg.sources, "train"), make_dataset(cfg, [cfg.val_source], "valid"))
+
+
+
+@pytest.mark.slow
+def test_fit_trains_once_through_the_store_then_serves_the_same_run(tmp_path):
+    cfg = _cfg(tmp_path)
+    train, val = _data(cfg)
+    model = initial_model(cfg, "conquer", train.classes)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    first = Trainer(cfg, "conquer", progress=False).fit(model, train, val)
+    assert not first.served and first.checkpoint == store.conquer_checkpoint(cfg, progress=False)
+    assert not all(torch.equal(before[k], v) for k, v in model.state_dict().items()), \
+        "the reader's model must hold the trained weights"
+    assert same_state(model, checkpoints.load(first.checkpoint))
+    assert first.history["epoch"].max() == cfg.conquer_epochs
+    # a second reader's fresh model is served the same run, nothing is retrained
+    again = initial_model(cfg, "conquer", train.classes)
+    second = Trainer(cfg, "conquer", progress=False).fit(again, train, val)
+    assert second.served and same_state(again, model)
+    assert second.history.equals(first.history)
+    # Divide: the reader builds the model from the stored Conquer checkpoint, fit serves/trains
+    divide = initial_model(cfg, "divide", train.classes, first.checkpoint)
+    result = Trainer(cfg, "divide", progress=False).fit(divide, train, val)
+    assert result.checkpoint == store.divide_checkpoint(cfg, progress=False)
+    assert divide.stage == "divide" and result.history["stage"].eq("divide").all()
+    assert same_state(divide, store.load_model(cfg, "divide", progress=False))
+
+
+@pytest.mark.slow
+def test_fit_refuses_a_model_or_data_the_stored_run_does_not_start_from(tmp_path):
+    cfg = _cfg(tmp_path)
+    train, val = _data(cfg)
+    changed = initial_model(cfg, "conquer", train.classes)
+    with torch.no_grad():
+        next(p for p in changed.parameters() if p.requires_grad).add_(1e-3)
+    with pytest.raises(ValueError, match="not the one the stored conquer run"):
+        Trainer(cfg, "conquer", progress=False).fit(changed, train, val)
+    other = make_dataset(cfg, ["chestxray14"], "train")
+    with pytest.raises(ValueError, match="train_set is not the training split"):
+        Trainer(cfg, "conquer", progress=False).fit(
+            initial_model(cfg, "conquer", other.classes), other, val)
+    assert not store.is_valid(cfg, "conquer"), "a refused call trains nothing"
+
+
+def test_fit_without_a_model_says_what_it_needs():
+    cfg = resolve("smoke")
+    with pytest.raises(TypeError, match=r"trainer.fit\(model, train_set, val_set\)"):
+        Trainer(cfg, "conquer").fit()

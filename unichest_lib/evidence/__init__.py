@@ -19,7 +19,8 @@ Introduced in ``notebooks/02_conquer.ipynb``; the ledger in ``notebooks/07_claim
 """
 
 from . import baselines
-from .alignment import BCL_SETTINGS, alignment_lines, alignment_on, alignment_study
+from .alignment import (BCL_SETTINGS, alignment_lines, alignment_on, alignment_rule,
+                        alignment_study)
 from .claims import (CLAIM_KEYS, CLAIMS, Claim, equivalence_verdict, gate_routing,
                      grounding_vs_random, measure_claim, source_gates, transfer_vs_random,
                      zero_shot_sources)
@@ -45,7 +46,7 @@ __all__ = ["ALPHA", "BACKBONES", "baselines", "BCL_SETTINGS", "CLAIMS", "CLAIM_K
            "EXPENSIVE", "PROTOCOLS", "RANDOM",
            "FULL", "FULL_ENV", "GRID", "HOW_TO_RUN", "LEVELS", "MIN_POS", "Measure", "NOT_RUN",
            "N_BOOT", "SEEDS", "Scored", "VARIANTS", "STUDY_DIALS", "VERSION", "Variant",
-           "WORLD_ONLY", "alignment_lines", "alignment_on", "alignment_study", "chapter_claims",
+           "WORLD_ONLY", "alignment_lines", "alignment_on", "alignment_rule", "alignment_study", "chapter_claims",
            "cell_stored", "CELL_VARIANTS", "dial_cell", "dial_study", "dial_world", "checkpoint", "class_auc_replicates",
            "equivalence_verdict", "fmt_interval", "full_ledger", "gate_routing", "grid_table",
            "grounding_baseline_measures", "grounding_baseline_table", "grounding_by_class",

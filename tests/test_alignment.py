@@ -98,6 +98,8 @@ def test_the_rule_as_numbers_names_the_best_setting_and_switches_only_when_both_
     assert not none["switch"] and none["better"] == "" and none["better_ci"] == "n/a"
     with pytest.raises(ValueError, match="no 'paper' row"):
         alignment.alignment_rule(_table(5.0, 0, 0).iloc[1:])
+    unmeasured = alignment.alignment_rule(None)
+    assert not unmeasured["switch"] and unmeasured["better_ci"] == "n/a"
 
 
 def test_setting_configs_change_only_the_scaling_of_l_bcl():

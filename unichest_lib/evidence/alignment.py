@@ -138,13 +138,17 @@ def alignment_lines(table: pd.DataFrame) -> str:
     return "\n".join(lines + ["", default_advice(table)])
 
 
-def alignment_rule(table: pd.DataFrame) -> dict:
+def alignment_rule(table: pd.DataFrame | None) -> dict:
     """The rule of chapter 02 applied to an :func:`alignment_study` table, as numbers the
     chapter glues into its sentences: ``share`` (the paper's final L_BCL over its chance
     value), ``near_chance`` (share >= :data:`NEAR_CHANCE`), ``better`` (the setting whose
     zero-shot AUC beats the paper's by most with a paired interval above 0, or ``""``),
     ``better_ci`` (that difference and its interval) and ``switch`` (both hold: the paper's
-    τ cripples the alignment and ``better`` would be the better default)."""
+    τ cripples the alignment and ``better`` would be the better default). ``table=None`` (the
+    study was not run) gives the values that say nothing was measured."""
+    if table is None:
+        return dict(share=float("nan"), near_chance=False, better="", better_ci="n/a",
+                    switch=False)
     rows = table.set_index("setting")
     if "paper" not in rows.index:
         raise ValueError("the alignment table has no 'paper' row to compare the others with")

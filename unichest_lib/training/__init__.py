@@ -11,3 +11,6 @@ Training imports evaluation only for the validation metric (:mod:`unichest_lib.e
 metrics`). Introduced in ``notebooks/02_conquer.ipynb`` (Conquer) and
 ``notebooks/03_divide.ipynb`` (Divide).
 """
+
+# The artifact store serves Trainer.fit calls that have no out_dir; importing it registers it.
+from . import store  # noqa: E402,F401

@@ -29,7 +29,9 @@ from .rng import seed_everything
 from .trainer import Trainer, TrainResult
 
 
-def _datasets(cfg: Config):
+def training_data(cfg: Config):
+    """The training split of every ``cfg.sources`` and the validation split of
+    ``cfg.val_source``: what each stage trains and selects on."""
     from .. import data
 
     return (data.make_dataset(cfg, cfg.sources, "train"),
@@ -48,7 +50,7 @@ def conquer(cfg: Config, out_dir, *, progress: bool = True, resume: bool = False
 
     cfg = cfg.validate()
     seed_everything(cfg.seed, cfg.deterministic)
-    train_set, val_set = _datasets(cfg)
+    train_set, val_set = training_data(cfg)
     model = initial_model(cfg, "conquer", train_set.classes)
     trainer = Trainer(cfg, "conquer", model, train_set, val_set, out_dir, progress=progress,
                       eval_hook=eval_hook, run_key=conquer_key(cfg),
@@ -139,7 +141,7 @@ def divide(cfg: Config, conquer_checkpoint, out_dir, *, progress: bool = True,
 
     cfg = cfg.validate()
     check_has_divide(cfg)
-    train_set, val_set = _datasets(cfg)
+    train_set, val_set = training_data(cfg)
     meta = checkpoints.read_meta(conquer_checkpoint)
     checkpoints.check_compatible(meta, cfg, train_set.classes)
     _check_conquer_settings(meta, cfg)
@@ -172,7 +174,7 @@ def continue_conquer(cfg: Config, conquer_checkpoint, out_dir, *, progress: bool
         raise checkpoints.CheckpointError(
             f"{conquer_checkpoint} is a {meta.get('stage')!r} checkpoint; the continued run "
             "starts from a Conquer one")
-    train_set, val_set = _datasets(cfg)
+    train_set, val_set = training_data(cfg)
     checkpoints.check_compatible(meta, cfg, train_set.classes)
     _check_conquer_settings(meta, cfg)
     seed_everything(cfg.seed, cfg.deterministic)
@@ -183,4 +185,5 @@ def continue_conquer(cfg: Config, conquer_checkpoint, out_dir, *, progress: bool
     return trainer.fit(resume=resume)
 
 
-__all__ = ["conquer", "continue_conquer", "divide", "init_from_conquer", "initial_model"]
+__all__ = ["conquer", "continue_conquer", "divide", "init_from_conquer", "initial_model",
+           "training_data"]

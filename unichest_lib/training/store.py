@@ -207,7 +207,53 @@ def history(cfg: Config, stage: str, *, progress: bool = True):
     return current_term_names(pd.DataFrame(rows))
 
 
+def fit(trainer):
+    """Serve :meth:`Trainer.fit <unichest_lib.training.trainer.Trainer.fit>` without an
+    ``out_dir``: the trainer's configuration and stage name a run of the store, which is
+    trained once (:func:`checkpoint`) and then served: its best weights are loaded into the
+    trainer's model and its history returned (``served`` says whether it was already there).
+    Refused unless the model and the training data are the ones the stored run starts from
+    (:func:`~unichest_lib.training.stages.initial_model`), so a reader's changed model is
+    never silently replaced by stored weights."""
+    from . import losses, stages
+    from .features import dataset_digest
+    from .trainer import TrainResult, same_state
+
+    cfg, stage = trainer.cfg.validate(), trainer.stage
+    if cfg.method == "unichest" and trainer.loss_fn not in (losses.conquer_loss, losses.divide_loss):
+        raise ValueError("a custom loss_fn is not the stored run's loss: pass out_dir to "
+                         "train with it")
+    stored_train = stages.training_data(cfg)[0]
+    if dataset_digest(trainer.train_set, cfg) != dataset_digest(stored_train, cfg):
+        raise ValueError("train_set is not the training split of this configuration "
+                         "(make_dataset(cfg, cfg.sources, 'train')); pass out_dir to train "
+                         "on other data")
+    served = is_valid(cfg, stage)
+    upstream = None if stage == "conquer" else conquer_checkpoint(cfg, progress=trainer.progress)
+    if not same_state(stages.initial_model(cfg, stage, trainer.train_set.classes, upstream),
+                      trainer.model):
+        raise ValueError(
+            f"this model is not the one the stored {stage} run of this configuration starts "
+            "from (it was changed, trained or built differently): fit a fresh model "
+            "(training.stages.initial_model) or pass out_dir to train this one")
+    path = checkpoint(cfg, stage, progress=trainer.progress)
+    tensors, meta = checkpoints.read_tensors(path)
+    checkpoints.load_model_state(trainer.model, tensors, meta, source=f"stored run {path}")
+    extra = meta["extra"]
+    return TrainResult(model=trainer.model, history=history(cfg, stage), checkpoint=path,
+                       best_metric=extra["best_metric"], last_checkpoint=path,
+                       out_dir=path.parent, served=served)
+
+
+def _register() -> None:
+    from .trainer import serve_runs_with
+
+    serve_runs_with(fit)
+
+
+_register()
+
 __all__ = ["DIVIDE_ONLY", "NOT_UPSTREAM", "STAGES", "artifact_dir", "checkpoint",
            "conquer_checkpoint", "conquer_fields", "conquer_key", "continued_checkpoint",
-           "continued_key", "divide_checkpoint", "divide_key", "history", "is_valid", "key",
+           "continued_key", "divide_checkpoint", "divide_key", "fit", "history", "is_valid", "key",
            "load_model", "manifest", "root"]

@@ -75,6 +75,20 @@ def class_index(model_classes: Sequence[str], data_classes: Sequence[str]) -> li
 
 
 
+#: What serves :meth:`Trainer.fit` when the trainer has no ``out_dir``: ``fn(trainer) ->
+#: TrainResult``. The artifact store registers its own (:func:`serve_runs_with`) when it is
+#: imported, which ``import unichest_lib.training`` does; the trainer cannot import the store,
+#: which trains through the stages, which run the trainer.
+_RUN_SERVER: Callable | None = None
+
+
+def serve_runs_with(server: Callable) -> None:
+    """Make ``server(trainer) -> TrainResult`` serve every :meth:`Trainer.fit` call that has
+    no ``out_dir`` (the artifact store's :func:`~unichest_lib.training.store.fit`)."""
+    global _RUN_SERVER
+    _RUN_SERVER = server
+
+
 # ---- the trainer ---------------------------------------------------------------------------
 _LOSS_OUT_KEYS = ("image_emb", "text_emb", "logits", "probs", "gate", "gate_proj",
                   "bcl_logit_scale")
@@ -302,7 +316,11 @@ class Trainer:
             raise TypeError("fit needs the model and the data: trainer.fit(model, train_set, "
                             "val_set)")
         if self.out_dir is None:
-            return self._fit_through_store()
+            if _RUN_SERVER is None:
+                raise RuntimeError("no artifact store to serve a run without out_dir: import "
+                                   "unichest_lib.training (its store registers itself) or pass "
+                                   "out_dir")
+            return _RUN_SERVER(self)
         if resume and checkpoints.exists(self.last_path):
             self.restore(self.last_path)
         elif resume:
@@ -440,46 +458,11 @@ class Trainer:
         history = losses.current_term_names(pd.DataFrame(extra["history"]))
         self.rows = history.to_dict(orient="records")
 
-    def _fit_through_store(self) -> TrainResult:
-        """:meth:`fit` without an ``out_dir``: this configuration's run from the artifact store
-        (trained by :func:`~unichest_lib.training.store.checkpoint` when it is missing), its
-        best weights loaded into the model and its history returned. Refused unless the model
-        and the training data are the ones the stored run starts from."""
-        from . import stages, store
-        from .features import dataset_digest
-
-        cfg, stage = self.cfg.validate(), self.stage
-        if self.loss_fn not in (losses.conquer_loss, losses.divide_loss) and cfg.method == "unichest":
-            raise ValueError("a custom loss_fn is not the stored run's loss: pass out_dir to "
-                             "train with it")
-        stored_train = stages._datasets(cfg)[0]
-        if dataset_digest(self.train_set, cfg) != dataset_digest(stored_train, cfg):
-            raise ValueError("train_set is not the training split of this configuration "
-                             "(make_dataset(cfg, cfg.sources, 'train')); pass out_dir to train "
-                             "on other data")
-        served = store.is_valid(cfg, stage)
-        upstream = None if stage == "conquer" else store.conquer_checkpoint(cfg, progress=self.progress)
-        start = stages.initial_model(cfg, stage, self.train_set.classes, upstream)
-        if not same_state(start, self.model):
-            raise ValueError(
-                f"this model is not the one the stored {stage} run of this configuration starts "
-                "from (it was changed, trained or built differently): fit a fresh model "
-                "(training.stages.initial_model) or pass out_dir to train this one")
-        path = store.checkpoint(cfg, stage, progress=self.progress)
-        tensors, meta = checkpoints.read_tensors(path)
-        checkpoints.load_model_state(self.model, tensors, meta, source=f"stored run {path}")
-        self.rows = store.history(cfg, stage).to_dict(orient="records")
-        extra = meta["extra"]
-        self.best_metric, self.best_epoch = extra["best_metric"], extra["best_epoch"]
-        self.epoch, self.step = extra["epoch"], extra["step"]
-        return TrainResult(model=self.model, history=self.history(), checkpoint=path,
-                           best_metric=self.best_metric, last_checkpoint=path,
-                           out_dir=path.parent, served=served)
-
     def result(self) -> TrainResult:
         return TrainResult(model=self.model, history=self.history(), checkpoint=self.best_path,
                            best_metric=self.best_metric, last_checkpoint=self.last_path,
                            out_dir=self.out_dir)
 
 
-__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "class_index", "same_state"]
+__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "class_index", "same_state",
+           "serve_runs_with"]

@@ -45,10 +45,36 @@ LEGACY = dict(image_size=32, embed_dim=16, n_heads=2, ffn_dim=16, n_decoder_laye
 
 @pytest.fixture
 def world_v1(monkeypatch):
-    """The embedded world the pinned keys and the fixture store were computed on."""
+    """The embedded world the pinned keys and the fixture store were computed on, in the
+    precision they stand for (float32: the keys did not record precision then)."""
+    from unichest_lib import hardware
     from unichest_lib.training import keys
 
     monkeypatch.setattr(keys, "WORLD_VERSION", 1)
+    monkeypatch.setattr(hardware, "effective_precision", lambda amp, device="auto": "float32")
+
+
+def test_the_effective_precision_names_new_artifacts_and_float32_keeps_the_old_names(
+        world_v1, monkeypatch):
+    from unichest_lib import hardware
+    from unichest_lib.training import keys
+
+    cfg = resolve("tutorial")
+    assert keys.precision(cfg) == {} and "precision" not in keys.upstream(cfg)
+    f32 = {stage: store.key(cfg, stage) for stage in ("conquer", "divide", "continued")}
+    assert f32 == PINNED[("tutorial", ())]
+    monkeypatch.setattr(hardware, "effective_precision", lambda amp, device="auto": "bfloat16")
+    assert keys.upstream(cfg)["precision"] == "bfloat16"
+    for stage, old in f32.items():
+        assert store.key(cfg, stage) != old, "a bf16 run must not be served for a float32 one"
+
+
+def test_the_effective_precision_is_what_autocast_does_on_the_device():
+    from unichest_lib import hardware
+
+    assert hardware.effective_precision(False, "cpu") == "float32"
+    native = hardware.cpu_has_native_bf16()
+    assert hardware.effective_precision(True, "cpu") == ("bfloat16" if native else "float32")
 
 
 @pytest.mark.parametrize("profile, overrides", list(PINNED))

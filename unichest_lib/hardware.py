@@ -4,7 +4,8 @@
 natively*: CUDA GPUs, and CPUs with AMX or AVX512-BF16. On other CPUs PyTorch emulates
 bfloat16, and on the project's AVX2-only machine a ResNet-18 step measured tens of times
 slower than float32, so autocast is then left off (the scores differ only by rounding).
-Benchmarks that compare fp32 with bf16 call ``torch.autocast`` directly.
+Benchmarks that compare fp32 with bf16 call ``torch.autocast`` directly. The precision a run
+really trains in (:func:`effective_precision`) is part of its store key.
 """
 
 from __future__ import annotations
@@ -38,3 +39,12 @@ def autocast(amp: bool, device: torch.device):
     """``torch.autocast`` in bfloat16 when :func:`amp_enabled`, else a disabled context."""
     device = torch.device(device)
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp_enabled(amp, device))
+
+
+def effective_precision(amp: bool, device: str = "auto") -> str:
+    """``"bfloat16"`` when autocast will run on ``device`` (``"auto"``: CUDA when available,
+    else the CPU), else ``"float32"``: the precision a run of ``cfg.amp`` really trains in on
+    this machine, which the store keys record so that a run is never served for another."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return "bfloat16" if amp_enabled(amp, torch.device(device)) else "float32"

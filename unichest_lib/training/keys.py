@@ -1,6 +1,6 @@
 """What identifies a trained run: the stages, and the keys the artifact store files them under.
 
-A leaf module (it reads only :mod:`unichest_lib.config`), so the trainer, the stages, the
+A leaf module (it reads only :mod:`unichest_lib.config` and :mod:`unichest_lib.hardware`), so the trainer, the stages, the
 store, the evidence and its caches can all ask "which run is this?" without importing each
 other.
 
@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 
+from .. import hardware
 from ..config import Config
 
 #: The training runs the library knows, in a fixed order (:func:`unichest_lib.training.rng.
@@ -89,19 +90,32 @@ def world_version(cfg: Config) -> dict:
         else {}
 
 
+def precision(cfg: Config) -> dict:
+    """``{"precision": "bfloat16"}`` when the run trains under bfloat16 autocast on this
+    machine (``cfg.amp`` and native bf16, :func:`unichest_lib.hardware.effective_precision`),
+    else ``{}``: float32 is what every run before this field computed on a machine without
+    native bf16, so float32 runs keep their names, and a bf16 run is never served to a
+    float32 machine (or the other way round)."""
+    p = hardware.effective_precision(cfg.amp, cfg.device)
+    return {} if p == "float32" else {"precision": p}
+
+
 def upstream(cfg: Config) -> dict:
     """:func:`keyed` values of every field upstream of Conquer except ``seed``: what the data
-    and the training setup are, whatever the seed (caches shared across seeds hash it)."""
-    return {**keyed(cfg, [f for f in conquer_fields() if f != "seed"]), **world_version(cfg)}
+    and the training setup are, whatever the seed (caches shared across seeds hash it), with
+    the world version and the effective precision."""
+    return {**keyed(cfg, [f for f in conquer_fields() if f != "seed"]), **world_version(cfg),
+            **precision(cfg)}
 
 
 def conquer_key(cfg: Config) -> str:
-    """sha256 of the library version, every field in :func:`conquer_fields` and the
-    :func:`world_version`."""
+    """sha256 of the library version, every field in :func:`conquer_fields`, the
+    :func:`world_version` and the effective :func:`precision`."""
     from .. import __version__
 
     return _digest({"stage": "conquer", "version": __version__,
-                    "fields": keyed(cfg, conquer_fields()), **world_version(cfg)})
+                    "fields": keyed(cfg, conquer_fields()), **world_version(cfg),
+                    **precision(cfg)})
 
 
 def divide_key(cfg: Config) -> str:
@@ -127,4 +141,4 @@ def key(cfg: Config, stage: str) -> str:
 
 __all__ = ["ADDED_FIELDS", "DIVIDE_ONLY", "NOT_UPSTREAM", "STAGES", "WORLD_VERSION", "check_stage",
            "conquer_fields", "conquer_key", "continued_key", "divide_key", "key", "keyed",
-           "recorded", "upstream", "world_version"]
+           "precision", "recorded", "upstream", "world_version"]

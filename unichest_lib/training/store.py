@@ -35,6 +35,7 @@ import shutil
 import warnings
 
 from ..config import Config
+from ..hardware import effective_precision
 from ..fileio import atomic_copy, atomic_write_json, sha256
 from . import checkpoints
 from .keys import (DIVIDE_ONLY, NOT_UPSTREAM, STAGES, conquer_fields, conquer_key, continued_key,
@@ -98,6 +99,7 @@ def _publish(cfg: Config, stage: str, best: pathlib.Path) -> pathlib.Path:
     meta = checkpoints.read_meta(dest)
     atomic_write_json(folder / "manifest.json", {
         "stage": stage, "key": key(cfg, stage), "config": cfg.to_dict(),
+        "precision": effective_precision(cfg.amp, cfg.device),
         "sha256": meta["sha256"], "best_metric": meta["extra"].get("best_metric"),
     }, fsync=True)
     return dest

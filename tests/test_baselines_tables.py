@@ -83,6 +83,39 @@ def test_ranking_lines_follow_the_intervals_not_the_means():
     assert "against Conquer only the interval includes zero" in last
 
 
+def test_ranking_table_ranks_each_view_by_mean_aauc():
+    t4 = pd.DataFrame(dict(variant=["UniChest", "CLIP-style", "Conquer only", "UniChest"],
+                           source=["mean", "mean", "mean", "a"], metric="aAUC",
+                           mean=[0.70, 0.60, 0.71, 0.99]))
+    t5 = pd.DataFrame(dict(variant=["UniChest", "CLIP-style"] * 2, source=["a", "a", "b", "b"],
+                           group="seen", mean=[0.6, 0.5, 0.8, 0.7]))
+    r = baselines.ranking_table(t4, t5)
+    assert list(r.index) == ["Conquer only", "UniChest", "CLIP-style"]  # by in-domain rank
+    assert list(r[("in-domain", "rank")]) == [1, 2, 3]
+    assert r.loc["UniChest", ("zero-shot, seen classes", "aAUC")] == pytest.approx(0.7)
+    assert r.loc["UniChest", ("zero-shot, seen classes", "rank")] == 1
+    assert pd.isna(r.loc["Conquer only", ("zero-shot, seen classes", "rank")])  # not scored
+    assert "zero-shot, unseen classes" not in r.columns.get_level_values(0)
+
+
+def test_standing_reads_ahead_and_behind_from_the_intervals_and_fills_missing_views():
+    t4 = pd.DataFrame(dict(variant=["UniChest", "CLIP-style", "Conquer only", "MGCA-style"],
+                           source="mean", metric="aAUC", mean=[0.70, 0.60, 0.71, 0.72]))
+    t5 = pd.DataFrame(columns=["variant", "source", "group", "mean"])
+    vs = _vs([("CLIP-style", "in-domain", 0.10, 0.05, 0.15),
+              ("Conquer only", "in-domain", -0.01, -0.03, 0.01),
+              ("MGCA-style", "in-domain", -0.02, -0.03, -0.01)])
+    st = baselines.standing(baselines.ranking_table(t4, t5), vs)
+    assert st["n_rows"] == 4 and st["in_domain_rank"] == 3
+    assert st["in_domain_aauc"] == pytest.approx(0.70)
+    assert (st["in_domain_ahead"], st["in_domain_behind"], st["in_domain_unclear"]) == \
+        ("CLIP-style", "MGCA-style", "Conquer only")
+    assert st["seen_rank"] == "n/a" and math.isnan(st["seen_aauc"])
+    assert st["unseen_ahead"] == "n/a"
+    assert set(st) == {"n_rows"} | {f"{v}_{k}" for v in baselines.VIEWS.values() for k in
+                                    ("rank", "aauc", "ahead", "behind", "unclear")}
+
+
 def test_wide_shows_means_with_intervals_and_the_paper_beside_them():
     df = pd.DataFrame(dict(variant=["UniChest", "MGCA-style"], source="chestxray14",
                            metric="aAUC", mean=[0.71234, np.nan], lo=[0.7, np.nan],

@@ -181,6 +181,15 @@ def test_expensive_claims_are_marked_not_run_without_training(tmp_path):
     assert "make ledger" in evidence.verdict_lines(rows)
 
 
+def test_studies_that_did_not_run_share_one_note_naming_each_and_how_to_run_them():
+    assert evidence.not_run_note({"the grid": True, "the dial study": True}) == ""
+    note = evidence.not_run_note({"the grid": False, "the encoders": True, "the dials": False},
+                                 "the dials need the embedded world")
+    assert note.startswith("Not run in this build: the grid; the dials.")
+    assert "the encoders" not in note
+    assert evidence.HOW_TO_RUN in note and note.endswith("the dials need the embedded world.")
+
+
 def test_full_ledger_switch_explicit_then_environment_then_profile_then_cache(tmp_path, monkeypatch):
     monkeypatch.delenv(evidence.FULL_ENV, raising=False)
     tut = resolve("tutorial", cache_dir=str(tmp_path))

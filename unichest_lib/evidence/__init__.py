@@ -31,7 +31,8 @@ from .headroom import (headroom_by_class, headroom_lines, headroom_measure, head
                        headroom_table, interval_rows)
 from .ledger import (EXPENSIVE, FULL, FULL_ENV, HOW_TO_RUN, NOT_RUN, VERSION, WORLD_ONLY,
                      chapter_claims,
-                     fmt_interval, full_ledger, grid_table, ledger_table, measure, verdict_lines)
+                     fmt_interval, full_ledger, grid_table, ledger_table, measure,
+                     not_run_note, verdict_lines)
 from .measures import (ALPHA, MIN_POS, N_BOOT, Measure, Scored, class_auc_replicates,
                        grounding_by_class, has_classes, in_domain_measure, kept_columns,
                        macro_measure, metric_table, patient_weights, scored, split_sizes,
@@ -54,7 +55,7 @@ __all__ = ["ALPHA", "BACKBONES", "baselines", "BCL_SETTINGS", "CLAIMS", "CLAIM_K
            "headroom_by_class", "headroom_lines", "headroom_scored", "headroom_table", "history",
            "in_domain_measure", "interval_rows", "kept_columns", "ledger_table", "load", "macro_measure",
            "meaning_by_class",
-           "measure", "measure_claim", "metric_table", "patient_weights", "query_text_on",
+           "measure", "measure_claim", "metric_table", "not_run_note", "patient_weights", "query_text_on",
            "query_text_study", "scored", "study_views",
            "random_encoder", "source_gates", "split_sizes", "transfer_measures",
            "transfer_predictions", "transfer_table", "transfer_vs_random", "transfer_wide",

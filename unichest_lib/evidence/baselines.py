@@ -250,6 +250,59 @@ def ranking_lines(t4: pd.DataFrame, t5: pd.DataFrame, vs: pd.DataFrame) -> list[
     return lines
 
 
+#: The chapter's three views of a row, as :func:`versus` names its settings, with the short
+#: name their glued values take in the chapter's text (:func:`standing`).
+VIEWS = {"in-domain": "in_domain", "zero-shot, seen classes": "seen",
+         "zero-shot, unseen classes": "unseen"}
+
+
+def ranking_table(t4: pd.DataFrame, t5: pd.DataFrame) -> pd.DataFrame:
+    """Each row's mean aAUC and rank (1 = highest) in the views of :data:`VIEWS`: in-domain
+    (Table IV's mean over the pre-training sources) and zero-shot on seen and on unseen
+    classes (Table V's mean over the downstream sources that have such classes). Columns
+    (view, "aAUC") and (view, "rank"), one row per variant, ordered by the in-domain rank."""
+    views = {"in-domain": t4[(t4["metric"] == "aAUC") & (t4["source"] == "mean")]
+             .set_index("variant")["mean"]}
+    for group, view in (("seen", "zero-shot, seen classes"),
+                        ("unseen", "zero-shot, unseen classes")):
+        part = t5[t5["group"] == group]
+        if len(part):
+            views[view] = part.groupby("variant", sort=False)["mean"].mean()
+    means = pd.DataFrame(views)
+    ranks = means.rank(ascending=False, method="min")
+    out = pd.DataFrame({(view, col): (means[view] if col == "aAUC" else ranks[view].astype("Int64"))
+                        for view in means for col in ("aAUC", "rank")})
+    out.columns = pd.MultiIndex.from_tuples(out.columns, names=["view", None])
+    out.index.name = "variant"
+    return out.sort_values(("in-domain", "rank"), kind="stable")
+
+
+def standing(ranks: pd.DataFrame, vs: pd.DataFrame, reference: str = "UniChest") -> dict:
+    """Where ``reference`` stands, per view of :data:`VIEWS` (``<view>`` its short name):
+    ``<view>_rank`` and ``<view>_aauc`` from :func:`ranking_table`; ``<view>_ahead``,
+    ``<view>_behind`` and ``<view>_unclear``, the rows whose paired difference (:func:`versus`)
+    has a 95 % interval wholly above zero, wholly below it, or across it ("no row" when none);
+    and ``n_rows``. A view the tables lack gives NaN and "n/a", so a chapter's text always
+    finds its values."""
+    out: dict = {"n_rows": len(ranks)}
+    if vs.empty:
+        vs = pd.DataFrame(columns=["comparison", "setting", "lo", "hi"])
+    for view, short in VIEWS.items():
+        have = view in ranks.columns.get_level_values(0) and reference in ranks.index
+        rank = ranks.loc[reference, (view, "rank")] if have else pd.NA
+        out[f"{short}_rank"] = "n/a" if pd.isna(rank) else int(rank)
+        out[f"{short}_aauc"] = float(ranks.loc[reference, (view, "aAUC")]) if have else math.nan
+        part = vs[(vs["setting"] == view)
+                  & vs["comparison"].astype(str).str.startswith(f"{reference} − ")]
+        others = [c.split(" − ", 1)[1] for c in part["comparison"]]
+        picks = {"ahead": part["lo"] > 0, "behind": part["hi"] < 0}
+        picks["unclear"] = ~(picks["ahead"] | picks["behind"])
+        for key, pick in picks.items():
+            chosen = [name for name, p in zip(others, pick) if p]
+            out[f"{short}_{key}"] = ", ".join(chosen) or ("no row" if others else "n/a")
+    return out
+
+
 def rows_to_run(cfg: Config, rows: Sequence[str] = ROWS, full: bool | None = None
                 ) -> tuple[list[str], list[str]]:
     """(the rows this build measures, the rows it leaves out): every row with the full ledger
@@ -283,5 +336,6 @@ def wide(df: pd.DataFrame, index: str | Sequence[str] = "variant",
                            sort=False)
 
 
-__all__ = ["EXPENSIVE_ROWS", "METRICS", "PAPER", "PAPER_NOTES", "PAPER_ROWS", "ROWS", "cost_rows", "paper_value",
-           "ranking_lines", "rows_to_run", "table_iv", "table_v", "versus", "wide"]
+__all__ = ["EXPENSIVE_ROWS", "METRICS", "PAPER", "PAPER_NOTES", "PAPER_ROWS", "ROWS", "VIEWS",
+           "cost_rows", "paper_value", "ranking_lines", "ranking_table", "rows_to_run", "standing",
+           "table_iv", "table_v", "versus", "wide"]

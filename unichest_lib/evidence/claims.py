@@ -91,7 +91,7 @@ CLAIMS: tuple[Claim, ...] = (
           "Source-dependent label meaning gives experts something to find",
           "headroom (a head told the source - one shared head, on the frozen Conquer "
           "encoder, mean in-domain aAUC) at label meaning 1 minus the same at 0",
-          "not testable on real data (issue #14: P(label | image) differs by source)"),
+          "not testable on real data (P(label | image) differs by source there, with no dial to turn)"),
 )
 CLAIM_KEYS = tuple(c.key for c in CLAIMS)
 

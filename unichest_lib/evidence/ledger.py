@@ -43,6 +43,18 @@ FULL_ENV = "UNICHEST_FULL_LEDGER"
 HOW_TO_RUN = "build with `make ledger` (or run chapter 05, 06 or 07 with -p full_ledger True)"
 
 
+def not_run_note(shown: dict[str, bool], *requirements: str) -> str:
+    """The one note a chapter prints for its studies that this build did not run: ``shown``
+    maps each study's name to whether it ran; the note names those that did not, then
+    :data:`HOW_TO_RUN` and any further ``requirements`` (e.g. "the dial studies need the
+    embedded world"). Empty when every study ran."""
+    missing = [name for name, ran in shown.items() if not ran]
+    if not missing:
+        return ""
+    return (f"Not run in this build: {'; '.join(missing)}. To add them, "
+            + "; ".join((HOW_TO_RUN,) + requirements) + ".")
+
+
 def full_ledger(cfg: Config, full: bool | None = None) -> bool:
     """Whether to measure (and show) the :data:`EXPENSIVE` claims: ``full`` when given; else
     the environment switch :data:`FULL_ENV` (``1``/``0``) when set; else the profile's
@@ -180,5 +192,5 @@ def verdict_lines(rows: pd.DataFrame) -> str:
 
 
 __all__ = ["EXPENSIVE", "FULL", "FULL_ENV", "HOW_TO_RUN", "NOT_RUN", "VERSION", "WORLD_ONLY",
-           "chapter_claims",
+           "chapter_claims", "not_run_note",
            "fmt_interval", "full_ledger", "grid_table", "ledger_table", "measure", "verdict_lines"]

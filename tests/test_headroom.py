@@ -242,7 +242,6 @@ def test_headroom_table_runs_end_to_end_on_the_smoke_world(tmp_path):
     assert evidence.cell_stored(cfg, seeds=(0,))
     assert not evidence.cell_stored(cfg, seeds=(0, 1))
     assert not evidence.cell_stored(cfg.replace(heterogeneity=0.0), seeds=(0,))
-    assert "Headroom" in evidence.headroom_lines(tab)
 
 
 def _ideal_headroom(label_meaning: float) -> dict[tuple[str, str], float]:
@@ -309,41 +308,7 @@ def test_the_label_meaning_dial_gives_the_oracle_headroom_under_an_ideal_encoder
     assert every[1.0] > every[0.0], every
 
 
-# ---- the words of chapter 03 and the partial dial study of chapter 05 ----------------------
-def _table(h, g, sources=("a", "b")):
-    """A headroom_table with every source at headroom ``h`` and realised gain ``g``, each a
-    (mean, lo, hi) triple; the captured share follows headroom_table's rule."""
-    rows = []
-    for s in (*sources, "mean"):
-        rows.append(dict(source=s, headroom=h[0], headroom_lo=h[1], headroom_hi=h[2],
-                         realised=g[0], realised_lo=g[1], realised_hi=g[2],
-                         captured=g[0] / h[0] if h[1] > 0 else np.nan, shared_auc=0.7,
-                         oracle_auc=0.7 + h[0], n_seeds=3, per_seed_headroom=""))
-    return pd.DataFrame(rows)
-
-
-def test_headroom_lines_call_a_gain_inside_an_interval_around_zero_inconclusive():
-    from unichest_lib.evidence import headroom_lines
-
-    text = headroom_lines(_table((0.02, 0.01, 0.03), (0.01, -0.01, 0.03)))
-    assert "+0.020 [+0.010, +0.030], its interval above zero" in text
-    assert "+0.010 [-0.010, +0.030], its interval includes zero" in text
-    assert "above zero: a, b." in text and "**inconclusive**" in text
-    assert "÷" not in text  # no captured share from a gain that cannot be told from zero
-
-
-def test_headroom_lines_give_the_share_only_when_both_intervals_exclude_zero():
-    from unichest_lib.evidence import headroom_lines
-
-    text = headroom_lines(_table((0.02, 0.01, 0.03), (0.01, 0.005, 0.015)))
-    assert "Realised gain ÷ headroom: 0.50" in text and "inconclusive" not in text
-    flat = headroom_lines(_table((0.001, -0.002, 0.004), (0.01, 0.005, 0.015)))
-    assert "cannot be told from zero" in flat and "above zero: none." in flat
-    assert "÷" not in flat
-    with pytest.raises(ValueError, match="mean"):
-        headroom_lines(_table((0.02, 0.01, 0.03), (0.0, -0.1, 0.1)).iloc[:-1])
-
-
+# ---- the partial dial study of chapter 05 ------------------------------------------------
 def test_the_stored_only_dial_study_measures_stored_worlds_once_and_trains_nothing(monkeypatch):
     from unichest_lib.evidence import dials
 

@@ -19,7 +19,7 @@ Introduced in ``notebooks/02_conquer.ipynb``; the ledger in ``notebooks/07_claim
 """
 
 from . import baselines
-from .alignment import (BCL_SETTINGS, alignment_lines, alignment_on, alignment_rule,
+from .alignment import (BCL_SETTINGS, alignment_on, alignment_rule,
                         alignment_study)
 from .claims import (CLAIM_KEYS, CLAIMS, Claim, equivalence_verdict, gate_routing,
                      grounding_vs_random, measure_claim, source_gates, transfer_vs_random,
@@ -27,12 +27,12 @@ from .claims import (CLAIM_KEYS, CLAIMS, Claim, equivalence_verdict, gate_routin
 from .dials import (CELL_VARIANTS, STUDY_DIALS, cell_stored, dial_cell, dial_study, dial_world,
                     meaning_by_class)
 from .grounding_measures import grounding_baseline_measures, grounding_baseline_table
-from .headroom import (headroom_by_class, headroom_lines, headroom_measure, headroom_scored,
+from .headroom import (headroom_by_class, headroom_measure, headroom_scored,
                        headroom_table, interval_rows)
 from .ledger import (EXPENSIVE, FULL, FULL_ENV, HOW_TO_RUN, NOT_RUN, VERSION, WORLD_ONLY,
                      chapter_claims,
                      fmt_interval, full_ledger, grid_table, ledger_table, measure,
-                     not_run_note, verdict_lines)
+                     not_run_note)
 from .measures import (ALPHA, MIN_POS, N_BOOT, Measure, Scored, class_auc_replicates,
                        grounding_by_class, has_classes, in_domain_measure, kept_columns,
                        macro_measure, metric_table, patient_weights, scored, split_sizes,
@@ -47,12 +47,12 @@ __all__ = ["ALPHA", "BACKBONES", "baselines", "BCL_SETTINGS", "CLAIMS", "CLAIM_K
            "EXPENSIVE", "PROTOCOLS", "RANDOM",
            "FULL", "FULL_ENV", "GRID", "HOW_TO_RUN", "LEVELS", "MIN_POS", "Measure", "NOT_RUN",
            "N_BOOT", "SEEDS", "Scored", "VARIANTS", "STUDY_DIALS", "VERSION", "Variant",
-           "WORLD_ONLY", "alignment_lines", "alignment_on", "alignment_rule", "alignment_study", "chapter_claims",
+           "WORLD_ONLY", "alignment_on", "alignment_rule", "alignment_study", "chapter_claims",
            "cell_stored", "CELL_VARIANTS", "dial_cell", "dial_study", "dial_world", "checkpoint", "class_auc_replicates",
            "equivalence_verdict", "fmt_interval", "full_ledger", "gate_routing", "grid_table",
            "grounding_baseline_measures", "grounding_baseline_table", "grounding_by_class",
            "grounding_vs_random", "has_classes", "headroom_measure",
-           "headroom_by_class", "headroom_lines", "headroom_scored", "headroom_table", "history",
+           "headroom_by_class", "headroom_scored", "headroom_table", "history",
            "in_domain_measure", "interval_rows", "kept_columns", "ledger_table", "load", "macro_measure",
            "meaning_by_class",
            "measure", "measure_claim", "metric_table", "not_run_note", "patient_weights", "query_text_on",
@@ -60,4 +60,4 @@ __all__ = ["ALPHA", "BACKBONES", "baselines", "BCL_SETTINGS", "CLAIMS", "CLAIM_K
            "random_encoder", "source_gates", "split_sizes", "transfer_measures",
            "transfer_predictions", "transfer_table", "transfer_vs_random", "transfer_wide",
            "variant_config",
-           "variant_table", "verdict_lines", "with_intervals", "zero_shot_sources"]
+           "variant_table", "with_intervals", "zero_shot_sources"]

@@ -122,22 +122,6 @@ def alignment_study(cfg: Config, settings: Sequence[str] = BCL_SETTINGS, *,
     return pd.DataFrame(rows)
 
 
-def alignment_lines(table: pd.DataFrame) -> str:
-    """Markdown bullets read off an :func:`alignment_study` table: each setting's final
-    L_BCL as a share of its chance value, and its zero-shot AUC against the paper's τ."""
-    lines = []
-    for _, r in table.iterrows():
-        text = (f"* **{r['setting']}**: L_BCL ends at {r['bcl_final']:.2f}, "
-                f"{r['bcl_final'] / r['bcl_chance']:.0%} of its chance value "
-                f"{r['bcl_chance']:.2f} (logit scale {r['scale']:.2f}); zero-shot AUC on unseen "
-                f"classes {r['zero_shot']:.3f} [{r['zs_lo']:.3f}, {r['zs_hi']:.3f}]")
-        if r["setting"] != "paper" and np.isfinite(r["vs_paper"]):
-            text += (f", minus the paper's τ: {r['vs_paper']:+.3f} "
-                     f"[{r['vs_lo']:+.3f}, {r['vs_hi']:+.3f}]")
-        lines.append(text)
-    return "\n".join(lines + ["", default_advice(table)])
-
-
 def alignment_rule(table: pd.DataFrame | None) -> dict:
     """The rule of chapter 02 applied to an :func:`alignment_study` table, as numbers the
     chapter glues into its sentences: ``share`` (the paper's final L_BCL over its chance
@@ -162,22 +146,6 @@ def alignment_rule(table: pd.DataFrame | None) -> dict:
                 switch=bool(near and better))
 
 
-def default_advice(table: pd.DataFrame) -> str:
-    """:func:`alignment_rule` in one sentence (the command line's summary)."""
-    if "paper" not in set(table["setting"]):
-        return "The paper's setting was not measured, so there is nothing to compare it with."
-    r = alignment_rule(table)
-    near = f"the paper's L_BCL ends at {r['share']:.0%} of its chance value"
-    if r["switch"]:
-        return (f"By the rule above, the paper's τ cripples the alignment here: {near}, and "
-                f"`bcl_variant=\"{r['better']}\"` raises the zero-shot AUC by "
-                f"{r['better_ci']}: it would be the better default.")
-    why = (f"{near}, under the {NEAR_CHANCE:.0%} mark" if not r["near_chance"] else
-           f"{near}, but no other setting's zero-shot AUC is higher with an interval above 0")
-    return (f"By the rule above, the paper's τ does not cripple the alignment here ({why}): "
-            "it stays the default.")
-
-
-__all__ = ["BCL_SETTINGS", "NEAR_CHANCE", "alignment_lines", "alignment_on", "alignment_rule",
+__all__ = ["BCL_SETTINGS", "NEAR_CHANCE", "alignment_on", "alignment_rule",
            "alignment_study",
-           "default_advice", "final_bcl", "logit_scale", "setting_config"]
+           "final_bcl", "logit_scale", "setting_config"]

@@ -221,35 +221,6 @@ def versus(cfg: Config, rows: Sequence[str] = ROWS, reference: str = "UniChest",
     return pd.DataFrame(out)
 
 
-def ranking_lines(t4: pd.DataFrame, t5: pd.DataFrame, vs: pd.DataFrame) -> list[str]:
-    """The chapter's reading of the tables, generated from them: each ranking by mean aAUC
-    (in-domain over the pre-training sources, zero-shot on seen and unseen classes), and
-    which of UniChest's differences have an interval that excludes zero."""
-    lines = []
-    mean4 = t4[(t4["metric"] == "aAUC") & (t4["source"] == "mean")]
-    views = [("in-domain, mean over the pre-training sources", mean4)]
-    for group in ("seen", "unseen"):
-        part = t5[t5["group"] == group].groupby("variant", sort=False)["mean"].mean()
-        views.append((f"zero-shot on {group} classes, mean over the downstream sources",
-                      part.rename("mean").reset_index()))
-    for label, df in views:
-        df = df.dropna(subset=["mean"]).sort_values("mean", ascending=False)
-        if len(df):
-            order = " > ".join(f"{r.variant} {r.mean:.3f}" for r in df.itertuples())
-            lines.append(f"Ranking, {label}: {order}.")
-    for setting, part in vs.groupby("setting", sort=False):
-        ahead = [r.comparison.split(" − ", 1)[1] for r in part.itertuples() if r.lo > 0]
-        behind = [r.comparison.split(" − ", 1)[1] for r in part.itertuples() if r.hi < 0]
-        unclear = [r.comparison.split(" − ", 1)[1] for r in part.itertuples()
-                   if not (r.lo > 0 or r.hi < 0)]
-        ref = part["comparison"].iloc[0].split(" − ", 1)[0]
-        lines.append(f"{setting}: {ref} is ahead of {', '.join(ahead) or 'no row'} and behind "
-                     f"{', '.join(behind) or 'no row'} (95 % intervals of the paired difference "
-                     f"exclude zero); against {', '.join(unclear) or 'no row'} the interval "
-                     "includes zero: no ranking can be read there at this power.")
-    return lines
-
-
 #: The chapter's three views of a row, as :func:`versus` names its settings, with the short
 #: name their glued values take in the chapter's text (:func:`standing`).
 VIEWS = {"in-domain": "in_domain", "zero-shot, seen classes": "seen",
@@ -337,5 +308,5 @@ def wide(df: pd.DataFrame, index: str | Sequence[str] = "variant",
 
 
 __all__ = ["EXPENSIVE_ROWS", "METRICS", "PAPER", "PAPER_NOTES", "PAPER_ROWS", "ROWS", "VIEWS",
-           "cost_rows", "paper_value", "ranking_lines", "ranking_table", "rows_to_run", "standing",
+           "cost_rows", "paper_value", "ranking_table", "rows_to_run", "standing",
            "table_iv", "table_v", "versus", "wide"]

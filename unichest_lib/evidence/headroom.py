@@ -181,54 +181,5 @@ def interval_rows(table: pd.DataFrame, column: str, label: str) -> pd.DataFrame:
                         hi=table[f"{column}_hi"])
 
 
-def _side(lo: float, hi: float) -> str:
-    """Where a 95 % interval lies with respect to zero, in words."""
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return "not measurable"
-    if lo > 0:
-        return "above zero"
-    if hi < 0:
-        return "below zero"
-    return "includes zero"
-
-
-def headroom_lines(table: pd.DataFrame) -> str:
-    """Markdown bullets read off a :func:`headroom_table`: the mean headroom and realised gain
-    with their intervals and where each lies with respect to zero, the sources whose headroom
-    is above zero, and the captured share only where both intervals exclude zero (otherwise a
-    ratio of noise). No number is typed: every one comes from ``table``."""
-    rows = table.set_index("source")
-    if "mean" not in rows.index:
-        raise ValueError("headroom_lines needs the 'mean' row of headroom_table")
-    m = rows.loc["mean"]
-    h_side = _side(m["headroom_lo"], m["headroom_hi"])
-    g_side = _side(m["realised_lo"], m["realised_hi"])
-    n = int(m["n_seeds"])
-    lines = [
-        f"* **Headroom** (oracle − shared head, mean over the {len(rows) - 1} sources, {n} seeds): "
-        f"{fmt_interval(m['headroom'], m['headroom_lo'], m['headroom_hi'])}, its interval "
-        f"{h_side}; the shared head scores {m['shared_auc']:.3f} aAUC, the oracle "
-        f"{m['oracle_auc']:.3f}.",
-        f"* **Realised gain** (UniChest − Conquer continued): "
-        f"{fmt_interval(m['realised'], m['realised_lo'], m['realised_hi'])}, its interval "
-        f"{g_side}.",
-    ]
-    above = [s for s, r in rows.drop(index="mean").iterrows()
-             if _side(r["headroom_lo"], r["headroom_hi"]) == "above zero"]
-    lines.append("* Sources whose headroom interval lies above zero: "
-                 + (", ".join(above) if above else "none") + ".")
-    if h_side == "above zero" and g_side != "includes zero" and np.isfinite(m["captured"]):
-        lines.append(f"* Realised gain ÷ headroom: {m['captured']:.2f} (both intervals "
-                     "exclude zero).")
-    elif h_side != "above zero":
-        lines.append("* The headroom cannot be told from zero, so on this encoder there is "
-                     "nothing measurable for routing by source to win: **inconclusive** whether "
-                     "any gain of Divide comes from specialisation.")
-    else:
-        lines.append("* The realised gain's interval includes zero, so the share of the headroom "
-                     "that Divide captures is not measurable at this power: **inconclusive**.")
-    return "\n".join(lines)
-
-
-__all__ = ["VERSION", "headroom_by_class", "headroom_lines", "interval_rows", "headroom_measure",
+__all__ = ["VERSION", "headroom_by_class", "interval_rows", "headroom_measure",
            "headroom_scored", "headroom_table"]

@@ -177,20 +177,6 @@ def ledger_table(rows: pd.DataFrame) -> pd.DataFrame:
     }).set_index("claim")
 
 
-def verdict_lines(rows: pd.DataFrame) -> str:
-    """Markdown bullets, one per claim: its verdict, our number and interval, and seeds."""
-    out = []
-    for _, r in rows.iterrows():
-        if r["verdict"] == NOT_RUN:
-            out.append(f"* **{NOT_RUN}** — {r['claim']} ({r['detail']}).")
-            continue
-        out.append(f"* **{r['verdict']}** — {r['claim']}: "
-                   f"{fmt_interval(r['mean'], r['lo'], r['hi'])} "
-                   f"({r['effect']}; {r['n_seeds']} seeds; smallest detectable effect "
-                   f"{r['mde']:.3f}).")
-    return "\n".join(out)
-
-
 __all__ = ["EXPENSIVE", "FULL", "FULL_ENV", "HOW_TO_RUN", "NOT_RUN", "VERSION", "WORLD_ONLY",
            "chapter_claims", "not_run_note",
-           "fmt_interval", "full_ledger", "grid_table", "ledger_table", "measure", "verdict_lines"]
+           "fmt_interval", "full_ledger", "grid_table", "ledger_table", "measure"]

@@ -147,14 +147,15 @@ def test_conquer_and_divide_on_exported_lossless_source_are_bit_identical(export
         assert torch.equal(v, weights["exported"][k]), k
 
 
-def test_readme_shows_the_yaml_the_exporter_writes(exported):
-    """The README's worked example is the smoke export's data.yml, not a hand-kept copy."""
+def test_the_data_cards_page_shows_the_yaml_the_exporter_writes(exported):
+    """The book's worked example (the Data cards page) is the smoke export's data.yml, not a
+    hand-kept copy."""
     import re
 
     import yaml
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Using the real datasets"):]
+    page = (Path(__file__).parents[1] / "book" / "data_cards.md").read_text(encoding="utf-8")
+    section = page[page.index("## Using the real datasets"):]
     block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
     written = yaml.safe_load(exported[4].data_yml.read_text(encoding="utf-8"))
     assert yaml.safe_load(block) == written

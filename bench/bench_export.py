@@ -1,6 +1,6 @@
 """Benchmark: the embedded world exported in each real dataset's layout (issue #16).
 
-1. Export time and size per dataset (``python -m unichest_lib.world export``'s work) at the
+1. Export time and size per dataset (``python -m unichest_lib.data.world export``'s work) at the
    given profiles, into a temporary folder (deleted afterwards unless --keep).
 2. With --train: Conquer and Divide (seed 0, through the artifact store) on the embedded data
    and on the exported data at the first profile, and their numbers side by side: the best

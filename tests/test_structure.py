@@ -5,7 +5,7 @@ function-level imports alike), so nothing is imported to check it.
 
 The layers, bottom to top (a module may import its own layer and the layers below):
 
-    foundation  config, fileio, hardware (and the package __init__ / _legacy)
+    foundation  config, fileio, hardware (and the package __init__)
     data        labels, samples, world/, real/, loaders, report filter, descriptions, cards
     model       encoders, query networks, UniChest, inference
     training | evaluation   side by side: training trains models (losses, augmentation,
@@ -37,7 +37,7 @@ PACKAGE = ROOT / "unichest_lib"
 #: Each layer's rank: a module may import layers of a lower rank, and its own layer.
 RANK = {"foundation": 0, "data": 1, "model": 2, "baselines": 2.5, "training": 3, "evaluation": 3, "evidence": 4,
         "book": 5, "cli": 6}
-FOUNDATION = {"unichest_lib", "unichest_lib._legacy", "unichest_lib.config",
+FOUNDATION = {"unichest_lib", "unichest_lib.config",
               "unichest_lib.fileio", "unichest_lib.hardware"}
 #: The imports between training and evaluation (importer prefix, imported module).
 ALLOWED_ACROSS = {("unichest_lib.training", "unichest_lib.evaluation.metrics"),
@@ -94,7 +94,7 @@ def imports(package: Path) -> dict[str, set[str]]:
 
 def unresolved(package: Path) -> list[str]:
     """``from <library module> import ...`` whose module is not a file of the library (an
-    old flat name such as ``unichest_lib.store`` would only work through the legacy hook)."""
+    old flat name such as ``unichest_lib.store`` no longer exists)."""
     mods, bad = modules(package), []
     for m, path in mods.items():
         is_pkg = path.name == "__init__.py"
@@ -255,32 +255,12 @@ def test_every_chapter_a_docstring_names_exists():
     assert missing == []
 
 
-def test_old_module_paths_import_the_new_modules():
-    """Code written against the flat layout keeps working (``unichest_lib._legacy``)."""
+def test_the_flat_module_names_of_the_first_versions_are_gone():
+    """The shim that kept them importing is retired: one name per module."""
     import importlib
 
-    from unichest_lib import _legacy
+    import pytest
 
-    for old, new in _legacy.MOVED.items():
-        assert importlib.import_module(f"unichest_lib.{old}") is importlib.import_module(
-            f"unichest_lib.{new}"), old
-    from unichest_lib.checkpoints import load
-    from unichest_lib.training.checkpoints import load as new_load
-    from unichest_lib.world.sources import SPECS
-    from unichest_lib.data.world.sources import SPECS as NEW_SPECS
-
-    assert load is new_load and SPECS is NEW_SPECS
-
-
-def test_old_module_paths_run_with_python_dash_m(tmp_path):
-    import subprocess
-    import sys
-
-    for argv in (["-m", "unichest_lib.world", "--help"], ["-m", "unichest_lib.cards", "list"],
-                 ["-m", "unichest_lib.badinputs", "--help"]):
-        r = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=tmp_path,
-                           timeout=300)
-        assert r.returncode == 0, (argv, r.stderr[-2000:])
-    assert "unichest_lib.data.world" in subprocess.run(
-        [sys.executable, "-m", "unichest_lib.world", "--help"], capture_output=True, text=True,
-        cwd=tmp_path, timeout=300).stdout
+    for old in ("unichest_lib.store", "unichest_lib.world", "unichest_lib.cards"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(old)

@@ -1,6 +1,6 @@
 """unichest_lib — a thin, tested re-implementation of UniChest (Dai et al., IEEE TMI 2024).
 
-The package mirrors the pipeline (see the README's "Library map" and ``book/developers.md``):
+The package mirrors the pipeline (see ``book/developers.md``):
 
 - :mod:`unichest_lib.config`      named profiles, overrides by name, all parameter validation
 - :mod:`unichest_lib.data`        label spaces, the sample contract, the embedded and real worlds
@@ -11,17 +11,14 @@ The package mirrors the pipeline (see the README's "Library map" and ``book/deve
 - :mod:`unichest_lib.book`        what only the chapters use: set-up, tables, figures, widgets
 - :mod:`unichest_lib.fileio`, :mod:`unichest_lib.hardware`, :mod:`unichest_lib.cli`
 
-The flat module names of earlier versions (``unichest_lib.store``, ``unichest_lib.figures``,
-...) still import, as the same modules (:mod:`unichest_lib._legacy`). Heavy modules (torch,
-transformers) are imported only by the modules that need them, so ``import unichest_lib``
-stays fast.
+Heavy modules (torch, transformers) are imported only by the modules that need them, so
+``import unichest_lib`` stays fast.
 """
 
 from __future__ import annotations
 
 from importlib import metadata as _metadata
 
-from . import _legacy
 from .config import Config, ConfigError, resolve
 
 try:
@@ -29,6 +26,5 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.1.0"
 
-_legacy.install()
 
 __all__ = ["Config", "ConfigError", "resolve", "__version__"]

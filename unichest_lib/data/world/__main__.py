@@ -1,9 +1,7 @@
 """``python -m unichest_lib.data.world preview --profile smoke --out grid.png``,
 ``python -m unichest_lib.data.world cards`` (rewrite the embedded data cards) and
 ``python -m unichest_lib.data.world export --out DIR --profile smoke`` (the world in each real
-dataset's own layout, with a ready ``DIR/data.yml``; :mod:`unichest_lib.data.export`). The old path,
-``python -m unichest_lib.world``, runs the same (see :mod:`unichest_lib._legacy`); this file
-uses absolute imports so that it runs under either name."""
+dataset's own layout, with a ready ``DIR/data.yml``; :mod:`unichest_lib.data.export`)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from unichest_lib.evidence import alignment
 from unichest_lib.model import BCL_LOGIT_SCALE_INIT, UniChest
 from unichest_lib.training import checkpoints, store
 
-from conftest import SOURCES, synth, tiny_cfg
+from helpers import SOURCES, synth, tiny_cfg
 
 
 def test_logit_scale_reads_each_setting_and_the_learned_parameter(tmp_path):

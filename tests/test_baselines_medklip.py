@@ -14,6 +14,8 @@ from unichest_lib.config import ConfigError, resolve
 from unichest_lib.data import collate, report_filter
 from unichest_lib.data.positions import POSITIONS, canonical_position, position_index
 
+from helpers import synth
+
 CLASSES = ("atelectasis", "pleural effusion", "cardiomegaly", "pneumothorax", "edema")
 
 
@@ -142,7 +144,7 @@ def test_canonical_positions_cover_the_filters_phrases():
     assert canonical_position("lung") == "" and canonical_position("") == ""
 
 
-def test_samples_carry_positions_and_label_only_texts_give_minus_one(synth):
+def test_samples_carry_positions_and_label_only_texts_give_minus_one():
     ds = synth(("chestxray14", "vindr"), 6, 8, 0)  # label-concatenation texts only
     batch = collate([ds[i] for i in range(len(ds))])
     assert batch["positions"].dtype == torch.int64

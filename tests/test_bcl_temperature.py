@@ -17,7 +17,7 @@ from unichest_lib.model import BCL_LOGIT_SCALE_INIT, UniChest
 from unichest_lib.training import checkpoints, keys, losses
 from unichest_lib.training.trainer import Trainer
 
-from conftest import SOURCES, synth, tiny_cfg
+from helpers import SOURCES, synth, tiny_cfg
 
 LOG100 = math.log(100)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import execute_notebook, outputs_text
+from helpers import execute_notebook, outputs_text
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_divide.ipynb"
 

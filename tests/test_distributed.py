@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from unichest_lib.training import distributed
 from unichest_lib.training.trainer import Trainer
 
-from conftest import SOURCES, synth, tiny_cfg
+from helpers import SOURCES, synth, tiny_cfg
 
 STEPS, GLOBAL = 3, 8
 

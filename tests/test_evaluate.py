@@ -14,7 +14,7 @@ from unichest_lib.config import resolve
 from unichest_lib.evaluation import classification as E
 from unichest_lib.evaluation import grounding as G
 
-from conftest import FAKE_CLASSES, fake_dataset
+from helpers import FAKE_CLASSES, fake_dataset
 
 CLASSES = FAKE_CLASSES
 

@@ -14,7 +14,7 @@ from unichest_lib.training.rng import seed_everything
 from unichest_lib.training.stages import init_from_conquer
 from unichest_lib.training.trainer import Trainer
 
-from conftest import SOURCES, synth, tiny_cfg
+from helpers import SOURCES, synth, tiny_cfg
 
 
 @pytest.fixture(scope="module")

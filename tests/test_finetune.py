@@ -8,8 +8,8 @@ from torch import nn
 from unichest_lib.config import resolve
 from unichest_lib.evaluation import finetune as FT
 
-from conftest import FAKE_CLASSES as CLASSES
-from conftest import fake_dataset
+from helpers import FAKE_CLASSES as CLASSES
+from helpers import fake_dataset
 
 CFG = resolve("smoke", amp=False, eval_batch_size=16, batch_size=8)
 

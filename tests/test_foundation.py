@@ -13,8 +13,12 @@ from unichest_lib.config import PROFILES, ConfigError, profile_defaults, resolve
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_package_imports_and_has_version():
-    assert isinstance(unichest_lib.__version__, str) and unichest_lib.__version__
+def test_the_package_version_is_the_one_pyproject_declares():
+    """The version is part of every store key: it must be the project's, not a fallback."""
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert unichest_lib.__version__ == declared
 
 
 def test_book_config_is_at_root_and_parses():

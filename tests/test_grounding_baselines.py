@@ -19,7 +19,7 @@ from unichest_lib.evaluation import grounding as G
 from unichest_lib.evaluation import grounding_baselines as GB
 from unichest_lib.evidence import grounding_measures as GM
 
-from conftest import FAKE_CLASSES, fake_dataset
+from helpers import FAKE_CLASSES, fake_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = resolve("smoke", amp=False, eval_batch_size=8)

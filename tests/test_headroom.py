@@ -19,7 +19,7 @@ from unichest_lib.training.rng import seed_everything
 from unichest_lib.training.stages import init_from_conquer
 from unichest_lib.training.trainer import Trainer
 
-from conftest import SOURCES, synth, tiny_cfg
+from helpers import SOURCES, synth, tiny_cfg
 
 D, HW, N = 16, 4, 192  # feature width, patches per image, rows per source and split
 

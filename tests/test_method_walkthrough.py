@@ -13,8 +13,10 @@ from unichest_lib.book import figures, tables
 from unichest_lib.data import example_batch
 from unichest_lib.model import UniChest
 
+from helpers import synth, tiny_cfg
 
-def test_an_example_batch_holds_every_source_sorted_and_is_reproducible(synth):
+
+def test_an_example_batch_holds_every_source_sorted_and_is_reproducible():
     ds = synth(("chestxray14", "vindr"), 6, 16, 0)
     b = example_batch(ds, 5, seed=3)
     src = b["source"].tolist()
@@ -30,7 +32,7 @@ def test_an_example_batch_holds_every_source_sorted_and_is_reproducible(synth):
         example_batch(ds, 13)
 
 
-def test_the_parameter_table_counts_what_each_stage_trains(tiny_cfg, synth):
+def test_the_parameter_table_counts_what_each_stage_trains():
     cfg = tiny_cfg(K=3)
     model = UniChest(cfg, synth(("chestxray14", "vindr"), 2, 32, 0).classes)
     conquer = tables.parameter_table(model)

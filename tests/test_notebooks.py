@@ -13,7 +13,7 @@ import re
 import nbformat
 import pytest
 
-from conftest import PLOTLY, ROOT, execute_notebook, outputs_text
+from helpers import PLOTLY, ROOT, execute_notebook, outputs_text
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 

@@ -21,7 +21,7 @@ from unichest_lib.model.encoders import ImageEncoder, dilate_last_stages
 from unichest_lib.training import checkpoints, features, keys, stages
 from unichest_lib.training.trainer import Trainer
 
-from conftest import SOURCES, synth, tiny_cfg
+from helpers import SOURCES, synth, tiny_cfg
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "resnet34", "resnet50"])

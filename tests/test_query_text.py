@@ -18,7 +18,7 @@ from unichest_lib.model import query_text as QT
 from unichest_lib.training import store
 from unichest_lib.training.trainer import Trainer
 
-from conftest import SOURCES, synth, tiny_cfg
+from helpers import SOURCES, fake_dataset, synth, tiny_cfg
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,7 @@ def test_plan_queries_average_the_phrasings_and_keep_single_texts(build):
     assert torch.allclose(q[1], want, atol=1e-6)
 
 
-def test_in_domain_queries_as_trained(build, monkeypatch, fake_dataset):
+def test_in_domain_queries_as_trained(build, monkeypatch):
     model = build("description")
     seen = []
     monkeypatch.setattr(model, "mean_queries", lambda t: seen.append(t))

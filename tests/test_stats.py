@@ -2,7 +2,6 @@
 
 import math
 import statistics
-import time
 from statistics import NormalDist
 
 import numpy as np
@@ -298,18 +297,21 @@ def test_jackknife_is_leave_one_patient_out():
         assert r["jack"][k] == pytest.approx(np.mean(vals), abs=1e-12)
 
 
-def test_macro_auc_boot_speed():
+def test_macro_auc_boot_replicates_scatter_around_the_point_estimate():
+    """At 1,200 images and 14 classes (the scale of a tutorial test split) the patient
+    bootstrap gives finite replicates in [0, 1] centred on the point macro AUC; its speed is
+    measured by ``bench/`` scripts, not here."""
     rng = np.random.default_rng(0)
     n, c = 1200, 14
     y = (rng.random((n, c)) < 0.15).astype(float)
     s = rng.normal(size=(n, c)) + y
     y[rng.random((n, c)) < 0.1] = np.nan
     groups = rng.integers(0, 600, n)
-    t0 = time.perf_counter()
     r = macro_auc_boot(y, s, None, groups, n_boot=1000)
-    dt = time.perf_counter() - t0
-    print(f"\nmacro_auc_boot n={n} c={c} n_boot=1000: {dt:.3f} s")
-    assert r["boot"].shape == (1000,) and np.isfinite(r["boot"]).all()
+    boot = r["boot"]
+    assert boot.shape == (1000,) and np.isfinite(boot).all()
+    assert ((boot >= 0) & (boot <= 1)).all()
+    assert abs(boot.mean() - r["point"]) < 0.01 and 0.001 < boot.std() < 0.05
 
 
 # --------------------------------------------------------------------------- intervals

@@ -1,6 +1,6 @@
 """The trainer (paper Section III-C): Conquer then Divide, frozen encoders, schedule, NaN guard.
 
-Runs on a tiny synthetic two-source dataset (32 px, ``conftest.synth``) so the file stays
+Runs on a tiny synthetic two-source dataset (32 px, ``helpers.synth``) so the file stays
 fast; the end-to-end run on the embedded world is in ``test_train_stages.py``.
 """
 
@@ -19,7 +19,7 @@ from unichest_lib.training.rng import seed_everything
 from unichest_lib.training.stages import init_from_conquer
 from unichest_lib.training.trainer import NonFiniteLossError, Trainer
 
-from conftest import SOURCES, synth, tiny_cfg
+from helpers import SOURCES, synth, tiny_cfg
 
 
 @pytest.fixture(scope="module")

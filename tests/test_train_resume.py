@@ -20,7 +20,7 @@ from unichest_lib.training import checkpoints
 from unichest_lib.training.rng import seed_everything
 from unichest_lib.training.trainer import Trainer
 
-from conftest import SOURCES, synth, tiny_cfg
+from helpers import SOURCES, synth, tiny_cfg
 
 HERE = pathlib.Path(__file__).resolve().parent
 SETTINGS = dict(conquer_epochs=2, dropout=0.1, augment=True, fourier_mixup_p=0.5)
@@ -30,7 +30,7 @@ CHILD = textwrap.dedent("""
     import torch
     torch.set_num_threads({threads!r})  # the parent's: reductions then run in the same order
     sys.path.insert(0, {here!r})
-    from conftest import SOURCES, synth, tiny_cfg
+    from helpers import SOURCES, synth, tiny_cfg
     from unichest_lib.model import UniChest
     from unichest_lib.training import losses
     from unichest_lib.training.rng import seed_everything

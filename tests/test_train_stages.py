@@ -48,7 +48,7 @@ def test_the_trainer_hands_eq5s_probability_mix_to_the_divide_loss(tmp_path):
     from unichest_lib.training import keys, losses
     from unichest_lib.training.stages import init_from_conquer
     from unichest_lib.training.trainer import Trainer
-    from conftest import SOURCES, synth, tiny_cfg
+    from helpers import SOURCES, synth, tiny_cfg
 
     cfg = tiny_cfg(K=2, combine="probabilities")
     train, val = synth(SOURCES, 8, 32, 0), synth(SOURCES[:1], 8, 32, 1)

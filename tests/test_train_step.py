@@ -12,7 +12,7 @@ from unichest_lib.data import collate
 from unichest_lib.model import UniChest
 from unichest_lib.training.trainer import Trainer
 
-from conftest import SOURCES, synth, tiny_cfg
+from helpers import SOURCES, synth, tiny_cfg
 
 
 def test_train_step_returns_the_terms_before_the_update_and_updates_the_model():

@@ -14,7 +14,7 @@ from unichest_lib.config import ConfigError, resolve
 from unichest_lib.evaluation import finetune
 from unichest_lib.evidence import transfer as T
 
-from conftest import fake_dataset
+from helpers import fake_dataset
 
 PORTIONS = finetune.PORTIONS
 PRETRAINED = ("UniChest", "Conquer only")

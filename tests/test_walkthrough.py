@@ -15,6 +15,8 @@ from unichest_lib.book import walkthrough
 from unichest_lib.config import resolve
 from unichest_lib.data.label_spaces import source_classes, union_classes
 
+from helpers import fake_dataset
+
 
 # ---- picking the example ------------------------------------------------------------------
 def test_zero_shot_pick_is_a_class_no_pretraining_source_labels():
@@ -34,7 +36,7 @@ def test_zero_shot_pick_falls_back_to_a_seen_class_when_every_class_is_known():
     assert src != "chestxdet10" and finding in model.classes
 
 
-def test_first_positive_is_the_first_observed_positive_in_dataset_order(fake_dataset):
+def test_first_positive_is_the_first_observed_positive_in_dataset_order():
     ds = fake_dataset(n=12, seed=3)
     labels = ds.table.labels
     i, finding = walkthrough.first_positive(ds, "pneumothorax")
@@ -44,7 +46,7 @@ def test_first_positive_is_the_first_observed_positive_in_dataset_order(fake_dat
     assert labels[j, ds.classes.index(any_finding)] == 1 and not (labels[:j] == 1).any()
 
 
-def test_first_positive_with_lesion_skips_positives_without_a_mask(fake_dataset):
+def test_first_positive_with_lesion_skips_positives_without_a_mask():
     ds = fake_dataset(n=12, seed=1, classes=("mass", "nodule", "fracture"), with_masks=True)
     # "fracture" (the third class) has positives but never a visible lesion in this dataset
     assert (ds.table.labels[:, 2] == 1).any()
@@ -54,7 +56,7 @@ def test_first_positive_with_lesion_skips_positives_without_a_mask(fake_dataset)
     assert finding in ("mass", "nodule") and ds[i]["seg"][ds.classes.index(finding)].any()
 
 
-def test_first_positive_names_bad_input(fake_dataset):
+def test_first_positive_names_bad_input():
     with pytest.raises(ValueError, match="not a class"):
         walkthrough.first_positive(fake_dataset(n=4), "hernia")
     with pytest.raises(ValueError, match="with_masks=True"):

@@ -1,4 +1,5 @@
-"""Helpers and fixtures shared by the test files (no test file imports another).
+"""Helpers shared by the test files: a plain module (``from helpers import synth``), the one
+place they live; there are no fixtures of the same names.
 
 * :func:`synth` / :func:`tiny_cfg` — a tiny synthetic multi-source dataset in the library's
   sample contract and the matching fast configuration (32 px, 2 steps per epoch), for the
@@ -8,8 +9,8 @@
 * :func:`execute_notebook` / :func:`outputs_text` — run a chapter with papermill at the repo
   root and read its outputs back.
 
-Test functions take them as fixtures of the same name; code that runs outside pytest's
-fixtures (a spawned DDP worker, a child process's script) imports them from here.
+pytest puts this folder on ``sys.path`` for every test file; a spawned DDP worker or a child
+process's script inserts it itself.
 """
 
 from __future__ import annotations
@@ -120,19 +121,3 @@ def execute_notebook(path: Path, out: Path, **params):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-# ---- the same helpers as fixtures -------------------------------------------------------------
-@pytest.fixture(name="synth")
-def _synth_fixture():
-    return synth
-
-
-@pytest.fixture(name="tiny_cfg")
-def _tiny_cfg_fixture():
-    return tiny_cfg
-
-
-@pytest.fixture(name="fake_dataset")
-def _fake_dataset_fixture():
-    return fake_dataset

@@ -165,3 +165,46 @@ def test_a_field_added_later_keeps_old_keys_at_its_old_value_and_names_new_runs_
     assert keys.divide_key(official) != keys.divide_key(cfg)
     one_dial = cfg.replace(dials=("label_meaning=0",))  # a world field: both stages change
     assert keys.conquer_key(one_dial) != keys.conquer_key(cfg)
+
+
+# ---- a store written by the library of 2026-12-06 (before the thin-core refactor) ----------
+STORE_2026_12 = pathlib.Path(__file__).parent / "fixtures" / "store_2026_12"
+
+
+@pytest.fixture
+def store_2026_12(tmp_path):
+    """The fixture's artifacts unpacked under ``tmp_path/artifacts`` (``amp=False``: float32
+    on any machine, as written)."""
+    import importlib.util
+
+    for folder in (p for p in STORE_2026_12.iterdir() if p.is_dir()):
+        dest = tmp_path / "artifacts" / folder.name
+        dest.mkdir(parents=True)
+        for f in folder.iterdir():
+            if f.name.endswith(".gz"):
+                with gzip.open(f, "rb") as src, open(dest / f.name[:-3], "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            else:
+                shutil.copyfile(f, dest / f.name)
+    spec = importlib.util.spec_from_file_location("make_fixture", STORE_2026_12 / "make_fixture.py")
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)  # only for CONFIG and probe_images: nothing is re-written
+    return resolve("smoke", cache_dir=str(tmp_path), **maker.CONFIG), maker.probe_images()
+
+
+@pytest.mark.parametrize("stage", ["conquer", "divide"])
+def test_a_store_of_2026_12_loads_without_training_and_gives_the_scores_it_recorded(
+        store_2026_12, stage, monkeypatch):
+    cfg, images = store_2026_12
+    assert store.is_valid(cfg, stage), "the keys or the checksum of that store changed"
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the store retrained an artifact that was already there")
+
+    monkeypatch.setattr(store, "_build", no_training)
+    model = store.load_model(cfg, stage, progress=False)
+    recorded = torch.tensor(json.loads((STORE_2026_12 / "scores.json").read_text())["scores"][stage])
+    with torch.no_grad():
+        scores = model(images)["logits"].float()
+    assert recorded.std(0).mean() > 1e-4, "the probe images must give different scores"
+    torch.testing.assert_close(scores, recorded, rtol=0, atol=1e-5)

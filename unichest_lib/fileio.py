@@ -81,5 +81,12 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-__all__ = ["Content", "atomic_copy", "atomic_write", "atomic_write_json", "sha256",
+def digest(obj: Any) -> str:
+    """Hex sha256 of ``obj`` written as JSON with sorted keys (``str`` for what JSON cannot
+    write): the one hash of a configuration or parameter record (store keys, evidence caches,
+    the world cache)."""
+    return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())
+
+
+__all__ = ["Content", "atomic_copy", "atomic_write", "atomic_write_json", "digest", "sha256",
            "sha256_bytes"]

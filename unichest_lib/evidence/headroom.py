@@ -24,11 +24,11 @@ import pandas as pd
 
 from ..config import Config
 from ..evaluation.stats import fmt_interval
-from ..fileio import atomic_write
+from ..fileio import atomic_write, digest
 from ..training import checkpoints, keys
 from ..training.headroom import headroom_predictions
 from .measures import (_WORLD_FIELDS, MIN_POS, N_BOOT, Measure, Scored, class_auc_replicates,
-                       digest, kept_columns, macro_measure, patient_weights)
+                       kept_columns, macro_measure, patient_weights)
 from .variants import SEEDS, checkpoint, variant_config
 
 #: Bump when the heads' training changes (old cached predictions are then recomputed).

@@ -19,10 +19,10 @@ import pandas as pd
 
 from ..config import Config, ConfigError
 from ..evaluation.stats import fmt_interval
-from ..fileio import atomic_write
+from ..fileio import atomic_write, digest
 from ..training.keys import DIVIDE_ONLY, keyed, upstream
 from .claims import CLAIM_KEYS, CLAIMS, measure_claim
-from .measures import N_BOOT, digest, in_domain_measure
+from .measures import N_BOOT, in_domain_measure
 from .variants import GRID, SEEDS
 
 #: Claims that need many extra runs per seed (the λ×K grid's Divide runs; a Conquer on label

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import pathlib
 import warnings
 from typing import Sequence
@@ -31,7 +30,7 @@ from ..data import make_dataset
 from ..data.label_spaces import source_classes, union_classes
 from ..data.world import WORLD_FIELDS
 from ..evaluation import classification, grounding, metrics, stats
-from ..fileio import atomic_write
+from ..fileio import atomic_write, digest
 from ..training import checkpoints, store
 from ..training import features as frozen_features
 from .variants import SEEDS, VARIANTS, checkpoint, load, variant_config
@@ -46,11 +45,6 @@ ALPHA = 0.05
 
 # ---- cached predictions -------------------------------------------------------------------
 _WORLD_FIELDS = ("data",) + WORLD_FIELDS
-
-
-def digest(obj) -> str:
-    """sha256 of ``obj`` as sorted JSON (the key of the evidence caches)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclasses.dataclass
@@ -310,7 +304,7 @@ def split_sizes(cfg: Config, sources: Sequence[str], split: str = "test") -> str
     return "; ".join(parts)
 
 
-__all__ = ["ALPHA", "MIN_POS", "N_BOOT", "Measure", "Scored", "class_auc_replicates", "digest",
+__all__ = ["ALPHA", "MIN_POS", "N_BOOT", "Measure", "Scored", "class_auc_replicates",
            "grounding_by_class", "has_classes", "in_domain_measure", "kept_columns",
            "macro_measure", "metric_table", "patient_weights", "scored", "split_sizes",
            "variant_table", "with_intervals"]

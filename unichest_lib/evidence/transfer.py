@@ -33,12 +33,12 @@ from torch import nn
 from ..config import Config, ConfigError
 from ..data import make_dataset
 from ..evaluation import finetune
-from ..fileio import atomic_write
+from ..fileio import atomic_write, digest
 from ..model.encoders import ImageEncoder
 from ..model.inference import pooled_features
 from ..training import checkpoints, keys
 from .measures import (_WORLD_FIELDS, MIN_POS, N_BOOT, Measure, Scored, class_auc_replicates,
-                       digest, kept_columns, patient_weights, with_intervals)
+                       kept_columns, patient_weights, with_intervals)
 from .variants import SEEDS, VARIANTS, checkpoint, load, variant_config
 
 RANDOM = "random init"

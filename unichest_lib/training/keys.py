@@ -20,11 +20,10 @@ Introduced in ``notebooks/02_conquer.ipynb``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 
 from .. import hardware
 from ..config import Config
+from ..fileio import digest
 
 #: The training runs the library knows, in a fixed order (:func:`unichest_lib.training.rng.
 #: epoch_seed` uses the position): the paper's two stages, and ``"continued"``, the
@@ -59,10 +58,6 @@ def check_stage(stage: str) -> str:
     if stage not in STAGES:
         raise ValueError(f"stage {stage!r} is not valid; choose one of {STAGES}")
     return stage
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
 def keyed(cfg: Config, fields) -> dict:
@@ -113,7 +108,7 @@ def conquer_key(cfg: Config) -> str:
     :func:`world_version` and the effective :func:`precision`."""
     from .. import __version__
 
-    return _digest({"stage": "conquer", "version": __version__,
+    return digest({"stage": "conquer", "version": __version__,
                     "fields": keyed(cfg, conquer_fields()), **world_version(cfg),
                     **precision(cfg)})
 
@@ -123,13 +118,13 @@ def divide_key(cfg: Config) -> str:
     ``combine="probabilities"`` a marker names new runs: before it, the trainer did not pass
     Eq. 5's probability mix to the loss, so such runs trained on the clipped logit."""
     fix = {"probs_to_loss": 1} if cfg.combine == "probabilities" else {}
-    return _digest({"stage": "divide", "conquer": conquer_key(cfg),
+    return digest({"stage": "divide", "conquer": conquer_key(cfg),
                     "fields": keyed(cfg, DIVIDE_ONLY), **fix})
 
 
 def continued_key(cfg: Config) -> str:
     """sha256 of the Conquer key and ``divide_epochs`` (the length of the continued run)."""
-    return _digest({"stage": "continued", "conquer": conquer_key(cfg),
+    return digest({"stage": "continued", "conquer": conquer_key(cfg),
                     "divide_epochs": cfg.divide_epochs})
 
 

@@ -12,19 +12,18 @@ Introduced in ``notebooks/00_data.ipynb``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from ...fileio import atomic_write, sha256
+from ...fileio import atomic_write, digest, sha256
 
 
 def key(params: dict) -> str:
     """A short stable hash of a JSON-able parameter dict."""
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return digest(params)[:20]
 
 
 def save(folder: Path, arrays: dict[str, np.ndarray], params: dict) -> None:

@@ -121,3 +121,16 @@ def execute_notebook(path: Path, out: Path, **params):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def glued(nb) -> dict[str, str]:
+    """The values a chapter handed to its markdown with myst-nb's ``glue``, by name, as the
+    text the book shows."""
+    out = {}
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            name = o.get("metadata", {}).get("scrapbook", {}).get("name")
+            plain = o.get("data", {}).get("application/papermill.record/text/plain")
+            if name and plain is not None:
+                out[name] = plain
+    return out

@@ -1,5 +1,5 @@
 """Acceptance of chapter 03's parameters (issue 7): ``-p K 3 -p lam 0.3`` changes the number
-of query networks and the Eq. 5 print-out; ``-p K 0`` fails before any work, naming K."""
+of query networks and Eq. 5 by hand still equals the model's output; ``-p K 0`` fails before any work, naming K."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import execute_notebook, outputs_text
+from helpers import execute_notebook, glued, outputs_text
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_divide.ipynb"
 
@@ -32,6 +32,7 @@ def test_k_zero_fails_clearly_before_any_work(tmp_path):
 def test_k3_lam03_changes_query_networks_and_eq5(tmp_path):
     nb = execute_notebook(NOTEBOOK, tmp_path / "k3.ipynb", profile="smoke", K=3, lam=0.3)
     text, _ = outputs_text(nb)
-    assert "MoE-QN: 3 query networks (1 shared + 2 experts)" in text
+    assert "K = 3 query networks (1 shared + 2 experts), lambda = 0.3" in text
     assert "QN3 (expert)" in text and "QN4 (expert)" not in text
-    assert "s_All = 0.3 * s1 + 0.7 * sum_(k=2..3)" in text
+    assert "experts (16, 2, " in text  # s^k of the two experts in the Eq. 5 walk-through
+    assert float(glued(nb)["eq5_diff"]) <= 1e-6  # Eq. 5 by hand with lambda = 0.3

@@ -13,7 +13,7 @@ import re
 import nbformat
 import pytest
 
-from helpers import PLOTLY, ROOT, execute_notebook, outputs_text
+from helpers import PLOTLY, ROOT, execute_notebook, glued, outputs_text
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -50,19 +50,6 @@ def test_notebook_is_stored_without_outputs_and_has_one_parameters_cell(path):
     assert "profile" in tagged[0].source and "seed" in tagged[0].source
     assert nb.metadata["kernelspec"]["name"] == "python3"
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
-
-
-def glued(nb) -> dict[str, str]:
-    """The values a chapter handed to its markdown with myst-nb's ``glue``, by name, as the
-    text the book shows."""
-    out = {}
-    for cell in nb.cells:
-        for o in cell.get("outputs", []):
-            name = o.get("metadata", {}).get("scrapbook", {}).get("name")
-            plain = o.get("data", {}).get("application/papermill.record/text/plain")
-            if name and plain is not None:
-                out[name] = plain
-    return out
 
 
 #: Per chapter, what its walk-through must have computed (read from the glued values): the

@@ -1,5 +1,5 @@
 """Specialisation headroom (issue #14 item 1): per-source oracle heads against one shared head
-on stored frozen patches (unichest_lib.training.headroom), and its measure next to Divide's
+on stored frozen patches (unichest_lib.training.source_oracle), and its measure next to Divide's
 realised gain (unichest_lib.evidence.headroom)."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from sklearn.metrics import roc_auc_score
 
 from unichest_lib.config import resolve
 from unichest_lib.model.query import QueryNetworks
-from unichest_lib.training import features, headroom
+from unichest_lib.training import features
+from unichest_lib.training import source_oracle
 from unichest_lib.training.rng import seed_everything
 from unichest_lib.training.stages import init_from_conquer
 from unichest_lib.training.trainer import Trainer
@@ -68,19 +69,19 @@ def _headroom(conflict: bool, oracle: str):
     queries = torch.randn(1, D, generator=torch.Generator().manual_seed(1))
     train, y, src = _world(0, conflict)
     test, y_test, src_test = _world(1, conflict)
-    heads = headroom.fit_heads(_qn1(), queries, train, y, np.ones_like(y, bool), src, cfg,
+    heads = source_oracle.fit_heads(_qn1(), queries, train, y, np.ones_like(y, bool), src, cfg,
                                oracle=oracle)
     out = {}
     for s in (0, 1):
         rows = np.flatnonzero(src_test == s)
         sub = features.FrozenFeatures(test.patches[rows], test.grid, len(rows))
         out[s] = tuple(roc_auc_score(y_test[rows, 0],
-                                     headroom.predict_head(h, queries, sub, cfg)[:, 0])
+                                     source_oracle.predict_head(h, queries, sub, cfg)[:, 0])
                        for h in (heads.oracle[s], heads.shared))
     return out
 
 
-@pytest.mark.parametrize("oracle", headroom.ORACLES)
+@pytest.mark.parametrize("oracle", source_oracle.ORACLES)
 def test_the_oracle_wins_clearly_when_labels_depend_on_the_source(oracle):
     auc = _headroom(conflict=True, oracle=oracle)
     gain = np.mean([o - s for o, s in auc.values()])
@@ -101,7 +102,7 @@ def test_no_headroom_when_labels_do_not_depend_on_the_source(oracle, tolerance):
 
 def test_the_conditioned_oracle_starts_as_the_shared_head_and_differs_only_by_its_offsets():
     qn = _qn1()
-    cond = headroom.SourceConditioned(copy.deepcopy(qn), 3, 2, D)
+    cond = source_oracle.SourceConditioned(copy.deepcopy(qn), 3, 2, D)
     x, pos, q = torch.randn(5, HW, D), torch.randn(HW, D), torch.randn(2, D)
     src = torch.tensor([0, 2, 1, 1, 0])
     np.testing.assert_array_equal(cond(q, x, pos, src)[0].detach(), qn(q, x, pos)[0].detach())
@@ -112,13 +113,13 @@ def test_the_conditioned_oracle_starts_as_the_shared_head_and_differs_only_by_it
     keep = torch.tensor([0, 2, 3, 4])
     np.testing.assert_array_equal(a[keep], b[keep])
     with pytest.raises(ValueError, match="oracle"):
-        headroom.fit_heads(qn, q, features.FrozenFeatures(x, (2, 2), 5), np.zeros((5, 2)),
+        source_oracle.fit_heads(qn, q, features.FrozenFeatures(x, (2, 2), 5), np.zeros((5, 2)),
                            np.ones((5, 2), bool), np.zeros(5, int), _cfg(), oracle="bogus")
 
 
 def test_the_oracle_heads_take_as_many_steps_on_the_same_rows_as_the_shared_head(monkeypatch):
     src = np.repeat([0, 1, 2], [37, 50, 21])  # sizes that are not multiples of the batch
-    shared, oracle = headroom.batch_plan(src, 8, 3, seed=5)
+    shared, oracle = source_oracle.batch_plan(src, 8, 3, seed=5)
     assert sum(len(p) for p in oracle.values()) == len(shared) == 3 * (4 + 6 + 2)
     per_epoch = len(shared) // 3
     for e in range(3):  # each epoch: the same rows (a multiset), pure batches for the oracle
@@ -129,7 +130,7 @@ def test_the_oracle_heads_take_as_many_steps_on_the_same_rows_as_the_shared_head
         assert len(set(rows_shared.tolist())) == len(rows_shared)  # each row once per epoch
     assert all((src[p.numpy()] == s).all() for s, p in oracle.items())
     assert max(len(set(src[b.numpy()])) for b in shared) > 1  # the shared batches are mixed
-    again = headroom.batch_plan(src, 8, 3, seed=5)
+    again = source_oracle.batch_plan(src, 8, 3, seed=5)
     assert torch.equal(again[0], shared)
     assert all(torch.equal(again[1][s], oracle[s]) for s in oracle)
 
@@ -145,17 +146,17 @@ def test_the_oracle_heads_take_as_many_steps_on_the_same_rows_as_the_shared_head
     cfg = _cfg(divide_epochs=2, batch_size=8)
     feats = features.FrozenFeatures(torch.randn(len(src), HW, D), (2, 2), len(src))
     y = np.zeros((len(src), 1), np.float32)
-    heads = headroom.fit_heads(_qn1(), torch.randn(1, D), feats, y, np.ones_like(y, bool), src, cfg,
+    heads = source_oracle.fit_heads(_qn1(), torch.randn(1, D), feats, y, np.ones_like(y, bool), src, cfg,
                                oracle="separate")
     counts = sorted(calls.values())
     assert len(counts) == 4 and counts[-1] == sum(counts[:-1]) == 2 * 12
     assert heads.steps["shared"] == sum(heads.steps[s] for s in (0, 1, 2)) == 24
     calls.clear()  # the conditioned oracle: one optimiser, as many steps as the shared head
-    heads = headroom.fit_heads(_qn1(), torch.randn(1, D), feats, y, np.ones_like(y, bool), src, cfg)
+    heads = source_oracle.fit_heads(_qn1(), torch.randn(1, D), feats, y, np.ones_like(y, bool), src, cfg)
     assert sorted(calls.values()) == [24, 24]
     assert heads.steps == {"shared": 24, "oracle": 24}
     with pytest.raises(ValueError, match="fewer training rows than one batch"):
-        headroom.batch_plan(src, 32, 1, seed=0)
+        source_oracle.batch_plan(src, 32, 1, seed=0)
 
 
 def test_heads_are_deterministic_for_a_seed_and_change_with_it():
@@ -165,9 +166,9 @@ def test_heads_are_deterministic_for_a_seed_and_change_with_it():
         qn.reset_parameters(torch.Generator().manual_seed(0))
         feats, y, src = _world(0, True)
         q = torch.ones(1, D)
-        return np.concatenate([headroom.predict_head(m, q, feats, cfg)
-                               for kind in headroom.ORACLES
-                               for h in [headroom.fit_heads(qn, q, feats, y, np.ones_like(y, bool),
+        return np.concatenate([source_oracle.predict_head(m, q, feats, cfg)
+                               for kind in source_oracle.ORACLES
+                               for h in [source_oracle.fit_heads(qn, q, feats, y, np.ones_like(y, bool),
                                                             src, cfg, oracle=kind)]
                                for m in (h.shared, *h.oracle.values())])
 
@@ -199,7 +200,7 @@ def test_heads_train_on_stored_patches_and_leave_the_model_untouched(tmp_path):
         raise AssertionError("the image encoder ran while the heads trained")
 
     model.image_encoder.forward = refuse
-    out, heads = headroom.source_headroom(model, cfg, train, stored, tests)
+    out, heads = source_oracle.source_headroom(model, cfg, train, stored, tests)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert heads.steps == {"shared": 6, "oracle": 6}  # 12 rows per source, batches of 4
@@ -276,12 +277,12 @@ def _ideal_headroom(label_meaning: float) -> dict[tuple[str, str], float]:
     qn = QueryNetworks(1, dim=d, n_heads=2, ffn_dim=64, n_layers=1, dropout=0.0)
     qn.reset_parameters(torch.Generator().manual_seed(0))
     q = torch.randn(len(classes), d, generator=torch.Generator().manual_seed(1))
-    heads = headroom.fit_heads(qn, q, train, y, ~np.isnan(y), src, cfg)
+    heads = source_oracle.fit_heads(qn, q, train, y, ~np.isnan(y), src, cfg)
     out = {}
     for i, name in enumerate(srcs):
         rows = np.flatnonzero(src_test == i)
         sub = features.FrozenFeatures(test.patches[rows], test.grid, len(rows))
-        po, ps = (headroom.predict_head(h, q, sub, cfg) for h in (heads.oracle[i], heads.shared))
+        po, ps = (source_oracle.predict_head(h, q, sub, cfg) for h in (heads.oracle[i], heads.shared))
         for j, c in enumerate(classes):
             t = y_test[rows, j]
             m = ~np.isnan(t)

@@ -158,7 +158,7 @@ def test_asl_without_focusing_or_clip_is_bce():
     x, y = torch.randn(6, 5), (torch.rand(6, 5) < 0.5).float()
     mask = torch.rand(6, 5) < 0.8
     a = L.asl_loss(x, y, mask, gamma_neg=0, gamma_pos=0, clip=0)
-    b = L.bce_loss(x, y, mask)
+    b = L.masked_bce_loss(x, y, mask)
     assert a.item() == pytest.approx(b.item(), rel=1e-5)
 
 
@@ -168,10 +168,10 @@ def test_bce_is_the_mean_over_observed_elements_only():
     labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     mask = torch.tensor([[True, False], [True, True]])
     ref = np.mean([np.log1p(np.exp(-2.0)), np.log1p(np.exp(0.5)), np.log1p(np.exp(-3.0))])
-    assert L.bce_loss(logits, labels, mask).item() == pytest.approx(ref, rel=1e-6)
+    assert L.masked_bce_loss(logits, labels, mask).item() == pytest.approx(ref, rel=1e-6)
 
 
-@pytest.mark.parametrize("fn", [L.asl_loss, L.bce_loss])
+@pytest.mark.parametrize("fn", [L.asl_loss, L.masked_bce_loss])
 def test_missing_classes_receive_exactly_zero_gradient(fn):
     x = torch.randn(10, 6, requires_grad=True)
     y = (torch.rand(10, 6) < 0.5).float()
@@ -289,7 +289,7 @@ def test_conquer_loss_is_bcl_plus_multilabel_eq4():
     assert terms["loss"].item() == pytest.approx(want.item(), rel=1e-6)
     cfg_bce = resolve("smoke", multilabel_loss="bce")
     assert L.conquer_loss(out, batch, cfg_bce)["multilabel_loss"].item() == pytest.approx(
-        L.bce_loss(out["logits"], batch["labels"], batch["mask"]).item())
+        L.masked_bce_loss(out["logits"], batch["labels"], batch["mask"]).item())
 
 
 def test_divide_loss_is_eq7_and_bcl_carries_no_gradient():

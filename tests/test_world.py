@@ -258,7 +258,7 @@ def test_preview_cli_writes_a_grid(tmp_path):
 
 def test_embedded_data_cards_are_current_and_readable():
     from unichest_lib.data import cards
-    from unichest_lib.data.world.card import card_text
+    from unichest_lib.data.world.card_text import card_text
 
     stats = priors.real_statistics(PRIORS_CACHE)
     for s in SPECS:

@@ -6,7 +6,7 @@ probing and fine-tuning with 1 %, 10 % and 100 % of the source's training data.
   regression per class (scikit-learn, L2, features standardised) is fitted on the portion.
 - **Fine-tune** (MedKLIP / UniChest Table II "FT"): a copy of the image encoder plus a new
   linear head on Ī, all trained with the binary cross-entropy on observed labels of
-  :func:`unichest_lib.training.losses.bce_loss` (AdamW, ``cfg.lr``) for a few epochs; the
+  :func:`unichest_lib.training.losses.masked_bce_loss` (AdamW, ``cfg.lr``) for a few epochs; the
   pre-trained model itself is left untouched.
 
 Portions are drawn per *label pattern* (the tuple of a row's observed labels), so each pattern
@@ -32,7 +32,7 @@ from .. import hardware
 from ..config import Config
 from ..data import collate, make_dataset, make_loader
 from ..model.inference import device_of, pooled_features, predict_batches
-from ..training.losses import bce_loss
+from ..training.losses import masked_bce_loss
 from . import metrics
 from .classification import COLUMNS, display_name
 
@@ -150,7 +150,7 @@ def _train_classifier(net, dataset, idx, cfg: Config, epochs: int, lr: float) ->
                 continue
             with hardware.autocast(cfg.amp, device):
                 logits = net(batch["image"].to(device))
-            loss = bce_loss(logits, batch["labels"].to(device), batch["mask"].to(device))
+            loss = masked_bce_loss(logits, batch["labels"].to(device), batch["mask"].to(device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"fine-tuning loss became {loss.item()}; lower lr")
             opt.zero_grad(set_to_none=True)

@@ -1,9 +1,9 @@
 """UniChest's grounding against the three baselines of
-:mod:`unichest_lib.evaluation.grounding_baselines`, per class, over seeds and patients.
+:mod:`unichest_lib.evaluation.grounding_references`, per class, over seeds and patients.
 
 For every seed of the profile, UniChest's heatmaps are scored on the test lesions of the
 grounding source: the pointing game, and Dice at the threshold chosen on the *validation*
-lesions (one per method and seed, :func:`~unichest_lib.evaluation.grounding_baselines.
+lesions (one per method and seed, :func:`~unichest_lib.evaluation.grounding_references.
 choose_threshold`). The baselines (random peak, lung centre, mean training mask) do not
 depend on the seed: each is one run (``n_seeds`` 1), its interval counts the test sampling
 only, and it is subtracted from every seed of UniChest alike. Every method, class and seed
@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..config import Config
 from ..evaluation import metrics, stats
-from ..evaluation.grounding_baselines import (BASELINES, MODEL, at_threshold, choose_threshold,
+from ..evaluation.grounding_references import (BASELINES, MODEL, at_threshold, choose_threshold,
                                               fit_baselines, split_scores)
 from .measures import MIN_POS, N_BOOT, Measure, patient_weights
 from .variants import SEEDS, load, variant_config

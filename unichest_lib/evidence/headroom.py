@@ -1,5 +1,5 @@
 """Specialisation headroom, measured: the oracle's gain over the shared head on the frozen
-Conquer encoder (:mod:`unichest_lib.training.headroom`), next to what Divide actually wins over
+Conquer encoder (:mod:`unichest_lib.training.source_oracle`), next to what Divide actually wins over
 its compute-matched control, per source, over seeds, with paired patient-bootstrap intervals.
 
 :func:`headroom_scored` caches each seed's test predictions on disk
@@ -26,7 +26,7 @@ from ..config import Config
 from ..evaluation.stats import fmt_interval
 from ..fileio import atomic_write, digest
 from ..training import checkpoints, keys
-from ..training.headroom import headroom_predictions
+from ..training.source_oracle import headroom_predictions
 from .measures import (_WORLD_FIELDS, MIN_POS, N_BOOT, Measure, Scored, class_auc_replicates,
                        kept_columns, macro_measure, patient_weights)
 from .variants import SEEDS, checkpoint, variant_config

@@ -131,7 +131,7 @@ def _asl(p, targets, mask, gamma_neg, gamma_pos, clip, eps, reduction) -> torch.
     return _reduce(-loss, mask, reduction)
 
 
-def bce_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None, *,
+def masked_bce_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None, *,
              reduction: str = "mean") -> torch.Tensor:
     """Binary cross-entropy on observed elements only; shapes (M, c)."""
     el = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
@@ -189,7 +189,7 @@ def multilabel_loss(logits: torch.Tensor, batch: dict, cfg: Config,
         return asl_loss(logits, labels, mask, gamma_neg=cfg.asl_gamma_neg,
                         gamma_pos=cfg.asl_gamma_pos, clip=cfg.asl_clip,
                         reduction=cfg.loss_reduction)
-    return bce_loss(logits, labels, mask, reduction=cfg.loss_reduction)
+    return masked_bce_loss(logits, labels, mask, reduction=cfg.loss_reduction)
 
 
 def _bcl(out: dict, cfg: Config) -> torch.Tensor:
@@ -238,6 +238,6 @@ def current_term_names(history):
 
 
 __all__ = ["BCL_VARIANTS", "CODE_BCL_SCALE", "RENAMED_TERMS", "asl_loss",
-           "asl_loss_on_probabilities", "bce_loss", "bcl_chance", "bcl_loss", "combine_scores",
+           "asl_loss_on_probabilities", "bcl_chance", "bcl_loss", "combine_scores",
            "conquer_loss", "current_term_names", "divide_loss", "learned_scale",
-           "multilabel_loss", "scl_loss"]
+           "masked_bce_loss", "multilabel_loss", "scl_loss"]

@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "cards":
         from unichest_lib.data.cards import CARDS_DIR
-        from unichest_lib.data.world.card import write_cards
+        from unichest_lib.data.world.card_text import write_cards
 
         for p in write_cards(args.out or CARDS_DIR, args.cache_dir):
             print(p)

@@ -16,7 +16,7 @@ from unichest_lib.config import resolve
 from unichest_lib.data.world import lungs
 from unichest_lib.data.world import phantom as P
 from unichest_lib.evaluation import grounding as G
-from unichest_lib.evaluation import grounding_baselines as GB
+from unichest_lib.evaluation import grounding_references as GB
 from unichest_lib.evidence import grounding_measures as GM
 
 from helpers import FAKE_CLASSES, fake_dataset

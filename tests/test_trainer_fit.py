@@ -45,6 +45,13 @@ def test_fit_trains_once_through_the_store_then_serves_the_same_run(tmp_path):
     second = Trainer(cfg, "conquer", progress=False).fit(again, train, val)
     assert second.served and same_state(again, model)
     assert second.history.equals(first.history)
+    # the Conquer artifact serves every K (a Divide-only field): a model with other expert
+    # shapes is served the same run, its inactive experts left as they were built
+    k3 = cfg.replace(K=3)
+    other_k = initial_model(k3, "conquer", train.classes)
+    assert Trainer(k3, "conquer", progress=False).fit(other_k, train, val).served
+    assert torch.equal(other_k.qn1.head2.weight, model.qn1.head2.weight)
+    assert other_k.experts.n == 2
     # Divide: the reader builds the model from the stored Conquer checkpoint, fit serves/trains
     divide = initial_model(cfg, "divide", train.classes, first.checkpoint)
     result = Trainer(cfg, "divide", progress=False).fit(divide, train, val)

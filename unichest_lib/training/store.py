@@ -209,6 +209,10 @@ def history(cfg: Config, stage: str, *, progress: bool = True):
     return current_term_names(pd.DataFrame(rows))
 
 
+#: The modules of a UniChest model that only the Divide stage trains.
+DIVIDE_MODULES = ("experts.", "gate.", "scl_proj.")
+
+
 def fit(trainer):
     """Serve :meth:`Trainer.fit <unichest_lib.training.trainer.Trainer.fit>` without an
     ``out_dir``: the trainer's configuration and stage name a run of the store, which is
@@ -240,7 +244,12 @@ def fit(trainer):
             "(training.stages.initial_model) or pass out_dir to train this one")
     path = checkpoint(cfg, stage, progress=trainer.progress)
     tensors, meta = checkpoints.read_tensors(path)
-    checkpoints.load_model_state(trainer.model, tensors, meta, source=f"stored run {path}")
+    # One Conquer artifact serves every K: the parts only Divide trains (experts, Φ1, Φ2) may
+    # have another shape in it and are not its result, so the model keeps its own.
+    skip = [] if stage == "divide" else [
+        k for k in trainer.model.state_dict() if k.startswith(DIVIDE_MODULES)]
+    checkpoints.load_model_state(trainer.model, tensors, meta, skip=skip,
+                                 source=f"stored run {path}")
     extra = meta["extra"]
     return TrainResult(model=trainer.model, history=history(cfg, stage), checkpoint=path,
                        best_metric=extra["best_metric"], last_checkpoint=path,

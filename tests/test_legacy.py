@@ -97,13 +97,10 @@ def test_a_later_world_names_new_artifacts(profile, overrides):
     assert "world_version" not in keys.upstream(real)
 
 
-@pytest.fixture
-def legacy_store(tmp_path):
-    """The fixture's artifacts unpacked under ``tmp_path/artifacts``; returns the config."""
-    for folder in FIXTURE.iterdir():
-        if not folder.is_dir():
-            continue
-        dest = tmp_path / "artifacts" / folder.name
+def unpack_store(fixture: pathlib.Path, cache_dir: pathlib.Path) -> None:
+    """Copy a fixture's artifact folders under ``cache_dir/artifacts``, gunzipping tensors."""
+    for folder in (p for p in fixture.iterdir() if p.is_dir()):
+        dest = cache_dir / "artifacts" / folder.name
         dest.mkdir(parents=True)
         for f in folder.iterdir():
             if f.name.endswith(".gz"):
@@ -111,6 +108,12 @@ def legacy_store(tmp_path):
                     shutil.copyfileobj(src, dst)
             else:
                 shutil.copyfile(f, dest / f.name)
+
+
+@pytest.fixture
+def legacy_store(tmp_path):
+    """The fixture's artifacts unpacked under ``tmp_path/artifacts``; returns the config."""
+    unpack_store(FIXTURE, tmp_path)
     return resolve("smoke", cache_dir=str(tmp_path), **LEGACY)
 
 
@@ -177,15 +180,7 @@ def store_2026_12(tmp_path):
     on any machine, as written)."""
     import importlib.util
 
-    for folder in (p for p in STORE_2026_12.iterdir() if p.is_dir()):
-        dest = tmp_path / "artifacts" / folder.name
-        dest.mkdir(parents=True)
-        for f in folder.iterdir():
-            if f.name.endswith(".gz"):
-                with gzip.open(f, "rb") as src, open(dest / f.name[:-3], "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-            else:
-                shutil.copyfile(f, dest / f.name)
+    unpack_store(STORE_2026_12, tmp_path)
     spec = importlib.util.spec_from_file_location("make_fixture", STORE_2026_12 / "make_fixture.py")
     maker = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(maker)  # only for CONFIG and probe_images: nothing is re-written

@@ -209,10 +209,6 @@ def history(cfg: Config, stage: str, *, progress: bool = True):
     return current_term_names(pd.DataFrame(rows))
 
 
-#: The modules of a UniChest model that only the Divide stage trains.
-DIVIDE_MODULES = ("experts.", "gate.", "scl_proj.")
-
-
 def fit(trainer):
     """Serve :meth:`Trainer.fit <unichest_lib.training.trainer.Trainer.fit>` without an
     ``out_dir``: the trainer's configuration and stage name a run of the store, which is
@@ -244,10 +240,11 @@ def fit(trainer):
             "(training.stages.initial_model) or pass out_dir to train this one")
     path = checkpoint(cfg, stage, progress=trainer.progress)
     tensors, meta = checkpoints.read_tensors(path)
-    # One Conquer artifact serves every K: the parts only Divide trains (experts, Φ1, Φ2) may
-    # have another shape in it and are not its result, so the model keeps its own.
+    # One Conquer artifact serves every K: the parts a Conquer-stage model does not train
+    # (experts, Φ1, Φ2: inactive until start_divide) may have another shape in it and are not
+    # its result, so the model keeps its own (init_from_conquer leaves them out the same way).
     skip = [] if stage == "divide" else [
-        k for k in trainer.model.state_dict() if k.startswith(DIVIDE_MODULES)]
+        n for n, p in trainer.model.named_parameters() if not p.requires_grad]
     checkpoints.load_model_state(trainer.model, tensors, meta, skip=skip,
                                  source=f"stored run {path}")
     extra = meta["extra"]

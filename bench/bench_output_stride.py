@@ -53,18 +53,6 @@ from unichest_lib.training import distributed, features  # noqa: E402
 from unichest_lib.training.trainer import Trainer  # noqa: E402
 
 
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform``)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def gflops(fn) -> float:
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         fn()
@@ -153,7 +141,7 @@ def main(argv=None) -> int:
     cfg = resolve(args.profile)
     batch = args.batch or cfg.batch_size
     dev = distributed.resolve_device(args.device)
-    print(f"CPU {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, "
+    print(f"CPU {hardware.cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {dev}, bf16 autocast "
           f"{hardware.amp_enabled(cfg.amp, dev)} (native bf16: {hardware.native_bf16(dev)})")
     print(f"profile {args.profile}: {cfg.backbone}, {cfg.image_size} px, batch {batch}, "

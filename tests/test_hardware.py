@@ -38,3 +38,15 @@ def test_cuda_counts_as_native_and_other_devices_do_not(cpu_bf16):
 def test_the_probe_is_a_cached_bool():
     assert isinstance(hardware.cpu_has_native_bf16(), bool)
     assert hardware.cpu_has_native_bf16.cache_info().currsize == 1
+
+
+def test_provenance_names_the_commit_the_cpu_and_the_precision_a_run_trains_in():
+    from unichest_lib import hardware
+
+    p = hardware.provenance(amp=True)
+    assert p["precision"] == hardware.effective_precision(True)
+    assert hardware.provenance(amp=False)["precision"] == "float32"
+    assert p["cpu"] and p["torch"] == torch.__version__
+    assert set(p["cpu_flags"]) <= {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
+    assert p["commit"] == "unknown" or len(p["commit"].split("+")[0]) == 40
+    assert hardware.git_commit("/") == "unknown"  # not a checkout: said, not guessed

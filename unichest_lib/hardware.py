@@ -10,7 +10,12 @@ really trains in (:func:`effective_precision`) is part of its store key.
 
 from __future__ import annotations
 
+import datetime
 import functools
+import os
+import pathlib
+import platform
+import subprocess
 
 import torch
 
@@ -48,3 +53,55 @@ def effective_precision(amp: bool, device: str = "auto") -> str:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return "bfloat16" if amp_enabled(amp, torch.device(device)) else "float32"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; else what :mod:`platform` knows)."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text(errors="ignore").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+#: The CPU flags that decide a run's speed and precision here (float32 AVX2, native bf16).
+_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_flags() -> list[str]:
+    """Which of the flags that matter to this project the CPU has (Linux; else [])."""
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return []
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    have = set(line.split(":", 1)[-1].split())
+    return [f for f in _FLAGS if f in have]
+
+
+def git_commit(root: str | os.PathLike | None = None) -> str:
+    """The library's commit (``git rev-parse HEAD``), with ``+dirty`` when tracked files under
+    ``unichest_lib/`` differ from it; ``"unknown"`` outside a git checkout."""
+    root = pathlib.Path(root or pathlib.Path(__file__).resolve().parents[1])
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              check=True, timeout=30).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "unichest_lib")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def provenance(amp: bool, device: str = "auto") -> dict:
+    """Where a measurement comes from: commit, CPU (name, flags, cores), accelerator, the
+    precision the run really trains in, torch and Python versions, and the date (UTC)."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+    return dict(commit=git_commit(), cpu=cpu_name(), cpu_flags=cpu_flags(),
+                cores=os.cpu_count(), gpu=gpu, precision=effective_precision(amp, device),
+                torch=torch.__version__, python=platform.python_version(),
+                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))

@@ -55,23 +55,12 @@ def anchor_cache(cfg: Config) -> Config:
     return cfg.replace(cache_dir=str(root / cfg.cache_dir))
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux ``/proc/cpuinfo``; else what :mod:`platform` knows)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="ignore").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def hardware() -> str:
     """One line: CPU model and cores, torch threads, native bf16 (so whether ``amp`` is in
     effect, see :mod:`unichest_lib.hardware`), accelerator, Python and torch versions."""
     import torch
 
-    from ..hardware import cpu_has_native_bf16
+    from ..hardware import cpu_has_native_bf16, cpu_name
 
     gpu = (f"CUDA {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
            if torch.cuda.is_available() else "no GPU")

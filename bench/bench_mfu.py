@@ -110,7 +110,7 @@ def bench_profile(profile, batch, steps, amps, channels_last, peak, out_dir):
         for amp in amps:
             c = cfg.replace(amp=amp == "bf16", divide_on_features=on_features)
             m = copy.deepcopy(model)
-            trainer = Trainer(c, stage.split("_")[0], m, data, val, out_dir, progress=False)
+            trainer = Trainer(c, stage.split("_")[0], out_dir, progress=False).bind(m, data, val)
             trainer._warm_text_cache()
             with forced_bf16(amp == "bf16"):
                 trainer._encode_features()  # once per run, outside the timed steps

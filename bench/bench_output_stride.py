@@ -104,7 +104,7 @@ def bench_stride(profile: str, stride: int, batch: int, steps: int, device: str,
     enc = gflops(lambda: model.image_encoder(one))
     qn1 = gflops(lambda: model.qn1(queries, patches, pos, need_weights=True))
     experts = gflops(lambda: model.experts(queries, patches, pos, need_weights=True))
-    conquer = Trainer(cfg, "conquer", copy.deepcopy(model), data, val, out, progress=False)
+    conquer = Trainer(cfg, "conquer", out, progress=False).bind(copy.deepcopy(model), data, val)
     conquer._warm_text_cache()
     conquer.model.train()
     mib = saved_mib(lambda: conquer.loss_terms(  # fp32: autocast's weight copies would count
@@ -112,7 +112,8 @@ def bench_stride(profile: str, stride: int, batch: int, steps: int, device: str,
     t_conquer = seconds_per_step(conquer, items, steps)
     divider = copy.deepcopy(model).start_divide()
     feats = features.encode(divider, data, cfg)
-    divide = Trainer(cfg, "divide", divider, data, val, out, progress=False, features=feats)
+    divide = Trainer(cfg, "divide", out, progress=False,
+                     callbacks=[features.RunCache(features=feats)]).bind(divider, data, val)
     divide._warm_text_cache()
     t_divide = seconds_per_step(divide, items, steps)
     row = dict(stride=stride, grid=f"{grid[0]}x{grid[1]}", N=grid[0] * grid[1],

@@ -33,6 +33,7 @@ from unichest_lib import config, hardware
 from unichest_lib.evaluation import classification
 from unichest_lib.fileio import atomic_write, atomic_write_json
 from unichest_lib.training import checkpoints, stages
+from unichest_lib.training.trainer import EpochMetrics
 
 
 def mean_aauc(model, cfg, split: str) -> float:
@@ -49,7 +50,8 @@ def one_run(base, epochs: int, seed: int) -> tuple[dict, pd.DataFrame]:
 
     with tempfile.TemporaryDirectory(prefix="unichest-schedule-") as tmp:
         t0 = time.perf_counter()
-        r = stages.conquer(cfg, f"{tmp}/conquer", progress=False, eval_hook=hook)
+        r = stages.conquer(cfg, f"{tmp}/conquer", progress=False,
+                          callbacks=[EpochMetrics(hook)])
         seconds = time.perf_counter() - t0
         test = mean_aauc(checkpoints.load(r.checkpoint, cfg), cfg, "test")
     h = r.history

@@ -105,7 +105,7 @@ def bench_profile(profile: str, batch: int, steps: int, device: str, out_dir: st
                 if stage == "divide":
                     model.start_divide()
                 set_channels_last(model, cl)
-                trainer = Trainer(c, stage, model, data, val, out_dir, progress=False)
+                trainer = Trainer(c, stage, out_dir, progress=False).bind(model, data, val)
                 trainer._warm_text_cache()
                 with forced_bf16(amp):
                     sec = time_steps(trainer, batch_items, steps)

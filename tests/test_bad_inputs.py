@@ -38,6 +38,7 @@ from unichest_lib.data.label_spaces import observed_mask, union_classes
 from unichest_lib.data.real import images, parsers, registry
 from unichest_lib.training import checkpoints, stages, store
 from unichest_lib.training.trainer import Trainer, class_index
+from unichest_lib.training.features import RunCache
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 UPDATE = os.environ.get("UNICHEST_UPDATE_BAD_INPUTS") == "1"
@@ -496,8 +497,8 @@ def _trainer(tmp, run_key="run-A", val_labels=None):
     train_set, val_set = _synth(cfg, cfg.sources, "train"), _synth(cfg, [cfg.val_source], "valid")
     if val_labels is not None:
         val_set.table.labels[:] = np.where(val_set.table.mask, val_labels, np.nan)
-    return Trainer(cfg, "conquer", copy.deepcopy(proto()), train_set, val_set, tmp / "run",
-                   progress=False, run_key=run_key)
+    return Trainer(cfg, "conquer", tmp / "run", progress=False,
+                   callbacks=[RunCache(run_key)]).bind(copy.deepcopy(proto()), train_set, val_set)
 
 
 @case(TRAIN, "resume with nothing to resume", "fit(resume=True) in an empty out_dir",

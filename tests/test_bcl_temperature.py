@@ -65,7 +65,7 @@ def test_conquer_optimises_the_scale_and_the_clamp_holds_after_every_step(data, 
     cfg = tiny_cfg(bcl_variant="learnable", lr=0.5)
     train, val = data
     model = UniChest(cfg, train.classes)
-    trainer = Trainer(cfg, "conquer", model, train, val, tmp_path, progress=False)
+    trainer = Trainer(cfg, "conquer", tmp_path, progress=False).bind(model, train, val)
     in_opt = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
     assert id(model.bcl_logit_scale) in in_opt
     batch = _batch(train, cfg.batch_size)
@@ -94,7 +94,7 @@ def test_divide_freezes_the_scale_through_training_steps(data, tmp_path):
     model.start_divide()
     assert not model.bcl_logit_scale.requires_grad
     assert all(p is not model.bcl_logit_scale for p in model.trainable_parameters())
-    trainer = Trainer(cfg, "divide", model, train, val, tmp_path, progress=False)
+    trainer = Trainer(cfg, "divide", tmp_path, progress=False).bind(model, train, val)
     in_opt = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
     assert id(model.bcl_logit_scale) not in in_opt
     qn1_before = model.qn1.head2.weight.clone()

@@ -45,7 +45,7 @@ def _divide_trainer(data, out):
 
     torch.manual_seed(0)
     model = UniChest(_cfg(), data[0].classes).start_divide()
-    return Trainer(_cfg(), "divide", model, *data, out, progress=False)
+    return Trainer(_cfg(), "divide", out, progress=False).bind(model, *data)
 
 
 def _run(trainer, batches, rows):

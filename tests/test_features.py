@@ -29,8 +29,8 @@ def conquer(data, tmp_path_factory):
     cfg = tiny_cfg(K=3)
     seed_everything(cfg.seed, cfg.deterministic)
     proto = UniChest(cfg, data[0].classes)
-    result = Trainer(cfg, "conquer", copy.deepcopy(proto), *data,
-                     tmp_path_factory.mktemp("conquer"), progress=False).fit()
+    result = Trainer(cfg, "conquer", tmp_path_factory.mktemp("conquer"),
+                     progress=False).fit(copy.deepcopy(proto), *data)
     return cfg, proto, result.checkpoint
 
 
@@ -70,7 +70,8 @@ def test_features_of_another_dataset_are_refused(conquer, data, tmp_path):
     model = _divide_model(conquer)
     fs = features.encode(model, data[1], cfg)  # the validation set's rows
     with pytest.raises(ValueError, match="rows"):
-        Trainer(cfg, "divide", model, *data, tmp_path, progress=False, features=fs)
+        Trainer(cfg, "divide", tmp_path, progress=False,
+                callbacks=[features.RunCache(features=fs)]).bind(model, *data)
     with pytest.raises(IndexError, match="another dataset"):
         fs.batch(torch.tensor([len(data[1])]), "cpu")
 
@@ -86,7 +87,7 @@ def test_without_augmentation_divide_on_features_is_the_same_run(conquer, data, 
         c = cfg.replace(divide_on_features=on)
         seed_everything(c.seed, c.deterministic)
         model = _divide_model(conquer)
-        trainer = Trainer(c, "divide", model, *data, tmp_path / str(on), progress=False)
+        trainer = Trainer(c, "divide", tmp_path / str(on), progress=False).bind(model, *data)
         runs[on] = (trainer.fit(), trainer)
     assert runs[False][1].features is None and runs[True][1].features is not None
     h = [r.history[r.history.split == "train"] for r, _ in runs.values()]

@@ -185,8 +185,8 @@ def test_heads_train_on_stored_patches_and_leave_the_model_untouched(tmp_path):
     cfg = tiny_cfg(K=2, batch_size=4)
     train, val = synth(SOURCES, 12, 32, 0), synth(SOURCES[:1], 8, 32, 1)
     seed_everything(cfg.seed, cfg.deterministic)
-    result = Trainer(cfg, "conquer", UniChest(cfg, train.classes), train, val, tmp_path,
-                     progress=False).fit()
+    result = Trainer(cfg, "conquer", tmp_path,
+                     progress=False).fit(UniChest(cfg, train.classes), train, val)
     model = UniChest(cfg, train.classes)
     init_from_conquer(model, result.checkpoint)
     before = copy.deepcopy(model.state_dict())

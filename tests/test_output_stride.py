@@ -87,12 +87,14 @@ def test_a_conquer_and_a_divide_step_and_grounding_run_on_the_finer_grid():
     model = UniChest(cfg, data.classes)
     batch = collate([data[i] for i in range(cfg.batch_size)])
     with tempfile.TemporaryDirectory() as out:
-        terms = Trainer(cfg, "conquer", model, data, val, out, progress=False).train_step(batch)
+        terms = Trainer(cfg, "conquer", out,
+                        progress=False).bind(model, data, val).train_step(batch)
         assert all(torch.isfinite(torch.tensor(v)) for v in terms.values())
         model.start_divide()
         feats = features.encode(model, data, cfg)
         assert feats.grid == (4, 4) and feats.patches.shape[1] == 16
-        trainer = Trainer(cfg, "divide", model, data, val, out, progress=False, features=feats)
+        trainer = Trainer(cfg, "divide", out, progress=False,
+                          callbacks=[features.RunCache(features=feats)]).bind(model, data, val)
         terms = trainer.train_step(batch)
         assert all(torch.isfinite(torch.tensor(v)) for v in terms.values())
     model.eval()

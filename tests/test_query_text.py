@@ -99,8 +99,8 @@ def test_draw_is_seeded_and_covers_every_phrasing():
 def test_description_model_trains_on_the_description_embeddings(build, data, tmp_path):
     model = build("description")
     desc = descriptions.describe_all(model.classes)
-    trainer = Trainer(tiny_cfg(query_text="description", conquer_epochs=1), "conquer", model,
-                      *data, tmp_path, progress=False)
+    trainer = Trainer(tiny_cfg(query_text="description", conquer_epochs=1), "conquer", tmp_path,
+                      progress=False).bind(model, *data)
     trainer._warm_text_cache()
     batch = next(iter(trainer.train_loader))
     seen = captured_queries(model, lambda: trainer.train_step(batch))
@@ -119,7 +119,7 @@ def test_ensemble_model_trains_on_the_drawn_phrasing_and_tests_on_the_mean(build
     assert len(groups) == len(descriptions.TEMPLATES) and groups[0] == list(model.classes)
     with torch.no_grad():
         table = torch.stack([model.encode_text(g) for g in groups])  # (V, c, d)
-    trainer = Trainer(cfg, "conquer", model, *data, tmp_path, progress=False)
+    trainer = Trainer(cfg, "conquer", tmp_path, progress=False).bind(model, *data)
     trainer._warm_text_cache()
     batch = next(iter(trainer.train_loader))
     pick = model.query_pick("conquer", 0)
@@ -143,8 +143,8 @@ def test_name_model_has_no_draw_and_queries_by_name(build):
 
 def test_trainer_pools_the_phrasings_as_a_reloaded_model_does(build, data, tmp_path):
     model = build("ensemble")
-    Trainer(tiny_cfg(query_text="ensemble"), "conquer", model, *data, tmp_path,
-            progress=False)._warm_text_cache()
+    Trainer(tiny_cfg(query_text="ensemble"), "conquer", tmp_path,
+            progress=False).bind(model, *data)._warm_text_cache()
     reloaded = build("ensemble")
     for g in reloaded.query_groups():
         cached = torch.stack([model.text_encoder.cached()[t] for t in g])
@@ -156,12 +156,12 @@ def test_a_tiny_conquer_and_divide_run_with_each_value(qt, build, data, tmp_path
     from unichest_lib.training.stages import init_from_conquer
 
     cfg = tiny_cfg(query_text=qt, conquer_epochs=1, divide_epochs=1)
-    r = Trainer(cfg, "conquer", build(qt), *data, tmp_path / "c", progress=False).fit()
+    r = Trainer(cfg, "conquer", tmp_path / "c", progress=False).fit(build(qt), *data)
     h = r.history[r.history.split == "train"]
     assert len(h) == 2 and np.isfinite(h["loss"]).all()
     model = build(qt)
     init_from_conquer(model, r.checkpoint)
-    d = Trainer(cfg, "divide", model, *data, tmp_path / "d", progress=False).fit()
+    d = Trainer(cfg, "divide", tmp_path / "d", progress=False).fit(model, *data)
     assert np.isfinite(d.history["loss"].dropna()).all()
     assert len(model._query_cache) <= len(descriptions.TEMPLATES)  # one per group, not per draw
 

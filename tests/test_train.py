@@ -43,7 +43,7 @@ def conquer_run(data, fresh, tmp_path_factory):
     seed_everything(cfg.seed, cfg.deterministic)
     model = fresh()
     out = tmp_path_factory.mktemp("conquer")
-    result = Trainer(cfg, "conquer", model, *data, out, progress=False).fit()
+    result = Trainer(cfg, "conquer", out, progress=False).fit(model, *data)
     return cfg, result
 
 
@@ -82,7 +82,7 @@ def test_divide_keeps_encoders_bit_identical_and_optimizer_state_only_for_moe(co
     for k in before:  # the encoders (BN running stats included) came from the checkpoint
         if k in conquer_state:
             assert torch.equal(before[k], conquer_state[k]), k
-    trainer = Trainer(cfg, "divide", model, *data, tmp_path, progress=False)
+    trainer = Trainer(cfg, "divide", tmp_path, progress=False).bind(model, *data)
     res = trainer.fit()
     after = model.state_dict()
     for k, v in before.items():
@@ -119,8 +119,8 @@ def test_non_finite_loss_raises_naming_the_term_and_writes_no_checkpoint(data, f
         terms["loss"] = terms["bcl_loss"] + terms["multilabel_loss"]
         return terms
 
-    trainer = Trainer(cfg, "conquer", fresh(), *data, tmp_path, progress=False,
-                            loss_fn=poisoned)
+    trainer = Trainer(cfg, "conquer", tmp_path, progress=False,
+                      loss_fn=poisoned).bind(fresh(), *data)
     with pytest.raises(NonFiniteLossError) as e:
         trainer.fit()
     msg = str(e.value)
@@ -145,7 +145,7 @@ def test_trainer_pools_the_class_queries_as_a_reloaded_model_does(data, fresh, t
     the aAUC it scores later (a padded batch shared with other texts changes the last bits,
     which bf16 then amplifies)."""
     model = fresh()
-    Trainer(tiny_cfg(), "conquer", model, *data, tmp_path, progress=False)._warm_text_cache()
+    Trainer(tiny_cfg(), "conquer", tmp_path, progress=False).bind(model, *data)._warm_text_cache()
     cached = torch.stack([model.text_encoder.cached()[c] for c in model.classes])
     reloaded = fresh()  # nothing cached, as after checkpoints.load in a new process
     assert torch.equal(cached, reloaded.text_encoder.pooled(list(reloaded.classes)))

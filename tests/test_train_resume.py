@@ -49,8 +49,7 @@ CHILD = textwrap.dedent("""
     seed_everything(cfg.seed, cfg.deterministic)
     data = synth(SOURCES, 8, 32, 0), synth(SOURCES[:1], 12, 32, 1)
     model = UniChest(cfg, data[0].classes)
-    Trainer(cfg, "conquer", model, *data, {out!r}, progress=False,
-            loss_fn=loss_then_hang).fit()
+    Trainer(cfg, "conquer", {out!r}, progress=False, loss_fn=loss_then_hang).fit(model, *data)
 """)
 
 
@@ -71,7 +70,7 @@ def test_sigkill_mid_epoch_keeps_last_checkpoint_and_resume_is_bit_identical(tmp
         seed_everything(cfg.seed, cfg.deterministic)
         proto = UniChest(cfg, data[0].classes)
         model = copy.deepcopy(proto)
-        ref = Trainer(cfg, "conquer", model, *data, tmp_path / "ref", progress=False).fit()
+        ref = Trainer(cfg, "conquer", tmp_path / "ref", progress=False).fit(model, *data)
         deadline = time.time() + 400
         while not marker.exists():
             assert child.poll() is None, "the child run ended before reaching epoch 2"
@@ -91,7 +90,7 @@ def test_sigkill_mid_epoch_keeps_last_checkpoint_and_resume_is_bit_identical(tmp
     # resume: a fresh process state, the same configuration
     seed_everything(123)  # whatever the global RNG holds now must not matter
     resumed_model = copy.deepcopy(proto)
-    resumed = Trainer(cfg, "conquer", resumed_model, *data, out, progress=False).fit(resume=True)
+    resumed = Trainer(cfg, "conquer", out, progress=False).fit(resumed_model, *data, resume=True)
     a, b = model.state_dict(), resumed_model.state_dict()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resuming"

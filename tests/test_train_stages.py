@@ -52,8 +52,8 @@ def test_the_trainer_hands_eq5s_probability_mix_to_the_divide_loss(tmp_path):
 
     cfg = tiny_cfg(K=2, combine="probabilities")
     train, val = synth(SOURCES, 8, 32, 0), synth(SOURCES[:1], 8, 32, 1)
-    conquer = Trainer(cfg, "conquer", UniChest(cfg, train.classes), train, val, tmp_path / "c",
-                      progress=False).fit()
+    conquer = Trainer(cfg, "conquer", tmp_path / "c",
+                      progress=False).fit(UniChest(cfg, train.classes), train, val)
     model = UniChest(cfg, train.classes)
     init_from_conquer(model, conquer.checkpoint)
     seen = []
@@ -62,7 +62,7 @@ def test_the_trainer_hands_eq5s_probability_mix_to_the_divide_loss(tmp_path):
         seen.append(set(out))
         return losses.divide_loss(out, batch, c)
 
-    Trainer(cfg, "divide", model, train, val, tmp_path / "d", progress=False, loss_fn=spy).fit()
+    Trainer(cfg, "divide", tmp_path / "d", progress=False, loss_fn=spy).fit(model, train, val)
     assert seen and all("probs" in keys_ for keys_ in seen)
     # runs trained before the fix are not served for this setting: the Divide key moved
     assert keys.divide_key(cfg) != keys.divide_key(cfg.replace(combine="scores"))

@@ -21,7 +21,7 @@ def test_train_step_returns_the_terms_before_the_update_and_updates_the_model():
     model = UniChest(cfg, data.classes)
     batch = collate([data[i] for i in range(cfg.batch_size)])
     with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(cfg, "conquer", model, data, val, out, progress=False)
+        trainer = Trainer(cfg, "conquer", out, progress=False).bind(model, data, val)
         with torch.no_grad():
             terms = trainer.loss_terms(model(batch["image"], texts=batch["text"]), batch)
         before = {n: p.detach().clone() for n, p in model.named_parameters()}

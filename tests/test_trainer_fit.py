@@ -80,3 +80,34 @@ def test_fit_without_a_model_says_what_it_needs():
     cfg = resolve("smoke")
     with pytest.raises(TypeError, match=r"trainer.fit\(model, train_set, val_set\)"):
         Trainer(cfg, "conquer").fit()
+
+
+def test_callbacks_add_validation_numbers_and_carry_the_run_key(tmp_path):
+    from unichest_lib.training.features import RunCache
+    from unichest_lib.training.trainer import EpochMetrics
+
+    cfg = _cfg(tmp_path).replace(conquer_epochs=2, max_steps_per_epoch=1)
+    train, val = _data(cfg)
+    seen = []
+    trainer = Trainer(cfg, "conquer", tmp_path / "run", progress=False, callbacks=[
+        RunCache("the-run"), EpochMetrics(lambda model, epoch: seen.append(epoch) or
+                                          {"epoch_twice": 2.0 * epoch})])
+    result = trainer.fit(initial_model(cfg, "conquer", train.classes), train, val)
+    valid = result.history[result.history["split"] == "valid"]
+    assert seen == [1, 2] and valid["epoch_twice"].tolist() == [2.0, 4.0]
+    assert checkpoints.read_meta(result.last_checkpoint)["extra"]["run_key"] == "the-run"
+    with pytest.raises(checkpoints.CheckpointError, match="different configuration"):
+        Trainer(cfg, "conquer", tmp_path / "run", progress=False, callbacks=[
+            RunCache("another-run")]).fit(initial_model(cfg, "conquer", train.classes),
+                                          train, val, resume=True)
+
+
+def test_a_served_fit_builds_no_loader_and_no_optimiser(tmp_path, monkeypatch):
+    from unichest_lib.training import trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "_RUN_SERVER", lambda *a: calls.append(a) or "served")
+    t = Trainer(resolve("smoke"), "conquer", progress=False)
+    assert t.fit("model", "train", "val") == "served"
+    assert calls == [(t, "model", "train", "val")]
+    assert t.model is None and not hasattr(t, "optimizer") and not hasattr(t, "train_loader")

@@ -102,9 +102,7 @@ def scored(cfg: Config, name: str, seed: int, source: str, *, split: str = "test
         if VARIANTS[name].stage == "divide":  # frozen encoder: encode each split once per seed
             start = meta["extra"].get("run_key", "").rsplit(":", 1)[-1]  # its Conquer's sha256
             if start:
-                feats = frozen_features.shared(
-                    frozen_features.features_key(start, ds, c),
-                    lambda: frozen_features.encode(model, ds, c), cache_dir=c.cache_dir)
+                feats = frozen_features.frozen_patches(model, ds, c, start)
         probs = classification.predict(model, ds, c, by=by, features=feats).probs
         atomic_write(file, lambda f: np.savez(f, probs=probs))
     t = ds.table

@@ -159,5 +159,43 @@ def shared(key: str, make, *, cache_dir=None) -> FrozenFeatures:
     return feats
 
 
-__all__ = ["FrozenFeatures", "MAX_DISK_BYTES", "MAX_MEMORY_BYTES", "dataset_digest", "encode",
-           "features_key", "shared"]
+def frozen_patches(model, dataset, cfg: Config, encoder_sha256: str = "") -> FrozenFeatures:
+    """The one path to a split's patches under a frozen encoder: with ``encoder_sha256`` (the
+    Conquer checkpoint the encoder comes from) they are shared under :func:`features_key`
+    (encoded once per checkpoint and split, :func:`shared`); without, encoded now."""
+    if not encoder_sha256:
+        return encode(model, dataset, cfg)
+    return shared(features_key(encoder_sha256, dataset, cfg),
+                  lambda: encode(model, dataset, cfg), cache_dir=cfg.cache_dir)
+
+
+#: Pooled text features shared by the runs of this process, per frozen text backbone.
+_TEXT_CACHES: dict[str, dict] = {}
+
+
+class RunCache:
+    """A trainer callback: the work runs share, in one place. ``run_key`` names the run (a
+    resumed run must have the same), ``encoder_sha256`` the Conquer checkpoint whose frozen
+    encoder a Divide run reads (its patches are then shared by every run from it, and
+    ``features`` may pass ones already encoded), and with a frozen pretrained text backbone
+    (``cfg.freeze_text``) the pooled text features are shared by the runs of this process
+    (in Divide, L_BCL is a reported constant, so their last bits cannot change what is
+    trained)."""
+
+    def __init__(self, run_key: str = "", encoder_sha256: str = "",
+                 features: FrozenFeatures | None = None):
+        self.run_key, self.encoder_sha256, self.features = run_key, encoder_sha256, features
+
+    def on_bind(self, trainer) -> None:
+        trainer.run_key, trainer.encoder_sha256 = self.run_key, self.encoder_sha256
+        if self.features is not None:
+            trainer.features = self.features
+        if trainer.stage == "divide" and trainer.cfg.freeze_text:
+            trainer.text_cache = _TEXT_CACHES.setdefault(trainer.cfg.text_model, {})
+
+    def on_validation(self, trainer) -> None:
+        return None
+
+
+__all__ = ["FrozenFeatures", "MAX_DISK_BYTES", "MAX_MEMORY_BYTES", "RunCache", "dataset_digest",
+           "encode", "features_key", "frozen_patches", "shared"]

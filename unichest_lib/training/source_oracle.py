@@ -266,8 +266,7 @@ def headroom_predictions(cfg: Config, conquer_checkpoint, *, split: str = "test"
     model.to(resolve_device(cfg.device))
 
     def stored(ds):
-        return features.shared(features.features_key(meta["sha256"], ds, cfg),
-                               lambda: features.encode(model, ds, cfg), cache_dir=cfg.cache_dir)
+        return features.frozen_patches(model, ds, cfg, meta["sha256"])
 
     tests = {}
     for s in cfg.sources:

@@ -20,13 +20,14 @@ Introduced in ``notebooks/02_conquer.ipynb`` and ``notebooks/03_divide.ipynb``.
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Sequence
 
 from ..config import Config
 from . import checkpoints
+from .features import RunCache
 from .keys import DIVIDE_ONLY, conquer_fields, conquer_key, continued_key, divide_key, recorded
 from .rng import seed_everything
-from .trainer import Trainer, TrainResult
+from .trainer import Callback, Trainer, TrainResult
 
 
 def training_data(cfg: Config):
@@ -39,12 +40,12 @@ def training_data(cfg: Config):
 
 
 def conquer(cfg: Config, out_dir, *, progress: bool = True, resume: bool = False,
-            eval_hook: Callable | None = None) -> TrainResult:
+            callbacks: Sequence[Callback] = ()) -> TrainResult:
     """The Conquer stage (Eq. 4): encoders + QN¹ on the training split of all ``cfg.sources``
     (or a baseline's pre-training, ``cfg.method``: :mod:`unichest_lib.baselines`).
 
     Checkpoints go to ``out_dir``; ``resume`` continues from its "last" checkpoint.
-    ``eval_hook(model, epoch) -> dict`` adds numbers to each epoch's validation row.
+    ``callbacks`` (:class:`~.trainer.Callback`) may add numbers to each epoch's validation row.
     """
     from .. import baselines
 
@@ -52,23 +53,9 @@ def conquer(cfg: Config, out_dir, *, progress: bool = True, resume: bool = False
     seed_everything(cfg.seed, cfg.deterministic)
     train_set, val_set = training_data(cfg)
     model = initial_model(cfg, "conquer", train_set.classes)
-    trainer = Trainer(cfg, "conquer", model, train_set, val_set, out_dir, progress=progress,
-                      eval_hook=eval_hook, run_key=conquer_key(cfg),
-                      loss_fn=baselines.conquer_loss_fn(cfg))
-    return trainer.fit(resume=resume)
-
-
-_TEXT_CACHES: dict[str, dict] = {}
-
-
-def _text_cache(cfg: Config, given: dict | None) -> dict | None:
-    """Pooled text features shared by the Divide runs of this process that use the same
-    frozen pretrained text backbone (``cfg.freeze_text``); None when the backbone trains.
-    (In Divide, L_BCL is a reported constant, so the last bits of a shared feature cannot
-    change what is trained.)"""
-    if given is not None or not cfg.freeze_text:
-        return given
-    return _TEXT_CACHES.setdefault(cfg.text_model, {})
+    trainer = Trainer(cfg, "conquer", out_dir, loss_fn=baselines.conquer_loss_fn(cfg),
+                      callbacks=[RunCache(conquer_key(cfg)), *callbacks], progress=progress)
+    return trainer.fit(model, train_set, val_set, resume=resume)
 
 
 def initial_model(cfg: Config, stage: str, classes, conquer_checkpoint=None):
@@ -127,15 +114,14 @@ def _check_conquer_settings(meta: dict, cfg: Config) -> None:
 
 
 def divide(cfg: Config, conquer_checkpoint, out_dir, *, progress: bool = True,
-           resume: bool = False, eval_hook: Callable | None = None, features=None,
-           text_cache: dict | None = None) -> TrainResult:
+           resume: bool = False, callbacks: Sequence[Callback] = (),
+           features=None) -> TrainResult:
     """The Divide stage (Eq. 7) from the Conquer checkpoint at ``conquer_checkpoint``, written
     to ``out_dir``. Encoders are frozen; only the MoE-QN, Φ1 and Φ2 are optimised.
 
     With ``cfg.divide_on_features`` the steps run on stored frozen patches
-    (:mod:`unichest_lib.training.features`): ``features`` passes ones already encoded from
-    this Conquer checkpoint and training split, ``text_cache`` a dict of pooled text features
-    shared between runs.
+    (:mod:`unichest_lib.training.features`), shared by every run from this Conquer checkpoint;
+    ``features`` passes ones already encoded from it and this training split.
     """
     from ..baselines import check_has_divide
 
@@ -147,18 +133,14 @@ def divide(cfg: Config, conquer_checkpoint, out_dir, *, progress: bool = True,
     _check_conquer_settings(meta, cfg)
     seed_everything(cfg.seed, cfg.deterministic)
     model = initial_model(cfg, "divide", train_set.classes, conquer_checkpoint)
-    run_key = f"{divide_key(cfg)}:{meta['sha256']}"  # this Divide from this Conquer
-    from .features import features_key as _features_key
-
-    features_key = _features_key(meta["sha256"], train_set, cfg)
-    trainer = Trainer(cfg, "divide", model, train_set, val_set, out_dir, progress=progress,
-                      eval_hook=eval_hook, run_key=run_key, features=features,
-                      text_cache=_text_cache(cfg, text_cache), features_key=features_key)
-    return trainer.fit(resume=resume)
+    cache = RunCache(f"{divide_key(cfg)}:{meta['sha256']}",  # this Divide from this Conquer
+                     encoder_sha256=meta["sha256"], features=features)
+    trainer = Trainer(cfg, "divide", out_dir, callbacks=[cache, *callbacks], progress=progress)
+    return trainer.fit(model, train_set, val_set, resume=resume)
 
 
 def continue_conquer(cfg: Config, conquer_checkpoint, out_dir, *, progress: bool = True,
-                     resume: bool = False, eval_hook: Callable | None = None) -> TrainResult:
+                     resume: bool = False, callbacks: Sequence[Callback] = ()) -> TrainResult:
     """The compute-matched control of Divide: the Conquer checkpoint at ``conquer_checkpoint``
     trained further with Eq. 4 (encoders, text projection and QN¹ all trainable, training-time
     augmentation) for ``cfg.divide_epochs`` epochs, i.e. as many optimiser steps as the Divide
@@ -179,10 +161,9 @@ def continue_conquer(cfg: Config, conquer_checkpoint, out_dir, *, progress: bool
     _check_conquer_settings(meta, cfg)
     seed_everything(cfg.seed, cfg.deterministic)
     model = initial_model(cfg, "continued", train_set.classes, conquer_checkpoint)
-    run_key = f"{continued_key(cfg)}:{meta['sha256']}"
-    trainer = Trainer(cfg, "continued", model, train_set, val_set, out_dir, progress=progress,
-                      eval_hook=eval_hook, run_key=run_key)
-    return trainer.fit(resume=resume)
+    cache = RunCache(f"{continued_key(cfg)}:{meta['sha256']}")
+    trainer = Trainer(cfg, "continued", out_dir, callbacks=[cache, *callbacks], progress=progress)
+    return trainer.fit(model, train_set, val_set, resume=resume)
 
 
 __all__ = ["conquer", "continue_conquer", "divide", "init_from_conquer", "initial_model",

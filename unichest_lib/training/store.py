@@ -209,7 +209,7 @@ def history(cfg: Config, stage: str, *, progress: bool = True):
     return current_term_names(pd.DataFrame(rows))
 
 
-def fit(trainer):
+def fit(trainer, model, train_set, val_set):
     """Serve :meth:`Trainer.fit <unichest_lib.training.trainer.Trainer.fit>` without an
     ``out_dir``: the trainer's configuration and stage name a run of the store, which is
     trained once (:func:`checkpoint`) and then served: its best weights are loaded into the
@@ -226,14 +226,13 @@ def fit(trainer):
         raise ValueError("a custom loss_fn is not the stored run's loss: pass out_dir to "
                          "train with it")
     stored_train = stages.training_data(cfg)[0]
-    if dataset_digest(trainer.train_set, cfg) != dataset_digest(stored_train, cfg):
+    if dataset_digest(train_set, cfg) != dataset_digest(stored_train, cfg):
         raise ValueError("train_set is not the training split of this configuration "
                          "(make_dataset(cfg, cfg.sources, 'train')); pass out_dir to train "
                          "on other data")
     served = is_valid(cfg, stage)
     upstream = None if stage == "conquer" else conquer_checkpoint(cfg, progress=trainer.progress)
-    if not same_state(stages.initial_model(cfg, stage, trainer.train_set.classes, upstream),
-                      trainer.model):
+    if not same_state(stages.initial_model(cfg, stage, train_set.classes, upstream), model):
         raise ValueError(
             f"this model is not the one the stored {stage} run of this configuration starts "
             "from (it was changed, trained or built differently): fit a fresh model "
@@ -244,11 +243,11 @@ def fit(trainer):
     # (experts, Φ1, Φ2: inactive until start_divide) may have another shape in it and are not
     # its result, so the model keeps its own (init_from_conquer leaves them out the same way).
     skip = [] if stage == "divide" else [
-        n for n, p in trainer.model.named_parameters() if not p.requires_grad]
-    checkpoints.load_model_state(trainer.model, tensors, meta, skip=skip,
+        n for n, p in model.named_parameters() if not p.requires_grad]
+    checkpoints.load_model_state(model, tensors, meta, skip=skip,
                                  source=f"stored run {path}")
     extra = meta["extra"]
-    return TrainResult(model=trainer.model, history=history(cfg, stage), checkpoint=path,
+    return TrainResult(model=model, history=history(cfg, stage), checkpoint=path,
                        best_metric=extra["best_metric"], last_checkpoint=path,
                        out_dir=path.parent, served=served)
 

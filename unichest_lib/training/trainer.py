@@ -75,18 +75,42 @@ def class_index(model_classes: Sequence[str], data_classes: Sequence[str]) -> li
 
 
 
-#: What serves :meth:`Trainer.fit` when the trainer has no ``out_dir``: ``fn(trainer) ->
-#: TrainResult``. The artifact store registers its own (:func:`serve_runs_with`) when it is
-#: imported, which ``import unichest_lib.training`` does; the trainer cannot import the store,
-#: which trains through the stages, which run the trainer.
+#: What serves :meth:`Trainer.fit` when the trainer has no ``out_dir``: ``fn(trainer, model,
+#: train_set, val_set) -> TrainResult``. The artifact store registers its own
+#: (:func:`serve_runs_with`) when it is imported, which ``import unichest_lib.training`` does;
+#: the trainer cannot import the store, which trains through the stages, which run the trainer.
 _RUN_SERVER: Callable | None = None
 
 
 def serve_runs_with(server: Callable) -> None:
-    """Make ``server(trainer) -> TrainResult`` serve every :meth:`Trainer.fit` call that has
-    no ``out_dir`` (the artifact store's :func:`~unichest_lib.training.store.fit`)."""
+    """Make ``server(trainer, model, train_set, val_set) -> TrainResult`` serve every
+    :meth:`Trainer.fit` call that has no ``out_dir`` (the store's
+    :func:`~unichest_lib.training.store.fit`)."""
     global _RUN_SERVER
     _RUN_SERVER = server
+
+
+class Callback:
+    """What a run calls at two moments; subclass and override either. ``on_bind(trainer)``:
+    the model and the data are attached. ``on_validation(trainer)``: returns numbers (a dict)
+    to add to this epoch's validation row, or None. The caches runs share arrive this way
+    (:class:`~unichest_lib.training.features.RunCache`)."""
+
+    def on_bind(self, trainer: "Trainer") -> None:
+        return None
+
+    def on_validation(self, trainer: "Trainer") -> dict | None:
+        return None
+
+
+class EpochMetrics(Callback):
+    """``fn(model, epoch) -> dict``: numbers added to each epoch's validation row."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def on_validation(self, trainer: "Trainer") -> dict | None:
+        return self.fn(trainer.model, trainer.epoch + 1)
 
 
 # ---- the trainer ---------------------------------------------------------------------------
@@ -107,7 +131,8 @@ class Trainer:
     ``model`` is a :class:`~unichest_lib.model.UniChest` already in ``stage`` (a baseline's
     model for ``cfg.method``); ``train_set`` and ``val_set`` are
     :class:`~unichest_lib.data.samples.MultiSourceDataset` s; ``loss_fn(out, batch, cfg)``
-    returns a dict of terms ending in ``_loss`` plus ``"loss"``.
+    returns a dict of terms ending in ``_loss`` plus ``"loss"``; ``callbacks`` are
+    :class:`Callback` s (extra validation numbers, the caches runs share).
 
     **Where the run goes.** With ``out_dir`` the run trains there and writes its "best" and
     "last" checkpoints. Without it, :meth:`fit` goes through the artifact store
@@ -117,17 +142,18 @@ class Trainer:
     time. The model must then be the one the stored run starts from
     (:func:`~unichest_lib.training.stages.initial_model`), or the call is refused.
 
-    The model and the data may also be given to the constructor (then ``fit()`` takes none).
+    To take single steps by hand, :meth:`bind` the model and the data first.
     """
 
-    def __init__(self, cfg: Config, stage: str, model=None, train_set=None, val_set=None,
-                 out_dir=None, *, loss_fn: Callable | None = None, progress: bool = True,
-                 eval_hook: Callable | None = None, run_key: str = "",
-                 features=None, text_cache: dict | None = None, features_key: str = ""):
+    def __init__(self, cfg: Config, stage: str, out_dir=None, *, loss_fn: Callable | None = None,
+                 callbacks: Sequence[Callback] = (), progress: bool = True):
         check_stage(stage)
-        self.cfg, self.stage, self.progress, self.eval_hook = cfg, stage, progress, eval_hook
+        self.cfg, self.stage, self.progress = cfg, stage, progress
+        self.callbacks = list(callbacks)
         self.out_dir = None if out_dir is None else pathlib.Path(out_dir)
-        self.run_key = run_key
+        # what a RunCache callback sets when runs share work (see Callback)
+        self.run_key, self.encoder_sha256 = "", ""
+        self.features, self.text_cache = None, None
         self.device = distributed.init_from_env(cfg.device) if distributed.launched_by_torchrun() \
             else distributed.resolve_device(cfg.device)
         self.loss_fn = loss_fn or (losses.divide_loss if stage == "divide" else losses.conquer_loss)
@@ -138,12 +164,8 @@ class Trainer:
         self.best_metric, self.best_epoch = -math.inf, -1
         self.rows: list[dict] = []
         self._augment = None
-        self.features, self.text_cache = features, text_cache
-        self.features_key = features_key
         self._val_store = None
         self.model = None
-        if model is not None:
-            self.bind(model, train_set, val_set)
 
     def bind(self, model, train_set, val_set) -> "Trainer":
         """Attach the model and the data: the device, the loaders, AdamW and its schedule
@@ -151,14 +173,16 @@ class Trainer:
         if train_set is None or val_set is None:
             raise TypeError("the trainer needs the model and both datasets: "
                             "trainer.fit(model, train_set, val_set)")
+        self.model = model.to(self.device)
+        self.net = distributed.wrap(self.model, self.device)
+        self.train_set, self.val_set = train_set, val_set
+        for cb in self.callbacks:
+            cb.on_bind(self)
         if self.features is not None and (self.stage != "divide"
                                           or len(train_set) != self.features.n_rows):
             raise ValueError(f"stored features ({self.features.n_rows} rows) serve only the "
                              f"Divide stage of the dataset they were encoded from "
                              f"({len(train_set)} rows here)")
-        self.model = model.to(self.device)
-        self.net = distributed.wrap(self.model, self.device)
-        self.train_set, self.val_set = train_set, val_set
         self.train_loader = self._train_loader()
         self.steps_per_epoch = len(self.train_loader)
         if self.cfg.max_steps_per_epoch:
@@ -191,20 +215,13 @@ class Trainer:
             self.text_cache.update(enc.cached())
 
     def _encode_features(self) -> None:
-        """``cfg.divide_on_features``: encode the training split once with the frozen
-        encoder (see :mod:`unichest_lib.training.features`) unless stored features were
-        passed in."""
+        """``cfg.divide_on_features``: the training split's patches under the frozen encoder
+        (:func:`~unichest_lib.training.features.frozen_patches`) unless a callback gave them."""
         if self.stage == "divide" and self.cfg.divide_on_features and self.features is None:
-            from . import features
+            from .features import frozen_patches
 
-            def make():
-                return features.encode(self.model, self.train_set, self.cfg)
-
-            if self.features_key:  # runs from one Conquer checkpoint share one encoding
-                self.features = features.shared(self.features_key, make,
-                                                cache_dir=self.cfg.cache_dir)
-            else:
-                self.features = make()
+            self.features = frozen_patches(self.model, self.train_set, self.cfg,
+                                           self.encoder_sha256)
 
     # -- data --------------------------------------------------------------------------
     def _train_loader(self):
@@ -309,18 +326,24 @@ class Trainer:
         """Train ``model`` on ``train_set``, selecting its best epoch on ``val_set``; returns a
         :class:`TrainResult`. Without an ``out_dir`` the run goes through the artifact store
         (trained once, then served: see the class docstring); with one it trains the
-        remaining epochs there (all of them unless ``resume``)."""
-        if model is not None:
-            self.bind(model, train_set, val_set)
-        elif self.model is None:
-            raise TypeError("fit needs the model and the data: trainer.fit(model, train_set, "
-                            "val_set)")
+        remaining epochs there (all of them unless ``resume``). With no arguments it trains
+        what :meth:`bind` attached."""
+        if model is None:
+            if self.model is None:
+                raise TypeError("fit needs the model and the data: trainer.fit(model, "
+                                "train_set, val_set)")
+            model, train_set, val_set = self.model, self.train_set, self.val_set
         if self.out_dir is None:
             if _RUN_SERVER is None:
                 raise RuntimeError("no artifact store to serve a run without out_dir: import "
                                    "unichest_lib.training (its store registers itself) or pass "
                                    "out_dir")
-            return _RUN_SERVER(self)
+            if train_set is None or val_set is None:
+                raise TypeError("the trainer needs the model and both datasets: "
+                                "trainer.fit(model, train_set, val_set)")
+            return _RUN_SERVER(self, model, train_set, val_set)
+        if model is not self.model or train_set is not self.train_set:
+            self.bind(model, train_set, val_set)
         if resume and checkpoints.exists(self.last_path):
             self.restore(self.last_path)
         elif resume:
@@ -397,22 +420,17 @@ class Trainer:
         t = self.val_set.table
         y, m, s = np.nan_to_num(t.labels, nan=0.0), t.mask, np.concatenate(ss)
         metrics = {"val_aAUC": macro_auc(y, s, m, self.val_set.classes)}
-        if self.eval_hook is not None:
-            metrics.update(self.eval_hook(self.model, self.epoch + 1) or {})
+        for cb in self.callbacks:
+            metrics.update(cb.on_validation(self) or {})
         return metrics
 
     def _val_features(self):
-        """The validation split's stored patches (shared between runs from one Conquer)."""
-        from . import features
-
-        def make():
-            return features.encode(self.model, self.val_set, self.cfg)
+        """The validation split's patches under the frozen encoder (encoded once)."""
+        from .features import frozen_patches
 
         if self._val_store is None:
-            key = (f"{self.features_key}|valid:{self.val_set.name}:{len(self.val_set)}:"
-                   f"{features.dataset_digest(self.val_set, self.cfg)}")
-            self._val_store = (features.shared(key, make, cache_dir=self.cfg.cache_dir)
-                               if self.features_key else make())
+            self._val_store = frozen_patches(self.model, self.val_set, self.cfg,
+                                             self.encoder_sha256)
         return self._val_store
 
     # -- checkpoints --------------------------------------------------------------------
@@ -464,5 +482,5 @@ class Trainer:
                            out_dir=self.out_dir)
 
 
-__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "class_index", "same_state",
-           "serve_runs_with"]
+__all__ = ["Callback", "EpochMetrics", "NonFiniteLossError", "TrainResult", "Trainer",
+           "class_index", "same_state", "serve_runs_with"]

@@ -28,7 +28,7 @@ from unichest_lib.training import store
 
 def _numbers(cfg) -> dict:
     for stage in ("conquer", "divide"):  # trains them (seed 0) when the store lacks them
-        store.checkpoint(cfg, stage, progress=False)
+        store.stage_checkpoint(cfg, stage, progress=False)
     out = {"conquer: best valid aAUC": store.manifest(cfg, "conquer")["best_metric"],
            "divide: best valid aAUC": store.manifest(cfg, "divide")["best_metric"]}
     model = store.load_model(cfg, "divide", progress=False)

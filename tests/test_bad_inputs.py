@@ -631,7 +631,7 @@ def test_every_entry_point_gives_the_same_message_before_any_work(name, override
 
     for fn in ("conquer", "divide"):
         monkeypatch.setattr(stages, fn, no_work)
-    monkeypatch.setattr(store, "checkpoint", no_work)
+    monkeypatch.setattr(store, "stage_checkpoint", no_work)
     monkeypatch.setattr(store, "load_model", no_work)
     monkeypatch.setattr(notebook, "seed_everything", no_work)
     with pytest.raises(ConfigError) as ref:

@@ -75,8 +75,8 @@ def test_training_verbs_go_through_the_store_unless_given_a_run_folder(monkeypat
     from unichest_lib.training import stages, store
 
     asked = []
-    monkeypatch.setattr(store, "checkpoint", lambda cfg, stage, progress: asked.append(stage)
-                        or tmp_path / "checkpoint")
+    monkeypatch.setattr(store, "stage_checkpoint",
+                        lambda cfg, stage, progress: asked.append(stage) or tmp_path / "checkpoint")
     monkeypatch.setattr(store, "manifest", lambda cfg, stage: {"best_metric": 0.5})
     args, cfg = cli.parse(["divide", "--profile", "smoke", "--no-progress"])
     assert cli.run(args, cfg) == tmp_path / "checkpoint" and asked == ["divide"]
@@ -171,7 +171,8 @@ def test_an_incompatible_checkpoint_is_one_line_and_exit_1(monkeypatch, tmp_path
 
     (tmp_path / "checkpoint.json").write_text("{not json")
     (tmp_path / "checkpoint.safetensors").write_bytes(b"")
-    monkeypatch.setattr(store, "checkpoint", lambda cfg, stage, progress: tmp_path / "checkpoint")
+    monkeypatch.setattr(store, "stage_checkpoint",
+                        lambda cfg, stage, progress: tmp_path / "checkpoint")
     with pytest.raises(checkpoints.CheckpointError):  # what the real loader raises
         store.load_model(resolve("smoke"), "divide")
     assert cli.main(["evaluate", "--profile", "smoke", "--no-progress"]) == 1
@@ -261,7 +262,8 @@ def test_evaluate_prints_the_summary_and_writes_the_table_next_to_the_checkpoint
 
     rng = np.random.default_rng(1)
     folder = tmp_path / "divide-0123"
-    monkeypatch.setattr(store, "checkpoint", lambda cfg, stage, progress: folder / "checkpoint")
+    monkeypatch.setattr(store, "stage_checkpoint",
+                        lambda cfg, stage, progress: folder / "checkpoint")
     monkeypatch.setattr(store, "load_model", lambda cfg, stage, progress: "model")
     ind = _tidy(rng, [("x", s) for s in ("mimic", "vindr")]).drop(columns="task")
     zs = _tidy(rng, [("x", "siim")]).drop(columns="task")

@@ -147,7 +147,7 @@ def run(args: argparse.Namespace, cfg: Config):
     if distributed.launched_by_torchrun():  # every rank meets before the store looks at files
         distributed.init_from_env(cfg.device)
     if args.out_dir is None:
-        path = store.checkpoint(cfg, args.verb, progress=progress)
+        path = store.stage_checkpoint(cfg, args.verb, progress=progress)
         if distributed.is_main():
             best = store.manifest(cfg, args.verb).get("best_metric")
             print(f"best validation aAUC {best:.4f}; checkpoint {path}")
@@ -186,7 +186,7 @@ def evaluate(cfg: Config, stage: str = "divide", split: str = "test", *, progres
     from .evaluation import classification, summary
     from .training import store
 
-    path = store.checkpoint(cfg, stage, progress=progress)
+    path = store.stage_checkpoint(cfg, stage, progress=progress)
     model = store.load_model(cfg, stage, progress=progress)
     tables = [classification.in_domain(model, cfg, split=split).assign(task="in-domain")]
     zs, left_out = zero_shot_sources(cfg)

@@ -82,7 +82,7 @@ def checkpoint(cfg: Config, name: str, seed: int | None = None, *, progress: boo
                **extra) -> pathlib.Path:
     """The stored checkpoint of variant ``name`` (trained first when missing)."""
     c = variant_config(cfg, name, seed, **extra)
-    return store.checkpoint(c, VARIANTS[name].stage, progress=progress)
+    return store.stage_checkpoint(c, VARIANTS[name].stage, progress=progress)
 
 
 def stored(cfg: Config, names, seeds=None) -> bool:

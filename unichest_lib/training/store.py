@@ -137,7 +137,7 @@ def _build(cfg: Config, stage: str, progress: bool) -> pathlib.Path:
     return _checkpoint_path(cfg, stage)
 
 
-def checkpoint(cfg: Config, stage: str, *, progress: bool = True) -> pathlib.Path:
+def stage_checkpoint(cfg: Config, stage: str, *, progress: bool = True) -> pathlib.Path:
     """Path of the best ``stage`` checkpoint for ``cfg``, training it first if missing.
 
     A damaged artifact (failed checksum, missing manifest) is reported and rebuilt.
@@ -163,17 +163,17 @@ def checkpoint(cfg: Config, stage: str, *, progress: bool = True) -> pathlib.Pat
 
 def conquer_checkpoint(cfg: Config, *, progress: bool = True) -> pathlib.Path:
     """The best Conquer checkpoint of ``cfg`` (trained on first use). Eq. 4."""
-    return checkpoint(cfg, "conquer", progress=progress)
+    return stage_checkpoint(cfg, "conquer", progress=progress)
 
 
 def divide_checkpoint(cfg: Config, *, progress: bool = True) -> pathlib.Path:
     """The best Divide checkpoint of ``cfg`` (trains Conquer and Divide on first use). Eq. 7."""
-    return checkpoint(cfg, "divide", progress=progress)
+    return stage_checkpoint(cfg, "divide", progress=progress)
 
 
 def continued_checkpoint(cfg: Config, *, progress: bool = True) -> pathlib.Path:
     """The compute-matched control: Conquer trained ``divide_epochs`` more epochs with Eq. 4."""
-    return checkpoint(cfg, "continued", progress=progress)
+    return stage_checkpoint(cfg, "continued", progress=progress)
 
 
 def load_model(cfg: Config, stage: str = "divide", *, progress: bool = True):
@@ -183,7 +183,7 @@ def load_model(cfg: Config, stage: str = "divide", *, progress: bool = True):
     Conquer (or continued) model is built from the checkpoint's own configuration, not from
     ``cfg``; a Divide model from ``cfg``, whose architecture fields are checked first.
     """
-    path = checkpoint(cfg, stage, progress=progress)
+    path = stage_checkpoint(cfg, stage, progress=progress)
     model = checkpoints.load(path, cfg if stage == "divide" else None)
     return model.eval()
 
@@ -196,7 +196,7 @@ def history(cfg: Config, stage: str, *, progress: bool = True):
 
     from .losses import current_term_names
 
-    checkpoint(cfg, stage, progress=progress)
+    stage_checkpoint(cfg, stage, progress=progress)
     record = checkpoints.files(artifact_dir(cfg, stage) / "run" / "last")[1]
     if not record.exists():
         raise FileNotFoundError(f"no training run for the {stage} artifact of this configuration "
@@ -212,8 +212,9 @@ def history(cfg: Config, stage: str, *, progress: bool = True):
 def fit(trainer, model, train_set, val_set):
     """Serve :meth:`Trainer.fit <unichest_lib.training.trainer.Trainer.fit>` without an
     ``out_dir``: the trainer's configuration and stage name a run of the store, which is
-    trained once (:func:`checkpoint`) and then served: its best weights are loaded into the
-    trainer's model and its history returned (``served`` says whether it was already there).
+    trained once (:func:`stage_checkpoint`) and then served: its best weights are loaded into
+    the trainer's model and its history returned (``served`` says whether it was already
+    there).
     Refused unless the model and the training data are the ones the stored run starts from
     (:func:`~unichest_lib.training.stages.initial_model`), so a reader's changed model is
     never silently replaced by stored weights."""
@@ -237,7 +238,7 @@ def fit(trainer, model, train_set, val_set):
             f"this model is not the one the stored {stage} run of this configuration starts "
             "from (it was changed, trained or built differently): fit a fresh model "
             "(training.stages.initial_model) or pass out_dir to train this one")
-    path = checkpoint(cfg, stage, progress=trainer.progress)
+    path = stage_checkpoint(cfg, stage, progress=trainer.progress)
     tensors, meta = checkpoints.read_tensors(path)
     # One Conquer artifact serves every K: the parts a Conquer-stage model does not train
     # (experts, Φ1, Φ2: inactive until start_divide) may have another shape in it and are not
@@ -260,7 +261,7 @@ def _register() -> None:
 
 _register()
 
-__all__ = ["DIVIDE_ONLY", "NOT_UPSTREAM", "STAGES", "artifact_dir", "checkpoint",
+__all__ = ["DIVIDE_ONLY", "NOT_UPSTREAM", "STAGES", "artifact_dir",
            "conquer_checkpoint", "conquer_fields", "conquer_key", "continued_checkpoint",
            "continued_key", "divide_checkpoint", "divide_key", "fit", "history", "is_valid", "key",
-           "load_model", "manifest", "root"]
+           "load_model", "manifest", "root", "stage_checkpoint"]

@@ -110,7 +110,7 @@ def test_the_study_reports_what_the_stored_runs_say(tmp_path):
     assert list(table["setting"]) == ["paper", "learnable"]
     for _, row in table.iterrows():
         c = alignment.setting_config(cfg, row["setting"])
-        hist = evidence.history(c, "Conquer only", 0, progress=False)
+        hist = evidence.variant_history(c, "Conquer only", 0, progress=False)
         steps = hist[(hist["split"] == "train") & (hist["epoch"] == hist["epoch"].max())]
         assert row["bcl_final"] == pytest.approx(float(np.mean(steps["bcl_loss"])))
         assert row["bcl_chance"] == pytest.approx(2 * math.log(cfg.batch_size))

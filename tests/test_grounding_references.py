@@ -164,7 +164,7 @@ class BrightModel(nn.Module):
 
 def test_dice_threshold_is_chosen_on_validation_not_on_test(splits, monkeypatch):
     monkeypatch.setattr(G, "make_dataset", GB.make_dataset)
-    monkeypatch.setattr(GM, "load", lambda cfg, name, seed, progress=True: BrightModel())
+    monkeypatch.setattr(GM, "variant_model", lambda cfg, name, seed, progress=True: BrightModel())
     ms, info = GM.grounding_baseline_measures(CFG, seeds=(0, 1), n_boot=20, progress=False)
     table = G.grounding_table(BrightModel(), CFG)
     splits["test"] = 5

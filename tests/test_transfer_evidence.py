@@ -195,7 +195,7 @@ def test_end_to_end_at_smoke(tmp_path):
     # Divide freezes the image encoder: UniChest's is its Conquer's, so the rows agree
     uni, con = (scores[scores["encoder"] == e].reset_index(drop=True) for e in PRETRAINED)
     assert np.array_equal(uni["mean"], con["mean"])
-    a, b = (evidence.load(cfg, e, 0, progress=False).image_encoder.state_dict()
+    a, b = (evidence.variant_model(cfg, e, 0, progress=False).image_encoder.state_dict()
             for e in PRETRAINED)
     assert all(torch.equal(a[k], b[k]) for k in a)
     # the ledger's transfer claim is the 100 % linear-probe difference of this table

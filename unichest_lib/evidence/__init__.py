@@ -40,20 +40,20 @@ from .measures import (ALPHA, MIN_POS, N_BOOT, Measure, Scored, class_auc_replic
 from .query_study import query_text_on, query_text_study, study_views
 from .transfer import (ENCODERS, PROTOCOLS, RANDOM, random_encoder, transfer_measures,
                        transfer_predictions, transfer_table, transfer_wide)
-from .variants import (BACKBONES, GRID, LEVELS, SEEDS, VARIANTS, Variant, checkpoint, history,
-                       load, variant_config)
+from .variants import (BACKBONES, GRID, LEVELS, SEEDS, VARIANTS, Variant, variant_checkpoint,
+                       variant_config, variant_history, variant_model)
 
 __all__ = ["ALPHA", "BACKBONES", "baselines", "BCL_SETTINGS", "CLAIMS", "CLAIM_KEYS", "Claim", "ENCODERS",
            "EXPENSIVE", "PROTOCOLS", "RANDOM",
            "FULL", "FULL_ENV", "GRID", "HOW_TO_RUN", "LEVELS", "MIN_POS", "Measure", "NOT_RUN",
            "N_BOOT", "SEEDS", "Scored", "VARIANTS", "STUDY_DIALS", "VERSION", "Variant",
            "WORLD_ONLY", "alignment_on", "alignment_rule", "alignment_study", "chapter_claims",
-           "cell_stored", "CELL_VARIANTS", "dial_cell", "dial_study", "dial_world", "checkpoint", "class_auc_replicates",
+           "cell_stored", "CELL_VARIANTS", "dial_cell", "dial_study", "dial_world", "variant_checkpoint", "class_auc_replicates",
            "equivalence_verdict", "fmt_interval", "full_ledger", "gate_routing", "grid_table",
            "grounding_baseline_measures", "grounding_baseline_table", "grounding_by_class",
            "grounding_vs_random", "has_classes", "headroom_measure",
-           "headroom_by_class", "headroom_scored", "headroom_table", "history",
-           "in_domain_measure", "interval_rows", "kept_columns", "ledger_table", "load", "macro_measure",
+           "headroom_by_class", "headroom_scored", "headroom_table", "variant_history",
+           "in_domain_measure", "interval_rows", "kept_columns", "ledger_table", "variant_model", "macro_measure",
            "meaning_by_class",
            "measure", "measure_claim", "metric_table", "not_run_note", "patient_weights", "query_text_on",
            "query_text_study", "scored", "study_views",

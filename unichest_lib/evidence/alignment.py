@@ -33,7 +33,7 @@ from ..training.losses import BCL_VARIANTS, CODE_BCL_SCALE, bcl_chance, learned_
 from .claims import zero_shot_sources
 from .ledger import FULL, FULL_ENV, full_ledger
 from .measures import ALPHA, macro_measure
-from .variants import SEEDS, checkpoint, history, stored
+from .variants import SEEDS, stored, variant_checkpoint, variant_history
 
 #: The settings compared, in the order the chapter shows them (``cfg.bcl_variant`` values).
 BCL_SETTINGS = BCL_VARIANTS
@@ -105,9 +105,10 @@ def alignment_study(cfg: Config, settings: Sequence[str] = BCL_SETTINGS, *,
     measures, rows = {}, []
     for s in settings:
         c = setting_config(cfg, s)
-        bcl = np.array([final_bcl(history(c, "Conquer only", sd, progress=progress))
+        bcl = np.array([final_bcl(variant_history(c, "Conquer only", sd, progress=progress))
                         for sd in seeds])
-        scale = np.mean([logit_scale(c, checkpoint(c, "Conquer only", sd, progress=progress))
+        scale = np.mean([logit_scale(c, variant_checkpoint(c, "Conquer only", sd,
+                                                           progress=progress))
                          for sd in seeds])
         measures[s] = macro_measure(c, variant, sources, seen=False, **kw)
         b, z = stats.seed_interval(bcl, ALPHA), measures[s].summary()

@@ -26,7 +26,7 @@ from ..evaluation import cost
 from ..model import count_parameters
 from .ledger import full_ledger
 from .measures import has_classes, macro_measure, metric_table, variant_table
-from .variants import SEEDS, VARIANTS, history, load, stored
+from .variants import SEEDS, VARIANTS, stored, variant_history, variant_model
 
 #: The rows of chapter 06, in the order the paper lists them (baselines first, UniChest last).
 ROWS = ("one source", "Conquer only", "MedKLIP-style", "MGCA-style", "CLIP-style",
@@ -167,7 +167,7 @@ def cost_rows(cfg: Config, rows: Sequence[str] = ROWS, *, progress: bool = True)
     rows = _check_rows(rows)
     out = []
     for name in rows:
-        model = load(cfg, name, SEEDS[cfg.profile][0], progress=progress)
+        model = variant_model(cfg, name, SEEDS[cfg.profile][0], progress=progress)
         queries = model.class_queries().detach()
         macs, _, _ = cost.count_flops(model, cfg.image_size, queries)
         stage = VARIANTS[name].stage
@@ -178,9 +178,9 @@ def cost_rows(cfg: Config, rows: Sequence[str] = ROWS, *, progress: bool = True)
                    GFLOPs=2 * macs / 1e9)
         secs = {}
         for seed in SEEDS[cfg.profile]:
-            h = history(cfg, name, seed, progress=progress)
+            h = variant_history(cfg, name, seed, progress=progress)
             if stage == "divide":  # the Divide run's own history holds only its stage
-                h = pd.concat([history(cfg, "Conquer only", seed, progress=progress,
+                h = pd.concat([variant_history(cfg, "Conquer only", seed, progress=progress,
                                        **dict(VARIANTS[name].overrides)), h])
             v = h[h["split"] == "valid"]
             for st, part in v.groupby("stage"):

@@ -25,7 +25,7 @@ from .measures import (N_BOOT, Measure, has_classes, in_domain_measure, macro_me
                        patient_weights, split_sizes)
 from .grounding_measures import grounding_baseline_measures
 from .transfer import RANDOM, transfer_measures
-from .variants import GRID, LEVELS, SEEDS, load, variant_config
+from .variants import GRID, LEVELS, SEEDS, variant_config, variant_model
 
 
 # ---- the claims -------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def gate_routing(cfg: Config, *, seeds=None, n_boot=None, progress: bool = True)
         raise ConfigError("gate_routing needs K >= 2 (K = 1 has no gate)")
     points, reps = np.zeros(len(seeds)), np.zeros((len(seeds), n_boot))
     for i, seed in enumerate(seeds):
-        model = load(cfg, "UniChest", seed, progress=progress)
+        model = variant_model(cfg, "UniChest", seed, progress=progress)
         (xv, yv, _), (xt, yt, pt) = (source_gates(model, cfg, split) for split in ("valid", "test"))
         clf = LogisticRegression(max_iter=2000).fit(xv, yv)
         hit = (clf.predict(xt) == yt).astype(float)

@@ -27,7 +27,7 @@ from ..evaluation import metrics, stats
 from ..evaluation.grounding_references import (BASELINES, MODEL, at_threshold, choose_threshold,
                                               fit_baselines, split_scores)
 from .measures import MIN_POS, N_BOOT, Measure, patient_weights
-from .variants import SEEDS, load, variant_config
+from .variants import SEEDS, variant_config, variant_model
 
 #: The two scores of the table, and the name of the model in it.
 METRICS = ("pointing game", "Dice")
@@ -88,7 +88,7 @@ def grounding_baseline_measures(cfg: Config, source: str = "chestxdet10", *, see
     runs[MODEL_NAME] = []
     for seed in seeds:
         c = variant_config(cfg, MODEL_NAME, seed)
-        model = load(cfg, MODEL_NAME, seed, progress=progress)
+        model = variant_model(cfg, MODEL_NAME, seed, progress=progress)
         v, t = (split_scores(c, source, s, model=model) for s in ("valid", "test"))
         if not t.lesions[["class", "row"]].equals(lesions[["class", "row"]]):
             raise RuntimeError(f"seed {seed} sees other {source!r} test lesions than the "

@@ -29,7 +29,7 @@ from ..training import checkpoints, keys
 from ..training.source_oracle import headroom_predictions
 from .measures import (_WORLD_FIELDS, MIN_POS, N_BOOT, Measure, Scored, class_auc_replicates,
                        kept_columns, macro_measure, patient_weights)
-from .variants import SEEDS, checkpoint, variant_config
+from .variants import SEEDS, variant_checkpoint, variant_config
 
 #: Bump when the heads' training changes (old cached predictions are then recomputed).
 VERSION = "headroom/2"
@@ -50,7 +50,7 @@ def headroom_scored(cfg: Config, seed: int, *, progress: bool = True
     from ..data import make_dataset
 
     c = variant_config(cfg, "Conquer only", seed)
-    path = checkpoint(cfg, "Conquer only", seed, progress=progress)
+    path = variant_checkpoint(cfg, "Conquer only", seed, progress=progress)
     file = _file(c, checkpoints.read_meta(path)["sha256"])
     sets = {s: make_dataset(c, [s], "test") for s in c.sources}
     probs = None

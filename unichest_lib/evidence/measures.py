@@ -33,7 +33,7 @@ from ..evaluation import classification, grounding, metrics, stats
 from ..fileio import atomic_write, digest
 from ..training import checkpoints, store
 from ..training import features as frozen_features
-from .variants import SEEDS, VARIANTS, checkpoint, load, variant_config
+from .variants import SEEDS, VARIANTS, variant_checkpoint, variant_config, variant_model
 
 #: Bootstrap replicates per profile.
 N_BOOT = {"smoke": 200, "tutorial": 1000, "paper": 2000}
@@ -78,7 +78,7 @@ def scored(cfg: Config, name: str, seed: int, source: str, *, split: str = "test
     checkpoint checksum, data and query mode (``.npz`` of plain arrays, no pickle)."""
     c = variant_config(cfg, name, seed, **extra)
     by = c.query_text if by is None else by  # the trained queries: same cache key as by name
-    path = checkpoint(cfg, name, seed, progress=progress, **extra)
+    path = variant_checkpoint(cfg, name, seed, progress=progress, **extra)
     meta = checkpoints.read_meta(path)
     sha = meta["sha256"]
     d = cfg.to_dict()
@@ -253,7 +253,7 @@ def grounding_by_class(cfg: Config, *, source: str = "chestxdet10", progress: bo
     mean, lo, hi (pooled interval over seeds and patients), random."""
     seeds = SEEDS[cfg.profile]
     n_boot = N_BOOT[cfg.profile]
-    insts = [grounding.grounding_instances(load(cfg, "UniChest", sd, progress=progress),
+    insts = [grounding.grounding_instances(variant_model(cfg, "UniChest", sd, progress=progress),
                                           variant_config(cfg, "UniChest", sd), source)
              for sd in seeds]
     rows = []

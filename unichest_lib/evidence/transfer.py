@@ -39,7 +39,7 @@ from ..model.inference import pooled_features
 from ..training import checkpoints, keys
 from .measures import (_WORLD_FIELDS, MIN_POS, N_BOOT, Measure, Scored, class_auc_replicates,
                        kept_columns, patient_weights, with_intervals)
-from .variants import SEEDS, VARIANTS, checkpoint, load, variant_config
+from .variants import SEEDS, VARIANTS, variant_checkpoint, variant_config, variant_model
 
 RANDOM = "random init"
 #: The encoders compared: two pre-trained variants and the random control.
@@ -74,11 +74,11 @@ def _encoder_key(cfg: Config, encoder: str, seed: int, progress: bool):
     if encoder == RANDOM:
         arch = keys.keyed(cfg, ("backbone", "embed_dim", "output_stride"))
         return {"random": seed, **arch}, lambda: random_encoder(cfg, seed)
-    meta = checkpoints.read_meta(checkpoint(cfg, encoder, seed, progress=progress))
+    meta = checkpoints.read_meta(variant_checkpoint(cfg, encoder, seed, progress=progress))
     sha = meta["sha256"]
     if VARIANTS[encoder].stage == "divide":  # Divide never trains the encoder: its Conquer's
         sha = meta["extra"].get("run_key", "").rsplit(":", 1)[-1] or sha
-    return {"sha": sha}, lambda: load(cfg, encoder, seed, progress=progress)
+    return {"sha": sha}, lambda: variant_model(cfg, encoder, seed, progress=progress)
 
 
 def _file(c: Config, ident: dict, protocol: str, portion: float, epochs: int,

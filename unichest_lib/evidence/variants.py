@@ -4,8 +4,9 @@ A **variant** (:data:`VARIANTS`) is a store stage plus overrides of the chapter'
 configuration: UniChest itself, the Conquer checkpoint Divide starts from, Conquer continued
 for as many steps as Divide adds (compute-matched), Divide with K = 1 (no experts), without
 L_SCL, with equal gate weights, Conquer on one source, and the baselines of chapter 06
-(MedKLIP-, MGCA- and CLIP-style; the KAD-style baseline is "Conquer only"). :func:`load`, :func:`checkpoint`
-and :func:`history` get a variant's model, checkpoint and training history from the store
+(MedKLIP-, MGCA- and CLIP-style; the KAD-style baseline is "Conquer only").
+:func:`variant_model`, :func:`variant_checkpoint` and :func:`variant_history` get a variant's
+model, checkpoint and training history from the store
 (:mod:`unichest_lib.training.store`, which trains it once per configuration and seed): the
 one way a chapter gets a trained model. The profile constants say which seeds, grids and
 levels the chapters run.
@@ -78,8 +79,8 @@ def variant_config(cfg: Config, name: str, seed: int | None = None, **extra) -> 
     return cfg.replace(**over, **extra)
 
 
-def checkpoint(cfg: Config, name: str, seed: int | None = None, *, progress: bool = True,
-               **extra) -> pathlib.Path:
+def variant_checkpoint(cfg: Config, name: str, seed: int | None = None, *, progress: bool = True,
+                       **extra) -> pathlib.Path:
     """The stored checkpoint of variant ``name`` (trained first when missing)."""
     c = variant_config(cfg, name, seed, **extra)
     return store.stage_checkpoint(c, VARIANTS[name].stage, progress=progress)
@@ -93,19 +94,21 @@ def stored(cfg: Config, names, seeds=None) -> bool:
                for n in names for sd in seeds)
 
 
-def load(cfg: Config, name: str, seed: int | None = None, *, progress: bool = True, **extra):
+def variant_model(cfg: Config, name: str, seed: int | None = None, *, progress: bool = True,
+                  **extra):
     """The trained model of variant ``name``, in eval mode: the one way a chapter gets a
     trained model (through the store, which trains it first when it is missing)."""
     c = variant_config(cfg, name, seed, **extra)
     return store.load_model(c, VARIANTS[name].stage, progress=progress)
 
 
-def history(cfg: Config, name: str, seed: int | None = None, *, progress: bool = True, **extra):
+def variant_history(cfg: Config, name: str, seed: int | None = None, *, progress: bool = True,
+                    **extra):
     """The training history of variant ``name`` (one row per optimiser step, one validation
     row per epoch; :func:`unichest_lib.training.store.history`)."""
     c = variant_config(cfg, name, seed, **extra)
     return store.history(c, VARIANTS[name].stage, progress=progress)
 
 
-__all__ = ["BACKBONES", "GRID", "LEVELS", "SEEDS", "VARIANTS", "Variant", "checkpoint", "history",
-           "load", "stored", "variant_config"]
+__all__ = ["BACKBONES", "GRID", "LEVELS", "SEEDS", "VARIANTS", "Variant", "stored",
+           "variant_checkpoint", "variant_config", "variant_history", "variant_model"]

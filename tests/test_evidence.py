@@ -175,7 +175,7 @@ def test_equivalence_verdict_over_a_grid(intervals, verdict):
 
 def test_expensive_claims_are_marked_not_run_without_training(tmp_path):
     cfg = resolve("tutorial", cache_dir=str(tmp_path))
-    rows = evidence.measure(cfg, list(evidence.EXPENSIVE), full=False)
+    rows = evidence.ledger_rows(cfg, list(evidence.EXPENSIVE), full=False)
     assert (rows["verdict"] == evidence.NOT_RUN).all()
     assert not (tmp_path / "artifacts").exists()  # nothing was trained
     assert set(evidence.ledger_table(rows)["verdict"]) == {evidence.NOT_RUN}
@@ -214,7 +214,7 @@ def test_full_ledger_switch_explicit_then_environment_then_profile_then_cache(tm
         f.write_text('{"mean": 0.1, "lo": 0.0, "hi": 0.2, "mde": 0.1, "n_seeds": 3, '
                      '"per_seed": [], "n_test": "", "flagged": "", "verdict": "holds"}')
     assert evidence.full_ledger(tut)
-    rows = evidence.measure(tut, list(evidence.EXPENSIVE))
+    rows = evidence.ledger_rows(tut, list(evidence.EXPENSIVE))
     assert (rows["verdict"] == "holds").all()
 
 

@@ -12,13 +12,13 @@ on the frozen Conquer encoder next to what Divide wins, and :mod:`.dials` does s
 dial; :mod:`.grounding_measures` scores grounding against three baselines; :mod:`.transfer`
 linear probing and fine-tuning against a randomly initialised encoder; :mod:`.query_study`
 compares zero-shot on unseen classes across what the class queries say in training;
-:mod:`.baselines` regenerates the paper's Tables IV and V with every baseline row (the
-module's names stay under ``evidence.baselines``).
+:mod:`.paper_tables` regenerates the paper's Tables IV and V with every baseline row (the
+module's names stay under ``evidence.paper_tables``).
 Everything below is re-exported here (``evidence.variant_table``, ...).
 Introduced in ``notebooks/02_conquer.ipynb``; the ledger in ``notebooks/07_claims.ipynb``.
 """
 
-from . import baselines
+from . import paper_tables
 from .alignment import (BCL_SETTINGS, alignment_on, alignment_rule,
                         alignment_study)
 from .claims import (CLAIM_KEYS, CLAIMS, Claim, equivalence_verdict, gate_routing,
@@ -31,7 +31,7 @@ from .headroom import (headroom_by_class, headroom_measure, headroom_scored,
                        headroom_table, interval_rows)
 from .ledger import (EXPENSIVE, FULL, FULL_ENV, HOW_TO_RUN, NOT_RUN, VERSION, WORLD_ONLY,
                      chapter_claims,
-                     fmt_interval, full_ledger, grid_table, ledger_table, measure,
+                     fmt_interval, full_ledger, grid_table, ledger_rows, ledger_table,
                      not_run_note)
 from .measures import (ALPHA, MIN_POS, N_BOOT, Measure, Scored, class_auc_replicates,
                        grounding_by_class, has_classes, in_domain_measure, kept_columns,
@@ -43,7 +43,7 @@ from .transfer import (ENCODERS, PROTOCOLS, RANDOM, random_encoder, transfer_mea
 from .variants import (BACKBONES, GRID, LEVELS, SEEDS, VARIANTS, Variant, variant_checkpoint,
                        variant_config, variant_history, variant_model)
 
-__all__ = ["ALPHA", "BACKBONES", "baselines", "BCL_SETTINGS", "CLAIMS", "CLAIM_KEYS", "Claim", "ENCODERS",
+__all__ = ["ALPHA", "BACKBONES", "paper_tables", "BCL_SETTINGS", "CLAIMS", "CLAIM_KEYS", "Claim", "ENCODERS",
            "EXPENSIVE", "PROTOCOLS", "RANDOM",
            "FULL", "FULL_ENV", "GRID", "HOW_TO_RUN", "LEVELS", "MIN_POS", "Measure", "NOT_RUN",
            "N_BOOT", "SEEDS", "Scored", "VARIANTS", "STUDY_DIALS", "VERSION", "Variant",
@@ -55,7 +55,7 @@ __all__ = ["ALPHA", "BACKBONES", "baselines", "BCL_SETTINGS", "CLAIMS", "CLAIM_K
            "headroom_by_class", "headroom_scored", "headroom_table", "variant_history",
            "in_domain_measure", "interval_rows", "kept_columns", "ledger_table", "variant_model", "macro_measure",
            "meaning_by_class",
-           "measure", "measure_claim", "metric_table", "not_run_note", "patient_weights", "query_text_on",
+           "ledger_rows", "measure_claim", "metric_table", "not_run_note", "patient_weights", "query_text_on",
            "query_text_study", "scored", "study_views",
            "random_encoder", "source_gates", "split_sizes", "transfer_measures",
            "transfer_predictions", "transfer_table", "transfer_vs_random", "transfer_wide",

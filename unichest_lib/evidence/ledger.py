@@ -90,7 +90,7 @@ VERSION = 1
 CLAIM_VERSIONS = {"grounding_vs_random": 2}
 
 
-def measure(cfg: Config, keys: Sequence[str] | None = None, *, full: bool | None = None,
+def ledger_rows(cfg: Config, keys: Sequence[str] | None = None, *, full: bool | None = None,
             progress: bool = True) -> pd.DataFrame:
     """The claims ledger rows of ``keys`` (default: every claim), measured or read back
     from the cache. Columns: claim, chapter, text, effect, paper, mean, lo, hi, mde,
@@ -147,8 +147,8 @@ def _json_default(o):
 def chapter_claims(cfg: Config, chapter: str, *, full: bool | None = None,
                    progress: bool = True) -> pd.DataFrame:
     """The ledger rows of one chapter's claims (``chapter`` = "02" ... "05")."""
-    return measure(cfg, [c.key for c in CLAIMS if c.chapter == chapter], full=full,
-                   progress=progress)
+    return ledger_rows(cfg, [c.key for c in CLAIMS if c.chapter == chapter], full=full,
+                       progress=progress)
 
 
 def grid_table(cfg: Config, *, progress: bool = True) -> pd.DataFrame:
@@ -179,4 +179,4 @@ def ledger_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 __all__ = ["EXPENSIVE", "FULL", "FULL_ENV", "HOW_TO_RUN", "NOT_RUN", "VERSION", "WORLD_ONLY",
            "chapter_claims", "not_run_note",
-           "fmt_interval", "full_ledger", "grid_table", "ledger_table", "measure"]
+           "fmt_interval", "full_ledger", "grid_table", "ledger_rows", "ledger_table"]

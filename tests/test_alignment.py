@@ -14,7 +14,7 @@ import torch
 
 from unichest_lib import evidence
 from unichest_lib.config import resolve
-from unichest_lib.evidence import alignment
+from unichest_lib.evidence import alignment, claims, measures
 from unichest_lib.model import BCL_LOGIT_SCALE_INIT, UniChest
 from unichest_lib.training import checkpoints, store
 
@@ -65,6 +65,25 @@ def test_the_chapter_runs_the_study_when_asked_or_when_its_runs_are_stored(tmp_p
                                     for sd in evidence.SEEDS["tutorial"])
 
 
+def test_the_chapters_study_is_a_note_when_not_run_and_the_table_with_its_rule_when_run(
+        tmp_path, monkeypatch):
+    from unichest_lib.evidence import ledger
+
+    monkeypatch.delenv(ledger.FULL_ENV, raising=False)
+    cfg = resolve("tutorial", cache_dir=str(tmp_path))
+    off = evidence.alignment_study(cfg)
+    unmeasured = alignment.alignment_rule(None)
+    assert not off.ran and off.tables == {} and math.isnan(off.values.pop("share"))
+    assert off.values == {k: v for k, v in unmeasured.items() if k != "share"}
+    assert ledger.HOW_TO_RUN in off.note and off.note.endswith("-p full_ledger True.")
+    assert not (tmp_path / "artifacts").exists()  # nothing was trained
+    table = _table(5.0, 0.01, -0.01)
+    monkeypatch.setattr(alignment, "alignment_table", lambda c, progress=True: table)
+    on = evidence.alignment_study(cfg, full=True)
+    assert on.ran and on.tables["alignment"] is table and on.note == ""
+    assert on.values == alignment.alignment_rule(table)
+
+
 def _table(paper_bcl, vs_lo_code, vs_lo_learn):
     chance = 2 * math.log(16)
     return pd.DataFrame([
@@ -99,14 +118,14 @@ def test_setting_configs_change_only_the_scaling_of_l_bcl():
         assert (c.bcl_variant, c.tau_bcl) == (s, 1.0)
         assert c.replace(bcl_variant="paper", tau_bcl=0.5) == cfg
     with pytest.raises(ValueError, match="settings"):
-        evidence.alignment_study(cfg, ["clip"])
+        alignment.alignment_table(cfg, ["clip"])
 
 
 def test_the_study_reports_what_the_stored_runs_say(tmp_path):
     cfg = resolve("smoke", cache_dir=str(tmp_path), image_size=32, max_steps_per_epoch=3,
                   amp=False)
-    table = evidence.alignment_study(cfg, ["paper", "learnable"], seeds=(0,), n_boot=20,
-                                     progress=False)
+    table = alignment.alignment_table(cfg, ["paper", "learnable"], seeds=(0,), n_boot=20,
+                                      progress=False)
     assert list(table["setting"]) == ["paper", "learnable"]
     for _, row in table.iterrows():
         c = alignment.setting_config(cfg, row["setting"])
@@ -114,7 +133,7 @@ def test_the_study_reports_what_the_stored_runs_say(tmp_path):
         steps = hist[(hist["split"] == "train") & (hist["epoch"] == hist["epoch"].max())]
         assert row["bcl_final"] == pytest.approx(float(np.mean(steps["bcl_loss"])))
         assert row["bcl_chance"] == pytest.approx(2 * math.log(cfg.batch_size))
-        zs = evidence.macro_measure(c, "Conquer only", evidence.zero_shot_sources(c),
+        zs = measures.macro_measure(c, "Conquer only", claims.zero_shot_sources(c),
                                     seen=False, seeds=(0,), n_boot=20, progress=False)
         assert row["zero_shot"] == pytest.approx(zs.points.mean())
     paper, learn = table.iloc[0], table.iloc[1]

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from unichest_lib import config as C
-from unichest_lib.evidence import VARIANTS, paper_tables
+from unichest_lib.evidence import paper_tables
+from unichest_lib.evidence.variants import VARIANTS
 
 
 def test_every_row_is_a_variant_and_names_its_paper_rows():

@@ -4,13 +4,17 @@ bookkeeping (replicates, kept classes, verdicts) checked against slow references
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
 from unichest_lib import evidence
+from unichest_lib.book import tables
 from unichest_lib.config import ConfigError, resolve
 from unichest_lib.data import make_dataset
+from unichest_lib.evaluation import stats
+from unichest_lib.evidence import claims, ledger, measures, variants
 from unichest_lib.model import UniChest
 from unichest_lib.training import checkpoints, keys, losses, stages, store
 
@@ -44,16 +48,16 @@ def test_evaluation_splits_are_sized_on_their_own_and_patient_disjoint(tmp_path)
 
 def test_variant_configs_change_one_thing(tmp_path):
     cfg = resolve("smoke", cache_dir=str(tmp_path))
-    assert evidence.variant_config(cfg, "one source").sources == (cfg.val_source,)
-    assert evidence.variant_config(cfg, "K = 1", 3).K == 1
-    assert evidence.variant_config(cfg, "K = 1", 3).seed == 3
-    assert evidence.variant_config(cfg, "no L_SCL").scl_weight == 0.0
-    assert evidence.variant_config(cfg, "equal weights").gate == "uniform"
+    assert variants.variant_config(cfg, "one source").sources == (cfg.val_source,)
+    assert variants.variant_config(cfg, "K = 1", 3).K == 1
+    assert variants.variant_config(cfg, "K = 1", 3).seed == 3
+    assert variants.variant_config(cfg, "no L_SCL").scl_weight == 0.0
+    assert variants.variant_config(cfg, "equal weights").gate == "uniform"
     with pytest.raises(ConfigError, match="unknown variant"):
-        evidence.variant_config(cfg, "UniChest++")
+        variants.variant_config(cfg, "UniChest++")
     # Divide-only settings share the Conquer artifact; the continued run has its own key
     for name in ("K = 1", "no L_SCL", "equal weights"):
-        v = evidence.variant_config(cfg, name)
+        v = variants.variant_config(cfg, name)
         assert keys.key(v, "conquer") == keys.key(cfg, "conquer")
         assert keys.key(v, "divide") != keys.key(cfg, "divide")
     assert keys.key(cfg, "continued") not in (keys.key(cfg, "conquer"), keys.key(cfg, "divide"))
@@ -122,13 +126,13 @@ def _scored(n=60, c=3, seed=0):
     probs = np.clip(y * 0.3 + rng.random((n, c)) * 0.7, 0, 1)
     mask = rng.random((n, c)) > 0.1
     patients = np.repeat(np.arange(n // 2), 2)
-    return evidence.Scored(probs, y, mask, patients, ("a", "b", "c"), (True, False, True))
+    return measures.Scored(probs, y, mask, patients, ("a", "b", "c"), (True, False, True))
 
 
 def test_class_auc_replicates_match_sklearn_and_a_weighted_loop():
     s = _scored()
-    w = evidence.patient_weights(s.patients, 5, "test")
-    reps = evidence.class_auc_replicates(s, w, [0, 1])
+    w = measures.patient_weights(s.patients, 5, "test")
+    reps = measures.class_auc_replicates(s, w, [0, 1])
     for k, j in enumerate([0, 1]):
         m = s.mask[:, j]
         assert reps[0, k] == pytest.approx(roc_auc_score(s.labels[m, j], s.probs[m, j]))
@@ -139,24 +143,24 @@ def test_class_auc_replicates_match_sklearn_and_a_weighted_loop():
     s2 = _scored()
     s2.probs[~s2.mask] = 0.99
     s2.labels[~s2.mask] = 1 - s2.labels[~s2.mask]
-    assert np.allclose(evidence.class_auc_replicates(s2, w, [0, 1]), reps)
+    assert np.allclose(measures.class_auc_replicates(s2, w, [0, 1]), reps)
 
 
 def test_kept_columns_flags_classes_with_few_positives_and_filters_seen():
     s = _scored()
-    cols, table = evidence.kept_columns(s, min_pos=5)
+    cols, table = measures.kept_columns(s, min_pos=5)
     assert cols == [0, 1]
     assert table.set_index("class").loc["c", "kept"] == False  # noqa: E712
     assert table.set_index("class").loc["c", "n_pos"] == int(s.labels[s.mask[:, 2], 2].sum())
-    unseen, _ = evidence.kept_columns(s, seen=False, min_pos=5)
+    unseen, _ = measures.kept_columns(s, seen=False, min_pos=5)
     assert unseen == [1]
 
 
 def test_differences_are_paired_replicate_by_replicate():
     rng = np.random.default_rng(1)
     shared = rng.normal(0.7, 0.05, (3, 400))  # test-set noise common to both models
-    a = evidence.Measure(np.array([0.70, 0.71, 0.69]), shared, {"what": "a"})
-    b = evidence.Measure(a.points + 0.02, shared + 0.02, {"what": "b"})
+    a = measures.Measure(np.array([0.70, 0.71, 0.69]), shared, {"what": "a"})
+    b = measures.Measure(a.points + 0.02, shared + 0.02, {"what": "b"})
     d = b - a
     assert np.allclose(d.reps, 0.02) and np.allclose(d.points, 0.02)
     summ = d.summary()
@@ -170,15 +174,15 @@ def test_differences_are_paired_replicate_by_replicate():
     ([(-0.004, 0.006), (-0.002, 0.015)], "inconclusive"),
 ])
 def test_equivalence_verdict_over_a_grid(intervals, verdict):
-    assert evidence.equivalence_verdict(intervals, 0.01) == verdict
+    assert claims.equivalence_verdict(intervals, 0.01) == verdict
 
 
 def test_expensive_claims_are_marked_not_run_without_training(tmp_path):
     cfg = resolve("tutorial", cache_dir=str(tmp_path))
-    rows = evidence.ledger_rows(cfg, list(evidence.EXPENSIVE), full=False)
-    assert (rows["verdict"] == evidence.NOT_RUN).all()
+    rows = evidence.ledger_rows(cfg, list(ledger.EXPENSIVE), full=False)
+    assert (rows["verdict"] == ledger.NOT_RUN).all()
     assert not (tmp_path / "artifacts").exists()  # nothing was trained
-    assert set(evidence.ledger_table(rows)["verdict"]) == {evidence.NOT_RUN}
+    assert set(tables.ledger_table(rows)["verdict"]) == {ledger.NOT_RUN}
 
 
 def test_studies_that_did_not_run_share_one_note_naming_each_and_how_to_run_them():
@@ -187,43 +191,78 @@ def test_studies_that_did_not_run_share_one_note_naming_each_and_how_to_run_them
                                  "the dials need the embedded world")
     assert note.startswith("Not run in this build: the grid; the dials.")
     assert "the encoders" not in note
-    assert evidence.HOW_TO_RUN in note and note.endswith("the dials need the embedded world.")
+    assert ledger.HOW_TO_RUN in note and note.endswith("the dials need the embedded world.")
 
 
 def test_full_ledger_switch_explicit_then_environment_then_profile_then_cache(tmp_path, monkeypatch):
-    monkeypatch.delenv(evidence.FULL_ENV, raising=False)
+    monkeypatch.delenv(ledger.FULL_ENV, raising=False)
     tut = resolve("tutorial", cache_dir=str(tmp_path))
-    assert evidence.full_ledger(resolve("smoke", cache_dir=str(tmp_path)))
-    assert not evidence.full_ledger(tut)
-    assert evidence.full_ledger(tut, True) and not evidence.full_ledger(tut, False)
-    monkeypatch.setenv(evidence.FULL_ENV, "1")
-    assert evidence.full_ledger(tut) and not evidence.full_ledger(tut, False)
-    monkeypatch.setenv(evidence.FULL_ENV, "0")
-    assert not evidence.full_ledger(resolve("smoke", cache_dir=str(tmp_path)))
-    monkeypatch.setenv(evidence.FULL_ENV, "maybe")
-    with pytest.raises(ConfigError, match=evidence.FULL_ENV):
-        evidence.full_ledger(tut)
-    monkeypatch.delenv(evidence.FULL_ENV)
+    assert ledger.full_ledger(resolve("smoke", cache_dir=str(tmp_path)))
+    assert not ledger.full_ledger(tut)
+    assert ledger.full_ledger(tut, True) and not ledger.full_ledger(tut, False)
+    monkeypatch.setenv(ledger.FULL_ENV, "1")
+    assert ledger.full_ledger(tut) and not ledger.full_ledger(tut, False)
+    monkeypatch.setenv(ledger.FULL_ENV, "0")
+    assert not ledger.full_ledger(resolve("smoke", cache_dir=str(tmp_path)))
+    monkeypatch.setenv(ledger.FULL_ENV, "maybe")
+    with pytest.raises(ConfigError, match=ledger.FULL_ENV):
+        ledger.full_ledger(tut)
+    monkeypatch.delenv(ledger.FULL_ENV)
     # a build that measured every expensive claim leaves them in the cache: later builds show them
-    from unichest_lib.evidence import ledger
     seeds = evidence.SEEDS["tutorial"]
-    for i, key in enumerate(evidence.EXPENSIVE):
-        assert not evidence.full_ledger(tut)
+    for i, key in enumerate(ledger.EXPENSIVE):
+        assert not ledger.full_ledger(tut)
         f = ledger._cache_file(tut, key, seeds)
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text('{"mean": 0.1, "lo": 0.0, "hi": 0.2, "mde": 0.1, "n_seeds": 3, '
                      '"per_seed": [], "n_test": "", "flagged": "", "verdict": "holds"}')
-    assert evidence.full_ledger(tut)
-    rows = evidence.ledger_rows(tut, list(evidence.EXPENSIVE))
+    assert ledger.full_ledger(tut)
+    rows = evidence.ledger_rows(tut, list(ledger.EXPENSIVE))
     assert (rows["verdict"] == "holds").all()
 
 
+def test_the_plan_of_a_profile_reads_its_constants_and_resolves_the_full_ledger(tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.delenv(ledger.FULL_ENV, raising=False)
+    for profile in ("smoke", "tutorial", "paper"):
+        cfg = resolve(profile, cache_dir=str(tmp_path))
+        p = evidence.plan(cfg)
+        assert p.seeds == tuple(evidence.SEEDS[profile])
+        assert (p.n_boot, p.min_pos) == (measures.N_BOOT[profile], measures.MIN_POS[profile])
+        assert p.grid == variants.GRID[profile]
+        assert p.backbones == tuple(variants.BACKBONES[profile])
+        assert p.full == ledger.full_ledger(cfg)
+    tut = resolve("tutorial", cache_dir=str(tmp_path))
+    assert evidence.plan(tut, True).full and not evidence.plan(tut, False).full
+
+
+def test_seen_unseen_table_groups_the_sources_that_have_such_classes(monkeypatch):
+    calls = []
+
+    def fake(cfg, names, sources, *, by, seen, mean_row, progress):
+        calls.append((tuple(sources), seen, by, mean_row))
+        return pd.DataFrame({"variant": [n for n in names for _ in sources],
+                             "source": [s for _ in names for s in sources], "mean": 0.5})
+
+    monkeypatch.setattr(measures, "variant_table", fake)
+    cfg = resolve("smoke")
+    t = evidence.seen_unseen_table(cfg, ["UniChest"], by="description")
+    for (srcs, seen, by, mean_row), group in zip(calls, ("seen", "unseen")):
+        assert list(srcs) == [s for s in cfg.downstream if measures.has_classes(cfg, s, seen)]
+        assert by == "description" and not mean_row
+        assert list(t[t["group"] == group]["source"]) == list(srcs)
+    assert [c[1] for c in calls] == [True, False] and len(t) == sum(len(c[0]) for c in calls)
+    calls.clear()
+    none = evidence.seen_unseen_table(cfg, ["UniChest"], [])
+    assert calls == [] and none.empty and "group" in none
+
+
 def test_every_claim_has_a_chapter_and_a_paper_number():
-    assert len(set(evidence.CLAIM_KEYS)) == len(evidence.CLAIMS) >= 11
-    for c in evidence.CLAIMS:
+    assert len(set(claims.CLAIM_KEYS)) == len(claims.CLAIMS) >= 11
+    for c in claims.CLAIMS:
         assert c.chapter in ("02", "03", "04", "05") and c.paper and c.effect
-    assert set(evidence.EXPENSIVE) <= set(evidence.CLAIM_KEYS)
-    assert evidence.fmt_interval(0.0123, -0.004, 0.028) == "+0.012 [-0.004, +0.028]"
+    assert set(ledger.EXPENSIVE) <= set(claims.CLAIM_KEYS)
+    assert stats.fmt_interval(0.0123, -0.004, 0.028) == "+0.012 [-0.004, +0.028]"
 
 
 def test_a_divide_model_scores_the_same_from_stored_patches(tmp_path):

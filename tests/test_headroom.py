@@ -214,6 +214,7 @@ def test_heads_train_on_stored_patches_and_leave_the_model_untouched(tmp_path):
 @pytest.mark.slow
 def test_headroom_table_runs_end_to_end_on_the_smoke_world(tmp_path):
     from unichest_lib import evidence
+    from unichest_lib.evidence import dials, headroom
 
     cfg = resolve("smoke", cache_dir=str(tmp_path))
     tab = evidence.headroom_table(cfg, seeds=(0,), progress=False)
@@ -228,21 +229,21 @@ def test_headroom_table_runs_end_to_end_on_the_smoke_world(tmp_path):
     assert len(files) == 1
     again = evidence.headroom_table(cfg, seeds=(0,), progress=False)
     np.testing.assert_allclose(again["headroom"], tab["headroom"])
-    m = evidence.headroom_measure(cfg, cfg.sources[0], seeds=(0,), progress=False)
+    m = headroom.headroom_measure(cfg, cfg.sources[0], seeds=(0,), progress=False)
     assert m.summary()["mean"] == pytest.approx(tab["headroom"].iloc[0])
     # per class: the macro headroom of a source is the mean of its classes' headroom
-    by = evidence.headroom_by_class(cfg, seeds=(0,), progress=False)
+    by = headroom.headroom_by_class(cfg, seeds=(0,), progress=False)
     for i, src in enumerate(cfg.sources):
         per = by[by["source"] == src]
         assert len(per) and per["mean"].mean() == pytest.approx(tab["headroom"].iloc[i])
         assert (per["lo"] <= per["mean"]).all() and (per["mean"] <= per["hi"]).all()
-    one = evidence.headroom_by_class(cfg, classes=[by["class"].iloc[0]], seeds=(0,),
+    one = headroom.headroom_by_class(cfg, classes=[by["class"].iloc[0]], seeds=(0,),
                                      progress=False)
     assert set(one["class"]) == {by["class"].iloc[0]}
     # the runs of this world's dial cell are now stored; another world's are not
-    assert evidence.cell_stored(cfg, seeds=(0,))
-    assert not evidence.cell_stored(cfg, seeds=(0, 1))
-    assert not evidence.cell_stored(cfg.replace(heterogeneity=0.0), seeds=(0,))
+    assert dials.cell_stored(cfg, seeds=(0,))
+    assert not dials.cell_stored(cfg, seeds=(0, 1))
+    assert not dials.cell_stored(cfg.replace(heterogeneity=0.0), seeds=(0,))
 
 
 def _ideal_headroom(label_meaning: float) -> dict[tuple[str, str], float]:
@@ -324,7 +325,7 @@ def test_the_stored_only_dial_study_measures_stored_worlds_once_and_trains_nothi
 
     monkeypatch.setattr(dials, "dial_cell", fake_cell)
     monkeypatch.setattr(dials, "cell_stored", lambda c, seeds=None: (c.heterogeneity, c.dials) == default)
-    study = dials.dial_study(cfg, stored_only=True)
+    study = dials.dial_table(cfg, stored_only=True)
     assert calls == [default]  # the default world once, shared by every dial's level 1
     assert len(study) == 2 * len(dials.STUDY_DIALS)
     level1, level0 = study[study["level"] == 1.0], study[study["level"] == 0.0]
@@ -333,11 +334,32 @@ def test_the_stored_only_dial_study_measures_stored_worlds_once_and_trains_nothi
     assert (level0["n_seeds"] == 0).all()
     # without stored_only every world is measured (trained through the store when missing)
     calls.clear()
-    full = dials.dial_study(cfg)
+    full = dials.dial_table(cfg)
     assert full["measured"].all() and len(calls) == len(dials.STUDY_DIALS) + 1
 
 
+def test_the_chapters_dial_study_is_both_tables_stored_only_unless_full(monkeypatch):
+    import types
+
+    from unichest_lib import evidence
+    from unichest_lib.evidence import dials
+
+    asked = []
+    monkeypatch.setattr(dials, "dial_table", lambda c, stored_only, progress: asked.append(
+        ("dials", stored_only)) or "cells")
+    monkeypatch.setattr(dials, "meaning_by_class", lambda c, stored_only, progress: asked.append(
+        ("by_class", stored_only)) or "classes")
+    cfg = resolve("smoke")
+    for full in (False, True):
+        asked.clear()
+        study = evidence.dial_study(cfg, full=full)
+        assert study.ran and study.tables == {"dials": "cells", "by_class": "classes"}
+        assert asked == [("dials", not full), ("by_class", not full)]
+    real = evidence.dial_study(types.SimpleNamespace(data="real.yml"), full=True)
+    assert not real.ran and real.tables == {} and "embedded world" in real.note
+
+
 def test_cell_stored_is_false_on_an_empty_store(tmp_path):
-    from unichest_lib.evidence import cell_stored
+    from unichest_lib.evidence.dials import cell_stored
 
     assert not cell_stored(resolve("smoke", cache_dir=str(tmp_path)))

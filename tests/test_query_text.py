@@ -200,7 +200,7 @@ def test_in_domain_queries_as_trained(build, monkeypatch):
 
 # ---- the study ---------------------------------------------------------------------------------
 def test_the_study_is_each_values_zero_shot_auc_and_its_paired_difference(monkeypatch):
-    from unichest_lib import evidence
+    from unichest_lib.book import tables
     from unichest_lib.evidence import query_study
     from unichest_lib.evidence.measures import Measure
 
@@ -217,47 +217,65 @@ def test_the_study_is_each_values_zero_shot_auc_and_its_paired_difference(monkey
 
     monkeypatch.setattr(query_study, "macro_measure", fake)
     cfg = resolve("smoke")
-    t = evidence.query_text_study(cfg, modes=("name", "ensemble"), seeds=(0, 1), n_boot=30,
-                                  progress=False)
+    t = query_study.query_text_table(cfg, modes=("name", "ensemble"), seeds=(0, 1), n_boot=30,
+                                     progress=False)
     assert set(t["source"]) == {"shenzhen", "padchest", "mean"}
     assert len(t) == 3 * 2 * 3 and all(c[3] is False and c[4] == "UniChest" for c in calls)
     row = t.set_index(["query_text", "by", "source"]).loc[("ensemble", "ensemble", "shenzhen")]
     assert row["mean"] == pytest.approx(0.81) and row["vs_name"] == pytest.approx(0.15)
     assert row["vs_lo"] == pytest.approx(0.15) == row["vs_hi"]  # paired: the noise cancels
-    auc, vs = evidence.study_views(t)
+    auc, vs = tables.query_text_views(t)
     assert list(auc.columns) == list(QUERY_TEXTS) and len(vs.columns) == 2
     with pytest.raises(ValueError, match="modes"):
-        evidence.query_text_study(cfg, modes=("names",))
+        query_study.query_text_table(cfg, modes=("names",))
     with pytest.raises(ValueError, match="values"):
-        evidence.query_text_study(cfg, values=("labels",))
+        query_study.query_text_table(cfg, values=("labels",))
 
 
 def test_the_chapter_runs_the_study_when_asked_or_when_its_runs_are_stored(tmp_path, monkeypatch):
     from unichest_lib import evidence
-    from unichest_lib.evidence import ledger
+    from unichest_lib.evidence import ledger, query_study
 
     monkeypatch.delenv(ledger.FULL_ENV, raising=False)
     cfg = resolve("tutorial", cache_dir=str(tmp_path))
-    assert not evidence.query_text_on(cfg)  # off at tutorial, nothing stored: never trains
-    assert evidence.query_text_on(cfg, True) and evidence.query_text_on(resolve("smoke"))
+    assert not query_study.query_text_on(cfg)  # off at tutorial, nothing stored: never trains
+    assert query_study.query_text_on(cfg, True) and query_study.query_text_on(resolve("smoke"))
     stored = []
     monkeypatch.setattr(store, "is_valid", lambda c, stage: stored.append(
         (c.query_text, c.seed, stage)) or True)
-    assert evidence.query_text_on(cfg)
+    assert query_study.query_text_on(cfg)
     assert sorted(stored) == sorted((v, sd, "divide") for v in QUERY_TEXTS
                                     for sd in evidence.SEEDS["tutorial"])
 
 
-def test_the_study_scores_the_stored_runs(tmp_path):
+def test_the_chapters_study_says_why_it_did_not_run(tmp_path, monkeypatch):
     from unichest_lib import evidence
+    from unichest_lib.evidence import ledger, query_study
+
+    monkeypatch.delenv(ledger.FULL_ENV, raising=False)
+    cfg = resolve("tutorial", cache_dir=str(tmp_path))
+    off = evidence.query_text_study(cfg)
+    assert not off.ran and off.tables == {} and off.note.startswith("Not in this build.")
+    assert ledger.HOW_TO_RUN in off.note
+    assert not (tmp_path / "artifacts").exists()  # nothing was trained
+    monkeypatch.setattr(query_study, "query_text_table", lambda c, progress=True: "table")
+    on = evidence.query_text_study(cfg, full=True)
+    assert on.ran and on.tables == {"query_text": "table"} and on.note == ""
+    monkeypatch.setattr(query_study, "zero_shot_sources", lambda c: [])
+    none = evidence.query_text_study(cfg, full=True)
+    assert not none.ran and none.note.startswith("No downstream source has a class")
+
+
+def test_the_study_scores_the_stored_runs(tmp_path):
+    from unichest_lib.evidence import claims, measures, query_study
 
     cfg = resolve("smoke", cache_dir=str(tmp_path), image_size=32, max_steps_per_epoch=2,
                   amp=False)
-    t = evidence.query_text_study(cfg, ("name", "description"), ("description",), seeds=(0,),
-                                  n_boot=20, progress=False)
+    t = query_study.query_text_table(cfg, ("name", "description"), ("description",), seeds=(0,),
+                                     n_boot=20, progress=False)
     for _, row in t.iterrows():
-        srcs = evidence.zero_shot_sources(cfg) if row["source"] == "mean" else [row["source"]]
-        m = evidence.macro_measure(cfg.replace(query_text=row["query_text"]), "UniChest", srcs,
+        srcs = claims.zero_shot_sources(cfg) if row["source"] == "mean" else [row["source"]]
+        m = measures.macro_measure(cfg.replace(query_text=row["query_text"]), "UniChest", srcs,
                                    by="description", seen=False, seeds=(0,), n_boot=20,
                                    progress=False)
         assert row["mean"] == pytest.approx(m.points.mean(), nan_ok=True)

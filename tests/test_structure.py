@@ -25,6 +25,7 @@ data code.
 from __future__ import annotations
 
 import ast
+import json
 import re
 import shutil
 from pathlib import Path
@@ -264,3 +265,76 @@ def test_the_flat_module_names_of_the_first_versions_are_gone():
     for old in ("unichest_lib.store", "unichest_lib.world", "unichest_lib.cards"):
         with pytest.raises(ModuleNotFoundError):
             importlib.import_module(old)
+
+
+# ---- the evidence's public names -------------------------------------------------------------
+#: ``evidence.<name>`` in a chapter (a dotted path such as ``unichest_lib.evidence.dials.x``
+#: names a module, not the package's API, and is not matched).
+EVIDENCE_NAME = re.compile(r"(?<![\w.])evidence\.([A-Za-z_]\w*)")
+#: ``from unichest_lib.evidence import ...`` (or ``from ..evidence import ...``): the names after
+#: ``import``, in parentheses or up to the end of the line.
+EVIDENCE_IMPORT = re.compile(r"from (?:unichest_lib\.|\.\.)evidence import (?:\(([^)]*)\)|([^\n]*))")
+#: At most this many names in ``unichest_lib.evidence.__all__`` (issue #30: a thin core).
+MAX_EVIDENCE_NAMES = 22
+
+
+def evidence_api(package: Path) -> tuple[list[str], set[str]]:
+    """(``__all__`` of ``<package>/evidence/__init__.py``, the names that file imports), read
+    with ``ast``."""
+    tree = ast.parse((package / "evidence" / "__init__.py").read_text(encoding="utf-8"))
+    public, bound = None, set()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__"
+                                                for t in node.targets):
+            public = list(ast.literal_eval(node.value))
+        elif isinstance(node, ast.ImportFrom):
+            bound |= {a.asname or a.name for a in node.names}
+    assert public is not None, "unichest_lib/evidence/__init__.py has no __all__"
+    return public, bound
+
+
+def evidence_names(text: str) -> set[str]:
+    """The names of ``unichest_lib.evidence`` that ``text`` uses: ``evidence.<name>`` and
+    the names of a ``from ... evidence import``."""
+    names = set(EVIDENCE_NAME.findall(text))
+    for inside, line in EVIDENCE_IMPORT.findall(text):
+        names |= {part.split()[0] for part in (inside or line).replace("\n", " ").split(",")
+                  if part.strip() and not part.strip().startswith("#")}
+    return names
+
+
+def chapter_texts() -> dict[Path, str]:
+    """Every cell of every chapter (``notebooks/*.ipynb``), the book's pages and scripts
+    (``book/*.md``, ``book/*.py``) and the book support (``unichest_lib/book/*.py``)."""
+    out = {}
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+        out[nb] = "\n".join("".join(c["source"]) for c in cells)
+    for path in [*sorted((ROOT / "book").glob("*.md")), *sorted((ROOT / "book").glob("*.py")),
+                 *sorted((PACKAGE / "book").glob("*.py"))]:
+        out[path] = path.read_text(encoding="utf-8")
+    return out
+
+
+def test_evidence_exports_a_small_api_that_holds_every_name_the_chapters_use():
+    public, bound = evidence_api(PACKAGE)
+    assert len(public) <= MAX_EVIDENCE_NAMES, (
+        f"unichest_lib.evidence exports {len(public)} names: consolidate them into what a "
+        "study returns, or move presentation to unichest_lib.book")
+    assert len(set(public)) == len(public) and set(public) <= bound, "export what is imported"
+    outside = [f"{path.relative_to(ROOT)}: evidence.{name}"
+               for path, text in chapter_texts().items()
+               for name in sorted(evidence_names(text)) if name not in public]
+    assert outside == [], ("chapters use names that unichest_lib.evidence does not export; "
+                           "add them to its __all__ or import them from their module:\n  "
+                           + "\n  ".join(outside))
+
+
+def test_the_evidence_name_check_sees_uses_and_imports_but_not_module_paths():
+    text = ("t = evidence.variant_table(cfg)\nw = evidence.with_intervals(t)\n"
+            "x = unichest_lib.evidence.measures.patient_weights\n"
+            "from unichest_lib.evidence import paper_tables\nimport pandas as pd\n"
+            "from ..evidence import (plan,\n    SEEDS as S)\n"
+            "from ..evidence.claims import zero_shot_sources\n")
+    assert evidence_names(text) == {"variant_table", "with_intervals", "paper_tables", "plan",
+                                    "SEEDS"}

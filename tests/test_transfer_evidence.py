@@ -10,8 +10,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from unichest_lib import evidence
+from unichest_lib.book import tables
 from unichest_lib.config import ConfigError, resolve
 from unichest_lib.evaluation import finetune
+from unichest_lib.evidence import claims
 from unichest_lib.evidence import transfer as T
 
 from helpers import fake_dataset
@@ -73,7 +75,7 @@ def test_the_table_has_every_row_and_the_means_are_seed_means_of_sklearn_aucs(fa
     assert len(diffs) == 2 * 2 * 3
     assert set(diffs["encoder"]) == {f"{e} − {T.RANDOM}" for e in PRETRAINED}
     assert diffs["verdict"].isin(["holds", "contradicted", "inconclusive"]).all()
-    wide = evidence.transfer_wide(df)
+    wide = tables.transfer_wide(df)
     assert wide.shape == (2 * 3, 3 + 2) and list(wide.columns[:3]) == list(T.ENCODERS)
     assert list(wide.index.get_level_values("protocol")[::3]) == list(T.PROTOCOLS)
     first = scores.iloc[0]
@@ -95,7 +97,7 @@ def test_paired_differences_are_the_difference_of_the_rows_on_shared_resamples(f
     same = df[(df["encoder"] == f"UniChest − {T.RANDOM}") & (df["protocol"] == "linear probe")
               & (df["portion"] == 0.01)].iloc[0]
     assert same["mean"] == same["lo"] == same["hi"] == 0.0
-    ms, _ = evidence.transfer_measures(cfg, seeds=(0, 1), n_boot=80)
+    ms, _ = T.transfer_measures(cfg, seeds=(0, 1), n_boot=80)
     assert ms["UniChest", "fine-tune", 1.0].reps.std() > 0
 
 
@@ -104,7 +106,7 @@ def test_the_random_encoder_is_seeded_and_is_unichests_own_draw():
 
     cfg = resolve("smoke")
     state = lambda m: m.image_encoder.state_dict()  # noqa: E731
-    a, a2, b = (state(evidence.random_encoder(cfg, s)) for s in (3, 3, 4))
+    a, a2, b = (state(T.random_encoder(cfg, s)) for s in (3, 3, 4))
     assert all(torch.equal(a[k], a2[k]) for k in a)
     assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
     own = state(UniChest(cfg.replace(seed=3), ("nodule", "effusion")))
@@ -133,7 +135,7 @@ def test_label_subsets_are_stratified_and_differ_between_seeds(monkeypatch, tmp_
     cfg = resolve("smoke", cache_dir=str(tmp_path))
     subsets = {}
     for seed in (0, 1):
-        evidence.transfer_predictions(cfg, T.RANDOM, seed, protocols=("fine-tune",),
+        T.transfer_predictions(cfg, T.RANDOM, seed, protocols=("fine-tune",),
                                       portions=(0.1,), progress=False)
         (_, used_seed, idx), = calls[-1:]
         assert used_seed == seed
@@ -152,7 +154,7 @@ def test_predictions_are_cached_and_read_back_without_training(monkeypatch, tmp_
     calls = []
     _recording(monkeypatch, calls)
     cfg = resolve("smoke", cache_dir=str(tmp_path))
-    first = evidence.transfer_predictions(cfg, T.RANDOM, 0, progress=False)
+    first = T.transfer_predictions(cfg, T.RANDOM, 0, progress=False)
     assert len(calls) == 2 * 3 and set(first) == {(p, q) for p in T.PROTOCOLS for q in PORTIONS}
     assert len(list((tmp_path / "evidence" / "transfer").glob("*.npz"))) == 6
 
@@ -162,27 +164,27 @@ def test_predictions_are_cached_and_read_back_without_training(monkeypatch, tmp_
     for name in ("logistic_scores", "fine_tune_scores"):
         monkeypatch.setattr(finetune, name, boom)
     monkeypatch.setattr(T, "random_encoder", boom)
-    again = evidence.transfer_predictions(cfg, T.RANDOM, 0, progress=False)
+    again = T.transfer_predictions(cfg, T.RANDOM, 0, progress=False)
     assert all(np.array_equal(first[k], again[k]) and again[k].shape == (len(te), 2)
                for k in first)
     with pytest.raises(AssertionError, match="trained"):  # other epochs: another cache entry
-        evidence.transfer_predictions(cfg, T.RANDOM, 0, protocols=("fine-tune",), epochs=3,
+        T.transfer_predictions(cfg, T.RANDOM, 0, protocols=("fine-tune",), epochs=3,
                                       progress=False)
     with pytest.raises(AssertionError, match="trained"):  # another seed: another encoder
-        evidence.transfer_predictions(cfg, T.RANDOM, 1, protocols=("linear probe",),
+        T.transfer_predictions(cfg, T.RANDOM, 1, protocols=("linear probe",),
                                       progress=False)
 
 
 def test_bad_encoder_protocol_and_epochs_fail_clearly(tmp_path):
     cfg = resolve("smoke", cache_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="unknown encoder"):
-        evidence.transfer_predictions(cfg, "ImageNet", 0)
+        T.transfer_predictions(cfg, "ImageNet", 0)
     with pytest.raises(ConfigError, match="protocol"):
-        evidence.transfer_predictions(cfg, T.RANDOM, 0, protocols=("zero-shot",))
+        T.transfer_predictions(cfg, T.RANDOM, 0, protocols=("zero-shot",))
     with pytest.raises(ConfigError, match="epochs"):
-        evidence.transfer_predictions(cfg, T.RANDOM, 0, epochs=0)
+        T.transfer_predictions(cfg, T.RANDOM, 0, epochs=0)
     with pytest.raises(ConfigError, match="portions"):
-        evidence.transfer_predictions(cfg, "UniChest", 0, portions=(10,))  # before any training
+        T.transfer_predictions(cfg, "UniChest", 0, portions=(10,))  # before any training
 
 
 @pytest.mark.slow
@@ -199,7 +201,7 @@ def test_end_to_end_at_smoke(tmp_path):
             for e in PRETRAINED)
     assert all(torch.equal(a[k], b[k]) for k in a)
     # the ledger's transfer claim is the 100 % linear-probe difference of this table
-    claim = evidence.transfer_vs_random(cfg, progress=False).summary()
+    claim = claims.transfer_vs_random(cfg, progress=False).summary()
     row = df[(df["encoder"] == f"UniChest − {T.RANDOM}") & (df["protocol"] == "linear probe")
              & (df["portion"] == 1.0)].iloc[0]
     assert claim["mean"] == pytest.approx(row["mean"], abs=1e-12)

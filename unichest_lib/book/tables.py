@@ -1,12 +1,15 @@
 """Library results as tables a chapter shows: the data cards as Markdown, the parameters of
-each query network, and the mean gate weight of each source.
+each query network, the mean gate weight of each source, and the evidence's tables in the form
+a reader reads them: ``mean [lo, hi]`` cells (:func:`with_intervals`, :func:`transfer_wide`,
+:func:`query_text_views`), the claims ledger (:func:`ledger_table`) and the long form the
+interval figures draw (:func:`interval_rows`).
 
 Introduced in ``notebooks/00_data.ipynb`` (cards) and ``notebooks/03_divide.ipynb``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from ..config import Config
 from ..model import count_parameters
@@ -130,4 +133,74 @@ def mean_gate_by_source(model, cfg: Config, sources=None, split: str = "valid") 
                                   columns=[f"QN{j}" for j in range(2, model.cfg.K + 1)])
 
 
-__all__ = ["cards_markdown", "mean_gate_by_source", "parameter_table", "query_network_table"]
+# ---- the evidence's tables, as a reader reads them --------------------------------------------
+def with_intervals(df: "pd.DataFrame", index: str | Sequence[str], columns: str,
+                   digits: int = 3) -> "pd.DataFrame":
+    """A pivot of ``mean [lo, hi]`` strings of a table with ``mean``, ``lo`` and ``hi``
+    columns (e.g. :func:`unichest_lib.evidence.variant_table`): ``index`` down the side,
+    one column per value of ``columns``; "n/a" where the mean is not finite."""
+    import numpy as np
+
+    cell = [f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite(m) else "n/a"
+            for m, lo, hi in zip(df["mean"], df["lo"], df["hi"])]
+    return df.assign(cell=cell).pivot(index=index, columns=columns, values="cell")
+
+
+def interval_rows(table: "pd.DataFrame", column: str, label: str) -> "pd.DataFrame":
+    """``table`` in the long form :func:`~unichest_lib.book.figures.interval_bars` draws:
+    ``variant`` = ``label``, and ``mean`` / ``lo`` / ``hi`` from ``column`` and its ``_lo`` /
+    ``_hi`` columns (those of :func:`unichest_lib.evidence.headroom_table` and of the dial
+    table of :func:`unichest_lib.evidence.dial_study`)."""
+    return table.assign(variant=label, mean=table[column], lo=table[f"{column}_lo"],
+                        hi=table[f"{column}_hi"])
+
+
+def transfer_wide(table: "pd.DataFrame", digits: int = 3) -> "pd.DataFrame":
+    """:func:`unichest_lib.evidence.transfer_table` as one row per protocol, portion and
+    ``n_train`` and one ``mean [lo, hi]`` column per encoder, then per difference, in the
+    table's order."""
+    import pandas as pd
+
+    rows = ["protocol", "portion", "n_train"]
+    wide = with_intervals(table, rows, "encoder", digits)
+    order = pd.MultiIndex.from_frame(table[rows].drop_duplicates())
+    return wide.reindex(index=order, columns=list(dict.fromkeys(table["encoder"])))
+
+
+def query_text_views(table: "pd.DataFrame") -> tuple["pd.DataFrame", "pd.DataFrame"]:
+    """Two tables of ``mean [lo, hi]`` strings read off the query-text table of
+    :func:`unichest_lib.evidence.query_text_study`: the AUC, and its difference from the
+    names-trained model; rows (source, query mode), one column per ``query_text`` value."""
+    from ..config import QUERY_TEXTS
+
+    auc = with_intervals(table, ["source", "by"], "query_text")
+    diff = table[table["query_text"] != "name"].assign(
+        mean=lambda t: t["vs_name"], lo=lambda t: t["vs_lo"], hi=lambda t: t["vs_hi"])
+    vs = (with_intervals(diff, ["source", "by"], "query_text").add_suffix(" − name")
+          if len(diff) else diff)
+    order = [v for v in QUERY_TEXTS if v in set(table["query_text"])]
+    return auc[order], vs
+
+
+def ledger_table(rows: "pd.DataFrame") -> "pd.DataFrame":
+    """The claims ledger as the book shows it (rows of
+    :func:`unichest_lib.evidence.ledger_rows` or :func:`~unichest_lib.evidence.chapter_claims`):
+    one row per claim, readable columns."""
+    import numpy as np
+    import pandas as pd
+
+    from ..evaluation.stats import fmt_interval
+
+    return pd.DataFrame({
+        "chapter": rows["chapter"], "claim": rows["claim"], "paper": rows["paper"],
+        "ours (mean [95 % CI])": [fmt_interval(m, lo, hi) for m, lo, hi in
+                                 zip(rows["mean"], rows["lo"], rows["hi"])],
+        "smallest detectable": [f"{v:.3f}" if v is not None and np.isfinite(v) else "n/a"
+                                for v in rows["mde"]],
+        "seeds": rows["n_seeds"], "verdict": rows["verdict"],
+    }).set_index("claim")
+
+
+__all__ = ["cards_markdown", "interval_rows", "ledger_table", "mean_gate_by_source",
+           "parameter_table", "query_network_table", "query_text_views", "transfer_wide",
+           "with_intervals"]

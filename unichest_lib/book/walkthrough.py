@@ -31,11 +31,11 @@ GREEN = (0, 255, 102)
 
 def zero_shot_pick(cfg: Config, model) -> tuple[str, str]:
     """``(source, finding)``: the first downstream source with a class ``model`` was not
-    trained on, and the first such class (:func:`unichest_lib.evidence.zero_shot_sources`).
-    When no downstream source has one (real data can lack it), the first class of the first
-    zero-shot source instead, a *seen* class: the caller can tell by ``finding in
-    model.classes``."""
-    from ..evidence import zero_shot_sources
+    trained on, and the first such class
+    (:func:`unichest_lib.evidence.claims.zero_shot_sources`). When no downstream source has
+    one (real data can lack it), the first class of the first zero-shot source instead, a
+    *seen* class: the caller can tell by ``finding in model.classes``."""
+    from ..evidence.claims import zero_shot_sources
 
     known = set(model.classes)
     for src in zero_shot_sources(cfg):

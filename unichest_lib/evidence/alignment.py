@@ -12,7 +12,9 @@ L_BCL (Eq. 3, ``cfg.bcl_variant``), Conquer is trained over seeds and measured t
 The three settings: ``"paper"`` (L2-normalised features, τ = ``cfg.tau_bcl``), ``"code"``
 (un-normalised features times log(1/0.07)) and ``"learnable"`` (CLIP's learned 1/τ ≤ 100).
 Each costs a Conquer run per seed beyond the chapter's own, so the book runs it with the full
-ledger (:func:`alignment_on`).
+ledger (:func:`alignment_on`). :func:`alignment_table` measures the settings;
+:func:`alignment_study` is what the chapter shows: that table, the rule of the chapter applied
+to it, or a note when the build left the study out.
 
 Introduced in ``notebooks/02_conquer.ipynb``.
 """
@@ -31,8 +33,8 @@ from ..evaluation.stats import fmt_interval
 from ..training import checkpoints
 from ..training.losses import BCL_VARIANTS, CODE_BCL_SCALE, bcl_chance, learned_scale
 from .claims import zero_shot_sources
-from .ledger import FULL, FULL_ENV, full_ledger
-from .measures import ALPHA, macro_measure
+from .ledger import FULL, FULL_ENV, HOW_TO_RUN, full_ledger
+from .measures import ALPHA, Study, macro_measure
 from .variants import SEEDS, stored, variant_checkpoint, variant_history
 
 #: The settings compared, in the order the chapter shows them (``cfg.bcl_variant`` values).
@@ -80,7 +82,7 @@ def logit_scale(cfg: Config, path) -> float:
     return float(learned_scale(state["bcl_logit_scale"]))
 
 
-def alignment_study(cfg: Config, settings: Sequence[str] = BCL_SETTINGS, *,
+def alignment_table(cfg: Config, settings: Sequence[str] = BCL_SETTINGS, *,
                     variant: str = "Conquer only", seeds=None, n_boot=None,
                     progress: bool = True) -> pd.DataFrame:
     """One row per setting of L_BCL, each trained (through the store) for every seed.
@@ -124,7 +126,7 @@ def alignment_study(cfg: Config, settings: Sequence[str] = BCL_SETTINGS, *,
 
 
 def alignment_rule(table: pd.DataFrame | None) -> dict:
-    """The rule of chapter 02 applied to an :func:`alignment_study` table, as numbers the
+    """The rule of chapter 02 applied to an :func:`alignment_table`, as numbers the
     chapter glues into its sentences: ``share`` (the paper's final L_BCL over its chance
     value), ``near_chance`` (share >= :data:`NEAR_CHANCE`), ``better`` (the setting whose
     zero-shot AUC beats the paper's by most with a paired interval above 0, or ``""``),
@@ -147,6 +149,18 @@ def alignment_rule(table: pd.DataFrame | None) -> dict:
                 switch=bool(near and better))
 
 
-__all__ = ["BCL_SETTINGS", "NEAR_CHANCE", "alignment_on", "alignment_rule",
-           "alignment_study",
-           "final_bcl", "logit_scale", "setting_config"]
+def alignment_study(cfg: Config, *, full: bool | None = None, progress: bool = True) -> Study:
+    """The study as chapter 02 shows it: when :func:`alignment_on` (``full`` as there), the
+    :func:`alignment_table` of every setting under ``tables["alignment"]``; ``values`` is
+    :func:`alignment_rule` of that table (of None when the study did not run), and ``note``
+    says how to run a study this build left out."""
+    if not alignment_on(cfg, full):
+        note = ("This build did not run the alignment study (two more Conquer runs per seed): "
+                f"{HOW_TO_RUN}, or -p full_ledger True.")
+        return Study(False, values=alignment_rule(None), note=note)
+    table = alignment_table(cfg, progress=progress)
+    return Study(True, {"alignment": table}, alignment_rule(table))
+
+
+__all__ = ["BCL_SETTINGS", "NEAR_CHANCE", "alignment_on", "alignment_rule", "alignment_study",
+           "alignment_table", "final_bcl", "logit_scale", "setting_config"]

@@ -5,7 +5,9 @@ the specialisation headroom on top of the Conquer encoder and what Divide realis
 ``config.DIALS``. Level 1 of every dial is the default world, measured once. Every cell is the
 3-seed, patient-bootstrap measure of :mod:`.headroom` and of the claim "UniChest beats Conquer
 continued", so a cell costs a Conquer, its continued control, a Divide and the heads per seed:
-the study is part of the full ledger (``make ledger``).
+the study is part of the full ledger (``make ledger``). :func:`dial_table` measures the cells,
+:func:`meaning_by_class` the classes the label-meaning dial redefines, and :func:`dial_study`
+is both as the chapter shows them.
 
 Introduced in ``notebooks/05_ablations.ipynb``.
 """
@@ -19,7 +21,7 @@ import pandas as pd
 
 from ..config import DIALS, Config, set_dial
 from .headroom import headroom_by_class, headroom_measure
-from .measures import in_domain_measure
+from .measures import Study, in_domain_measure
 from .variants import LEVELS, SEEDS, stored
 
 #: The knobs of the study: the joint one first.
@@ -55,7 +57,7 @@ def cell_stored(cfg: Config, seeds=None) -> bool:
     return stored(cfg, CELL_VARIANTS, seeds)
 
 
-def dial_study(cfg: Config, dials: Sequence[str] = STUDY_DIALS, levels: Sequence[float] = LEVELS,
+def dial_table(cfg: Config, dials: Sequence[str] = STUDY_DIALS, levels: Sequence[float] = LEVELS,
                *, stored_only: bool = False, progress: bool = True) -> pd.DataFrame:
     """One row per dial and level: :func:`dial_cell` of that world (the default world, every
     dial at 1, is measured once and shared by every dial's level-1 row). ``measured`` says
@@ -81,7 +83,7 @@ def meaning_by_class(cfg: Config, levels: Sequence[float] = LEVELS, *, stored_on
                      progress: bool = True) -> pd.DataFrame:
     """The headroom per source on the classes the label-meaning dial redefines (the broad
     definitions of :data:`unichest_lib.data.world.sources.BROAD_DEFINITIONS`), at each level of
-    that dial (:func:`.headroom.headroom_by_class`; the same stored runs as :func:`dial_study`).
+    that dial (:func:`.headroom.headroom_by_class`; the same stored runs as :func:`dial_table`).
     With ``stored_only``, levels whose Conquer runs are not all stored are left out."""
     from ..data.world.sources import BROAD_DEFINITIONS
 
@@ -99,5 +101,18 @@ def meaning_by_class(cfg: Config, levels: Sequence[float] = LEVELS, *, stored_on
     return pd.concat(parts, ignore_index=True)
 
 
-__all__ = ["CELL_VARIANTS", "STUDY_DIALS", "cell_stored", "dial_cell", "dial_study", "dial_world",
-           "meaning_by_class"]
+def dial_study(cfg: Config, *, full: bool, progress: bool = True) -> Study:
+    """The study as chapter 05 shows it, in the embedded world: :func:`dial_table` under
+    ``tables["dials"]`` and :func:`meaning_by_class` under ``tables["by_class"]``, every
+    world measured when ``full`` (the full ledger, :func:`.ledger.full_ledger`), else only the
+    worlds whose runs are stored. Real data has no dial: then nothing runs and ``note`` says
+    so."""
+    if cfg.data != "embedded":
+        return Study(False, note="the dial studies need the embedded world")
+    return Study(True, {"dials": dial_table(cfg, stored_only=not full, progress=progress),
+                        "by_class": meaning_by_class(cfg, stored_only=not full,
+                                                     progress=progress)})
+
+
+__all__ = ["CELL_VARIANTS", "STUDY_DIALS", "cell_stored", "dial_cell", "dial_study", "dial_table",
+           "dial_world", "meaning_by_class"]

@@ -173,13 +173,5 @@ def headroom_table(cfg: Config, seeds=None, *, progress: bool = True) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def interval_rows(table: pd.DataFrame, column: str, label: str) -> pd.DataFrame:
-    """``table`` in the long form :func:`~unichest_lib.book.figures.interval_bars` draws:
-    ``variant`` = ``label``, and ``mean`` / ``lo`` / ``hi`` from ``column`` and its ``_lo`` /
-    ``_hi`` columns (those of :func:`headroom_table` and :func:`~.dials.dial_study`)."""
-    return table.assign(variant=label, mean=table[column], lo=table[f"{column}_lo"],
-                        hi=table[f"{column}_hi"])
-
-
-__all__ = ["VERSION", "headroom_by_class", "interval_rows", "headroom_measure",
-           "headroom_scored", "headroom_table"]
+__all__ = ["VERSION", "headroom_by_class", "headroom_measure", "headroom_scored",
+           "headroom_table"]

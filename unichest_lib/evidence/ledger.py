@@ -1,14 +1,17 @@
 """The claims ledger: every claim of :mod:`.claims` measured (or read back from the cache),
 with the paper's number, ours with its interval, the smallest effect the comparison could
-detect, and a verdict from :func:`unichest_lib.evaluation.stats.verdict`; and the tables and
-Markdown the chapters print from it. Measured claims are cached on disk
-(``<cache_dir>/evidence``), keyed by the configuration, the seeds and the bootstrap size.
+detect, and a verdict from :func:`unichest_lib.evaluation.stats.verdict` (the table the book
+shows of it is :func:`unichest_lib.book.tables.ledger_table`). Measured claims are cached on
+disk (``<cache_dir>/evidence``), keyed by the configuration, the seeds and the bootstrap size.
+:func:`plan` says what a build at a profile runs: seeds, bootstrap size, the grid, and whether
+the claims that need extra runs are measured.
 
 Introduced in ``notebooks/07_claims.ipynb``; chapters 02–05 show their own claims.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -18,12 +21,11 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config, ConfigError
-from ..evaluation.stats import fmt_interval
 from ..fileio import atomic_write, digest
 from ..training.keys import DIVIDE_ONLY, keyed, upstream
 from .claims import CLAIM_KEYS, CLAIMS, measure_claim
-from .measures import N_BOOT, in_domain_measure
-from .variants import GRID, SEEDS
+from .measures import MIN_POS, N_BOOT, in_domain_measure
+from .variants import BACKBONES, GRID, SEEDS
 
 #: Claims that need many extra runs per seed (the λ×K grid's Divide runs; a Conquer on label
 #: text; Conquer and its continued control in a second world): measured when ``full`` is on
@@ -71,6 +73,29 @@ def full_ledger(cfg: Config, full: bool | None = None) -> bool:
         return True
     seeds = SEEDS[cfg.profile]
     return all(_cache_file(cfg, key, seeds).is_file() for key in EXPENSIVE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a build at one profile runs: the training ``seeds``, the bootstrap resamples by
+    patient (``n_boot``), the positives and negatives a class needs in a test split to enter
+    a macro mean (``min_pos``), the (K values, λ values) grid of the robustness claim
+    (``grid``), the image backbones chapter 05 compares (``backbones``) and whether the
+    claims that need extra runs per seed are measured (``full``, :func:`full_ledger`)."""
+
+    seeds: tuple
+    n_boot: int
+    min_pos: int
+    grid: tuple
+    backbones: tuple
+    full: bool
+
+
+def plan(cfg: Config, full: bool | None = None) -> Plan:
+    """The :class:`Plan` of ``cfg``'s profile, with ``full`` resolved by :func:`full_ledger`."""
+    p = cfg.profile
+    return Plan(seeds=tuple(SEEDS[p]), n_boot=N_BOOT[p], min_pos=MIN_POS[p], grid=GRID[p],
+                backbones=tuple(BACKBONES[p]), full=full_ledger(cfg, full))
 
 
 # ---- the ledger -----------------------------------------------------------------------------
@@ -165,18 +190,6 @@ def grid_table(cfg: Config, *, progress: bool = True) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def ledger_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """The ledger as the book shows it: one row per claim, readable columns."""
-    return pd.DataFrame({
-        "chapter": rows["chapter"], "claim": rows["claim"], "paper": rows["paper"],
-        "ours (mean [95 % CI])": [fmt_interval(m, lo, hi) for m, lo, hi in
-                                 zip(rows["mean"], rows["lo"], rows["hi"])],
-        "smallest detectable": [f"{v:.3f}" if v is not None and np.isfinite(v) else "n/a"
-                                for v in rows["mde"]],
-        "seeds": rows["n_seeds"], "verdict": rows["verdict"],
-    }).set_index("claim")
-
-
 __all__ = ["EXPENSIVE", "FULL", "FULL_ENV", "HOW_TO_RUN", "NOT_RUN", "VERSION", "WORLD_ONLY",
-           "chapter_claims", "not_run_note",
-           "fmt_interval", "full_ledger", "grid_table", "ledger_rows", "ledger_table"]
+           "Plan", "chapter_claims", "full_ledger", "grid_table", "ledger_rows", "not_run_note",
+           "plan"]

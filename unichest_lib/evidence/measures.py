@@ -1,5 +1,7 @@
 """Measuring a variant over seeds: cached test-split predictions, per-class AUCs bootstrapped
-by patient, and the tables the chapters show with their 95 % intervals.
+by patient, and the tables the chapters show with their 95 % intervals (the ``mean [lo, hi]``
+text of a table is :func:`unichest_lib.book.tables.with_intervals`); :class:`Study` is what
+the functions of the optional studies return.
 
 For every (variant, seed) the test split of each source is scored once and the per-class
 AUCs are bootstrapped with **the same patient resamples** for every variant and seed
@@ -220,6 +222,25 @@ def variant_table(cfg: Config, names: Sequence[str], sources: Sequence[str] | No
     return pd.DataFrame(rows)
 
 
+def seen_unseen_table(cfg: Config, names: Sequence[str], sources: Sequence[str] | None = None,
+                      *, by: str | None = None, progress: bool = True) -> pd.DataFrame:
+    """:func:`variant_table` of ``names`` on ``sources`` (default: the downstream ones) twice,
+    on the classes the pre-training sources label and on those they do not, with ``group``
+    "seen" or "unseen" (no mean row). A source without classes of one kind has no row in
+    that group, and a group no source has is left out."""
+    sources = tuple(cfg.downstream if sources is None else sources)
+    parts = []
+    for seen, group in ((True, "seen"), (False, "unseen")):
+        srcs = [s for s in sources if has_classes(cfg, s, seen)]
+        if srcs:
+            parts.append(variant_table(cfg, names, srcs, by=by, seen=seen, mean_row=False,
+                                       progress=progress).assign(group=group))
+    if not parts:
+        return pd.DataFrame(columns=["variant", "source", "mean", "lo", "hi", "n_seeds",
+                                     "per_seed", "n_classes", "flagged", "group"])
+    return pd.concat(parts)
+
+
 def metric_table(cfg: Config, names: Sequence[str], sources: Sequence[str] | None = None, *,
                  split: str = "test", progress: bool = True) -> pd.DataFrame:
     """aF1, aACC and mAP (max-F1 thresholds, as the paper) of each variant and source over
@@ -273,14 +294,6 @@ def grounding_by_class(cfg: Config, *, source: str = "chestxdet10", progress: bo
     return pd.DataFrame(rows)
 
 
-def with_intervals(df: pd.DataFrame, index: str | Sequence[str], columns: str,
-                   digits: int = 3) -> pd.DataFrame:
-    """A pivot of ``mean [lo, hi]`` strings (a table a reader can read intervals from)."""
-    cell = [f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite(m) else "n/a"
-            for m, lo, hi in zip(df["mean"], df["lo"], df["hi"])]
-    return df.assign(cell=cell).pivot(index=index, columns=columns, values="cell")
-
-
 def in_domain_measure(cfg: Config, name: str, **kw) -> Measure:
     """:func:`macro_measure` of variant ``name`` on every pre-training source."""
     return macro_measure(cfg, name, cfg.sources, **kw)
@@ -302,7 +315,20 @@ def split_sizes(cfg: Config, sources: Sequence[str], split: str = "test") -> str
     return "; ".join(parts)
 
 
-__all__ = ["ALPHA", "MIN_POS", "N_BOOT", "Measure", "Scored", "class_auc_replicates",
+@dataclasses.dataclass
+class Study:
+    """What a chapter shows of a study it may skip: whether this build ran it (``ran``), its
+    tables by name (none when it did not run), the numbers the chapter's text quotes
+    (``values``) and, when it did not run, the sentence the chapter prints instead
+    (``note``)."""
+
+    ran: bool
+    tables: dict = dataclasses.field(default_factory=dict)
+    values: dict = dataclasses.field(default_factory=dict)
+    note: str = ""
+
+
+__all__ = ["ALPHA", "MIN_POS", "N_BOOT", "Measure", "Scored", "Study", "class_auc_replicates",
            "grounding_by_class", "has_classes", "in_domain_measure", "kept_columns",
-           "macro_measure", "metric_table", "patient_weights", "scored", "split_sizes",
-           "variant_table", "with_intervals"]
+           "macro_measure", "metric_table", "patient_weights", "scored", "seen_unseen_table",
+           "split_sizes", "variant_table"]

@@ -25,7 +25,8 @@ from ..config import Config
 from ..evaluation import cost
 from ..model import count_parameters
 from .ledger import full_ledger
-from .measures import has_classes, macro_measure, metric_table, variant_table
+from .measures import (has_classes, macro_measure, metric_table, seen_unseen_table,
+                       variant_table)
 from .variants import SEEDS, VARIANTS, stored, variant_history, variant_model
 
 #: The rows of chapter 06, in the order the paper lists them (baselines first, UniChest last).
@@ -146,12 +147,8 @@ def table_v(cfg: Config, rows: Sequence[str] = ROWS, sources: Sequence[str] | No
     sources = tuple(cfg.downstream if sources is None else sources)
     parts = [variant_table(cfg, rows, sources, by=by, mean_row=False,
                            progress=progress).assign(group="all")]
-    for seen, group in ((True, "seen"), (False, "unseen")):
-        srcs = [s for s in sources if has_classes(cfg, s, seen)]
-        if srcs:
-            parts.append(variant_table(cfg, rows, srcs, by=by, seen=seen, mean_row=False,
-                                       progress=progress).assign(group=group))
-    df = pd.concat(parts, ignore_index=True)
+    split = seen_unseen_table(cfg, rows, sources, by=by, progress=progress)
+    df = pd.concat(parts + ([split] if len(split) else []), ignore_index=True)
     paper = [paper_value(r, s, "aAUC") if g == "all" else (math.nan, "")
              for r, s, g in zip(df["variant"], df["source"], df["group"])]
     cols = ["variant", "source", "group", "mean", "lo", "hi", "n_seeds", "n_classes", "flagged"]

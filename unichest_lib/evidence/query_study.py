@@ -7,6 +7,7 @@ difference from the names-trained model queried the same way.
 
 Every value other than ``"name"`` costs a Conquer and a Divide run per seed beyond the book's
 own, so the book runs the study with the full ledger (:func:`query_text_on`).
+:func:`query_text_table` measures it; :func:`query_text_study` is what the chapter shows.
 
 Introduced in ``notebooks/04_evaluate.ipynb``.
 """
@@ -22,8 +23,8 @@ import pandas as pd
 from ..config import QUERY_TEXTS, Config
 from ..evaluation.classification import QUERY_MODES
 from .claims import zero_shot_sources
-from .ledger import FULL, FULL_ENV, full_ledger
-from .measures import Measure, macro_measure
+from .ledger import FULL, FULL_ENV, HOW_TO_RUN, full_ledger
+from .measures import Measure, Study, macro_measure
 from .variants import SEEDS, stored
 
 #: The variant the study trains per value (UniChest: Conquer, then Divide).
@@ -39,7 +40,7 @@ def query_text_on(cfg: Config, full: bool | None = None) -> bool:
     return all(stored(cfg.replace(query_text=v), (STUDY_VARIANT,)) for v in QUERY_TEXTS)
 
 
-def query_text_study(cfg: Config, values: Sequence[str] = QUERY_TEXTS,
+def query_text_table(cfg: Config, values: Sequence[str] = QUERY_TEXTS,
                      modes: Sequence[str] = QUERY_MODES, *, seeds=None, n_boot=None,
                      progress: bool = True) -> pd.DataFrame:
     """One row per (``query_text`` value, query mode ``by``, source with unseen classes, and
@@ -88,19 +89,19 @@ def query_text_study(cfg: Config, values: Sequence[str] = QUERY_TEXTS,
     return pd.DataFrame(rows)
 
 
-def study_views(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Two tables of ``mean [lo, hi]`` strings read off a :func:`query_text_study`: the AUC,
-    and its difference from the names-trained model; rows (source, query mode), one column
-    per ``query_text`` value."""
-    from .measures import with_intervals
+def query_text_study(cfg: Config, *, full: bool | None = None, progress: bool = True) -> Study:
+    """The study as chapter 04 shows it: when some downstream source has unseen classes and
+    :func:`query_text_on` (``full`` as there), the :func:`query_text_table` of every value and
+    query mode under ``tables["query_text"]`` (its ``mean [lo, hi]`` views are
+    :func:`unichest_lib.book.tables.query_text_views`); otherwise ``note`` says why not."""
+    if not zero_shot_sources(cfg):
+        return Study(False, note="No downstream source has a class that the pre-training "
+                                 "sources leave unlabelled, so there is no unseen class to study.")
+    if not query_text_on(cfg, full):
+        return Study(False, note="Not in this build. The full ledger adds it (a Conquer and a "
+                                 "Divide run per value of query_text and seed): "
+                                 f"{HOW_TO_RUN}, or run this chapter with -p full_ledger True.")
+    return Study(True, {"query_text": query_text_table(cfg, progress=progress)})
 
-    auc = with_intervals(table, ["source", "by"], "query_text")
-    diff = table[table["query_text"] != "name"].assign(
-        mean=lambda t: t["vs_name"], lo=lambda t: t["vs_lo"], hi=lambda t: t["vs_hi"])
-    vs = (with_intervals(diff, ["source", "by"], "query_text").add_suffix(" − name")
-          if len(diff) else diff)
-    order = [v for v in QUERY_TEXTS if v in set(table["query_text"])]
-    return auc[order], vs
 
-
-__all__ = ["STUDY_VARIANT", "query_text_on", "query_text_study", "study_views"]
+__all__ = ["STUDY_VARIANT", "query_text_on", "query_text_study", "query_text_table"]

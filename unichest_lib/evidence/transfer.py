@@ -38,7 +38,7 @@ from ..model.encoders import ImageEncoder
 from ..model.inference import pooled_features
 from ..training import checkpoints, keys
 from .measures import (_WORLD_FIELDS, MIN_POS, N_BOOT, Measure, Scored, class_auc_replicates,
-                       kept_columns, patient_weights, with_intervals)
+                       kept_columns, patient_weights)
 from .variants import SEEDS, VARIANTS, variant_checkpoint, variant_config, variant_model
 
 RANDOM = "random init"
@@ -221,14 +221,5 @@ def _row(m: Measure, encoder: str, protocol: str, portion: float, kind: str, inf
                 verdict=s["verdict"] if kind == "difference" else "")
 
 
-def transfer_wide(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """:func:`transfer_table` as one row per protocol, portion and ``n_train`` and one
-    ``mean [lo, hi]`` column per encoder, then per difference, in the table's order."""
-    rows = ["protocol", "portion", "n_train"]
-    wide = with_intervals(table, rows, "encoder", digits)
-    order = pd.MultiIndex.from_frame(table[rows].drop_duplicates())
-    return wide.reindex(index=order, columns=list(dict.fromkeys(table["encoder"])))
-
-
 __all__ = ["COLUMNS", "ENCODERS", "PROTOCOLS", "RANDOM", "VERSION", "random_encoder",
-           "transfer_measures", "transfer_predictions", "transfer_table", "transfer_wide"]
+           "transfer_measures", "transfer_predictions", "transfer_table"]

@@ -42,8 +42,13 @@ book: $(STAMP)
 ledger: $(STAMP)
 	UNICHEST_FULL_LEDGER=1 $(MAKE) book
 
+# Two pytest workers (pytest-xdist), one torch thread each: the tests are many small runs whose
+# Python and I/O parts would leave a second core idle; the long chapter runs start first
+# (tests/conftest.py). TEST_JOBS=0 runs everything in this process.
+TEST_JOBS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(if $(filter 0,$(TEST_JOBS)),,OMP_NUM_THREADS=1) $(PY) -m pytest \
+	  $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist worksteal) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	for f in bench/bench_*.py; do $(PY) $$f || exit 1; done

@@ -1,7 +1,6 @@
 """How long Conquer must train: the measurement behind a profile's ``conquer_epochs``.
 
-    .venv/bin/python bench/bench_schedule.py --epochs 8 12 16 --seeds 100 101 102 \\
-        --out results/tutorial/schedule
+    .venv/bin/python bench/bench_schedule.py --epochs 8 12 16 --seeds 100 101 102 --record
 
 For every schedule length E and training seed, Conquer trains for E epochs (one warm-up +
 cosine schedule over the E epochs, as the profile would), selects its best epoch on the
@@ -10,28 +9,30 @@ over the validation splits of all pre-training sources (less noisy; never used f
 Each run's summary adds the best checkpoint's mean in-domain *test* aAUC for the record only:
 the decision reads the validation numbers alone.
 
-**The rule** (printed at the end): the plateau is the shortest E whose mean over seeds of the
-all-source validation aAUC at the selected epoch lies within ``--tolerance`` (0.005 aAUC, about
-half the epoch-to-epoch noise of one run at tutorial) of the best E's mean. Seeds 100+ are
-used by no chapter. With ``--out`` each finished run is appended to ``runs.csv`` and
-``curves.csv`` there (written atomically, with ``provenance.json``); runs already there are
-skipped, so an interrupted study resumes. Runs train in a temporary folder and are not stored.
+**The rule** (:mod:`unichest_lib.evidence.schedule`, printed at the end): the plateau is the
+shortest E whose mean over seeds of the all-source validation aAUC at the selected epoch lies
+within ``--tolerance`` (0.005 aAUC, about half the epoch-to-epoch noise of one run at
+tutorial) of the best E's mean. Seeds 100+ are used by no chapter. With ``--record`` each
+finished run is added to the recorded study ``results/<profile>/schedule/`` (with its
+provenance, :mod:`unichest_lib.evidence.record`) that chapter 02 shows; runs already there
+are skipped, so an interrupted study resumes. Runs train in a temporary folder and are not
+stored.
 About 16 s per Conquer epoch at tutorial on a 2-core AVX512-BF16 EPYC.
 """
 
 from __future__ import annotations
 
 import argparse
-import pathlib
+import sys
 import tempfile
 import time
 
-import numpy as np
 import pandas as pd
 
 from unichest_lib import config, hardware
 from unichest_lib.evaluation import classification
-from unichest_lib.fileio import atomic_write, atomic_write_json
+from unichest_lib.evidence import record
+from unichest_lib.evidence.schedule import STUDY, TOLERANCE, summary
 from unichest_lib.training import checkpoints, stages
 from unichest_lib.training.trainer import EpochMetrics
 
@@ -65,45 +66,21 @@ def one_run(base, epochs: int, seed: int) -> tuple[dict, pd.DataFrame]:
     return run, curve
 
 
-def summary(runs: pd.DataFrame, tolerance: float) -> tuple[pd.DataFrame, int]:
-    """Per schedule: mean and 95 % t-interval over seeds of the selected epoch's all-source
-    validation aAUC, and the rule's choice."""
-    from scipy import stats
-
-    rows = []
-    for e, g in runs.groupby("epochs"):
-        v = g["val_all_aAUC"].to_numpy()
-        half = (stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-                if len(v) > 1 else float("nan"))
-        rows.append(dict(epochs=e, seeds=len(v), val_all_mean=v.mean(), ci_low=v.mean() - half,
-                         ci_high=v.mean() + half, best_epoch_mean=g["best_epoch"].mean(),
-                         test_all_mean=g["test_all_aAUC"].mean()))
-    s = pd.DataFrame(rows).sort_values("epochs")
-    top = s["val_all_mean"].max()
-    chosen = int(s[s["val_all_mean"] >= top - tolerance]["epochs"].min())
-    return s, chosen
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="tutorial")
     ap.add_argument("--epochs", type=int, nargs="+", default=[8, 12, 16])
     ap.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102])
-    ap.add_argument("--tolerance", type=float, default=0.005)
-    ap.add_argument("--out", type=pathlib.Path, default=None)
+    ap.add_argument("--tolerance", type=float, default=TOLERANCE)
+    ap.add_argument("--record", action="store_true",
+                    help="write each finished run into results/<profile>/schedule/")
     args = ap.parse_args(argv)
     base = config.resolve(args.profile)
-    runs_path = curves_path = None
-    runs, curves = pd.DataFrame(), pd.DataFrame()
-    if args.out is not None:
-        runs_path, curves_path = args.out / "runs.csv", args.out / "curves.csv"
-        if runs_path.is_file():
-            runs, curves = pd.read_csv(runs_path), pd.read_csv(curves_path)
-        atomic_write_json(args.out / "provenance.json", dict(
-            hardware.provenance(base.amp), profile=args.profile,
-            command="bench/bench_schedule.py " + " ".join(argv or __import__("sys").argv[1:]),
-            rule=f"shortest E within {args.tolerance} of the best mean all-source validation "
-                 "aAUC at the selected epoch"))
+    old = record.read(args.profile, STUDY) if args.record else None
+    keep = old is not None and old.status in ("fresh", "stale")
+    runs = old.tables["runs"] if keep else pd.DataFrame()
+    curves = old.tables["curves"] if keep else pd.DataFrame()
+    command = "python bench/bench_schedule.py " + " ".join(sys.argv[1:] if argv is None else argv)
     for e in args.epochs:
         for seed in args.seeds:
             if len(runs) and ((runs["epochs"] == e) & (runs["seed"] == seed)).any():
@@ -112,9 +89,10 @@ def main(argv=None) -> None:
             print(run, flush=True)
             runs = pd.concat([runs, pd.DataFrame([run])], ignore_index=True)
             curves = pd.concat([curves, curve], ignore_index=True)
-            if runs_path is not None:
-                atomic_write(runs_path, runs.to_csv(index=False))
-                atomic_write(curves_path, curves.to_csv(index=False))
+            if args.record:  # one run at a time: an interrupted study keeps what it finished
+                record.write(args.profile, STUDY, dict(runs=runs, curves=curves), dict(
+                    hardware.provenance(base.amp), command=command, tolerance=args.tolerance,
+                    train_seconds=float(runs["seconds"].sum())))
     s, chosen = summary(runs[runs["epochs"].isin(args.epochs)], args.tolerance)
     print(f"\nprofile {args.profile}: Conquer schedules over seeds {args.seeds}")
     print(s.round(4).to_string(index=False))

@@ -484,6 +484,29 @@ def loss_panels(history: pd.DataFrame, *, x: str = "step",
     return fig
 
 
+def schedule_curves(curves: pd.DataFrame, *, y: str = "val_all_aAUC",
+                    title: str = "Validation aAUC per epoch, one line per schedule length"
+                    ) -> go.Figure:
+    """The schedule study's curves: for each schedule length (``epochs``), the mean over seeds
+    of ``y`` at every epoch, with the range over seeds as a band."""
+    _require_columns(curves, ["epochs", "seed", "epoch", y], "schedule_curves")
+    lengths = sorted(curves["epochs"].unique())
+    colors = _colors([str(e) for e in lengths])
+    fig = go.Figure()
+    for e in lengths:
+        g = curves[curves["epochs"] == e].groupby("epoch")[y].agg(["mean", "min", "max"])
+        c = colors[str(e)]
+        fig.add_trace(go.Scatter(x=list(g.index) + list(g.index[::-1]),
+                                 y=list(g["max"]) + list(g["min"][::-1]), fill="toself",
+                                 fillcolor=c, opacity=0.15, line=dict(width=0), hoverinfo="skip",
+                                 showlegend=False))
+        fig.add_trace(go.Scatter(x=g.index, y=g["mean"], mode="lines+markers",
+                                 name=f"{e} epochs", line=dict(color=c, width=2)))
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=f"{y} (mean over seeds)",
+                      height=380, width=680, legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
 def pair_matrix(matrix, labels: Sequence[str], *, title: str = "",
                 colorscale: str = "Blues", zmin: float | None = None,
                 zmax: float | None = None) -> go.Figure:
@@ -508,5 +531,5 @@ __all__ = [
     "PALETTE", "RENDERER", "class_distribution", "embedding_scatter", "gate_heatmap", "heatmap_overlay",
     "grid_heatmap", "image_grid", "loss_curves", "source_examples", "overlay_rgb", "register_renderer", "results_bar",
     "interval_bars", "interval_points", "label_matrix", "line_chart", "loss_panels", "pair_matrix",
-    "results_radar", "to_book_html",
+    "results_radar", "schedule_curves", "to_book_html",
 ]

@@ -14,7 +14,8 @@ here, and only that:
   :func:`grid_table`;
 * the claims ledger: :func:`chapter_claims`, :func:`ledger_rows` and :func:`not_run_note`;
 * the optional studies, each a :class:`~.measures.Study` (ran or not, its tables, a note):
-  :func:`alignment_study`, :func:`query_text_study`, :func:`dial_study`;
+  :func:`alignment_study`, :func:`query_text_study`, :func:`dial_study`; and the recorded
+  :func:`schedule_study` (how long Conquer trains, :mod:`.record`);
 * :mod:`.paper_tables`, the paper's Tables IV and V with every baseline row (chapter 06).
 
 Everything else stays in its module, for the library and the tests: :mod:`.variants` (the
@@ -33,11 +34,12 @@ from .headroom import headroom_table
 from .ledger import chapter_claims, grid_table, ledger_rows, not_run_note, plan
 from .measures import grounding_by_class, metric_table, seen_unseen_table, variant_table
 from .query_study import query_text_study
+from .schedule import schedule_study
 from .transfer import transfer_table
 from .variants import SEEDS, variant_checkpoint, variant_history, variant_model
 
 __all__ = ["SEEDS", "alignment_study", "chapter_claims", "dial_study", "grid_table",
            "grounding_baseline_table", "grounding_by_class", "headroom_table", "ledger_rows",
            "metric_table", "not_run_note", "paper_tables", "plan", "query_text_study",
-           "seen_unseen_table", "transfer_table", "variant_checkpoint", "variant_history",
+           "schedule_study", "seen_unseen_table", "transfer_table", "variant_checkpoint", "variant_history",
            "variant_model", "variant_table"]

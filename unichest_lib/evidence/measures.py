@@ -320,12 +320,16 @@ class Study:
     """What a chapter shows of a study it may skip: whether this build ran it (``ran``), its
     tables by name (none when it did not run), the numbers the chapter's text quotes
     (``values``) and, when it did not run, the sentence the chapter prints instead
-    (``note``)."""
+    (``note``). ``status`` says where its numbers come from: ``live`` (this build's runs),
+    or a recorded study's status (fresh, stale, missing, damaged:
+    :mod:`unichest_lib.evidence.record`), whose one-line ``caption`` the chapter shows."""
 
     ran: bool
     tables: dict = dataclasses.field(default_factory=dict)
     values: dict = dataclasses.field(default_factory=dict)
     note: str = ""
+    status: str = "live"
+    caption: str = ""
 
 
 __all__ = ["ALPHA", "MIN_POS", "N_BOOT", "Measure", "Scored", "Study", "class_auc_replicates",

@@ -1,0 +1,149 @@
+"""Recorded results: a study's measured tables, versioned in ``results/<profile>/<study>/``
+with where they came from, so that every build of the book can show them.
+
+A recorded study is a folder of compressed CSV tables (``<name>.csv.gz``) and a
+``provenance.json`` written last: the library commit, the CPU and its flags, the precision
+the runs trained in, torch and Python versions, the date, the wall time, the command that
+re-measures it, each table's sha256 and the **code version** of the code its numbers depend
+on (:func:`code_version`). Reading a study back (:func:`read`) says what it is:
+
+* ``fresh``: recorded by the code the library has now;
+* ``stale``: the training, model or data code changed since (the book shows the numbers as a
+  record of the past and draws no verdict from them);
+* ``missing``: never recorded at this profile;
+* ``damaged``: a file is unreadable or does not match its checksum (a one-line message; the
+  book still builds).
+
+Introduced in ``notebooks/02_conquer.ipynb`` (the schedule study).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import pathlib
+
+import pandas as pd
+
+from ..fileio import atomic_write, atomic_write_json, sha256_bytes
+
+#: Where the recorded results live: ``results/`` at the repository root.
+ROOT = pathlib.Path(__file__).resolve().parents[2] / "results"
+#: The code a recorded number depends on: the configuration, the world and data, the model,
+#: how it trains and how it is scored. A change here (other than comments, docstrings and
+#: formatting) makes every study recorded before it stale. Bookkeeping that cannot change a
+#: number (the artifact store, its keys, the checkpoint files) is left out, so that renaming
+#: it does not throw the record away.
+CODE = ("config.py", "data", "model", "training/augment.py", "training/features.py",
+        "training/losses.py", "training/optim.py", "training/rng.py", "training/stages.py",
+        "training/trainer.py", "evaluation/classification.py", "evaluation/metrics.py")
+_LIB = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(getattr(body[0], "value", None), ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def code_version(parts=CODE, lib: pathlib.Path = _LIB) -> str:
+    """A digest of the code under ``parts`` (files or folders of the library) as Python sees
+    it: comments, docstrings and formatting do not count, every statement does."""
+    h = hashlib.sha256()
+    files = sorted(f for p in parts for f in ([lib / p] if (lib / p).is_file()
+                                              else (lib / p).rglob("*.py")))
+    for f in files:
+        tree = _without_docstrings(ast.parse(f.read_text(encoding="utf-8")))
+        h.update(str(f.relative_to(lib)).encode())
+        h.update(ast.dump(tree).encode())
+    return h.hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class Recorded:
+    """A recorded study as read back: ``status`` is fresh, stale, missing or damaged."""
+
+    study: str
+    profile: str
+    status: str
+    tables: dict = dataclasses.field(default_factory=dict)
+    provenance: dict = dataclasses.field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def usable(self) -> bool:
+        """Whether a verdict may be drawn from it (fresh)."""
+        return self.status == "fresh"
+
+    def caption(self) -> str:
+        """One line: when, where and how it was recorded, and the command that re-measures."""
+        if self.status in ("missing", "damaged"):
+            return self.message
+        p = self.provenance
+        flags = ", ".join(p.get("cpu_flags", [])) or "no flags read"
+        cpu = p.get("gpu") or f"{p.get('cpu', '?')} ({flags})"
+        text = (f"Recorded {p.get('date', '?')[:10]} on {cpu}, {p.get('precision', '?')}, "
+                f"commit {str(p.get('commit', '?'))[:7]}; re-measure: `{p.get('command', '?')}`.")
+        if self.status == "stale":
+            text = "**Stale:** the code behind these numbers changed since. " + text
+        return text
+
+
+def folder(profile: str, study: str, root: pathlib.Path | None = None) -> pathlib.Path:
+    return pathlib.Path(root or ROOT) / profile / study
+
+
+def _csv_gz(df: pd.DataFrame) -> bytes:
+    # mtime=0: the same table gives the same bytes (and checksum) on every machine
+    return gzip.compress(df.to_csv(index=False).encode(), mtime=0)
+
+
+def write(profile: str, study: str, tables: dict[str, pd.DataFrame], provenance: dict, *,
+          root: pathlib.Path | None = None) -> pathlib.Path:
+    """Record ``tables`` of ``study`` at ``profile`` (each written atomically, then the
+    provenance with their checksums and the current :func:`code_version`)."""
+    out = folder(profile, study, root)
+    sums = {}
+    for name, df in tables.items():
+        data = _csv_gz(df)
+        atomic_write(out / f"{name}.csv.gz", data)
+        sums[name] = sha256_bytes(data)
+    atomic_write_json(out / "provenance.json", dict(
+        provenance, study=study, profile=profile, code_version=code_version(), tables=sums))
+    return out
+
+
+def read(profile: str, study: str, *, root: pathlib.Path | None = None) -> Recorded:
+    """The recorded ``study`` at ``profile``, with its status (never raises for a missing or
+    damaged record: the message says what is wrong and how to re-measure)."""
+    out = folder(profile, study, root)
+    prov_path = out / "provenance.json"
+    if not prov_path.is_file():
+        return Recorded(study, profile, "missing", message=(
+            f"No recorded {study!r} study at {profile!r} ({out} is absent)."))
+    try:
+        prov = json.loads(prov_path.read_text(encoding="utf-8"))
+        tables = {}
+        for name, digest in prov["tables"].items():
+            data = (out / f"{name}.csv.gz").read_bytes()
+            if sha256_bytes(data) != digest:
+                raise ValueError(f"{name}.csv.gz does not match its checksum")
+            tables[name] = pd.read_csv(io.BytesIO(gzip.decompress(data)))
+    except (OSError, ValueError, KeyError, TypeError, EOFError, gzip.BadGzipFile) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return Recorded(study, profile, "damaged", message=(
+            f"The recorded {study!r} study at {profile!r} is damaged ({first}); re-measure it "
+            f"or restore {out} with git."))
+    status = "fresh" if prov.get("code_version") == code_version() else "stale"
+    return Recorded(study, profile, status, tables, prov)
+
+
+__all__ = ["CODE", "ROOT", "Recorded", "code_version", "folder", "read", "write"]

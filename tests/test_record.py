@@ -35,6 +35,15 @@ def test_a_written_study_reads_back_fresh_with_its_tables_and_caption(tmp_path):
     assert "abc1234" in cap and "python bench/x.py --record" in cap
 
 
+def test_recorded_files_are_readable_like_any_other_file(tmp_path):
+    import os
+    record.write("smoke", "a", dict(runs=_runs()), PROV, root=tmp_path)
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in (tmp_path / "smoke" / "a").iterdir():  # not mkstemp's 0600
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f.name
+
+
 def test_the_same_tables_give_the_same_bytes(tmp_path):
     record.write("smoke", "a", dict(runs=_runs()), PROV, root=tmp_path / "1")
     record.write("smoke", "a", dict(runs=_runs()), PROV, root=tmp_path / "2")

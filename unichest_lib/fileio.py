@@ -24,6 +24,15 @@ from typing import IO, Any, Callable, Union
 Content = Union[bytes, str, Callable[[IO[bytes]], Any]]
 
 
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 def atomic_write(path: str | os.PathLike, content: Content, *, fsync: bool = False) -> Path:
     """Write ``content`` to ``path`` atomically (creating its folder); returns the path.
 
@@ -43,6 +52,7 @@ def atomic_write(path: str | os.PathLike, content: Content, *, fsync: bool = Fal
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; a written file reads as any other
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -21,10 +21,10 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 KEY_OUTPUTS = {
     "00_data": (3, ["union classes", "text for the model:", "entity"]),
     "01_source_heterogeneity": (3, ["source_accuracy", "silhouette"]),
-    "02_conquer": (6, ["x (", "Y (", "mask (", "patches I (", "forward == pieces: True True True",
+    "02_conquer": (7, ["x (", "Y (", "mask (", "patches I (", "forward == pieces: True True True",
                        "L_BCL by hand", "chance 2 ln M", "ASL, unobserved changed",
                        "before the step", "the artifact store: conquer-", "bcl chance",
-                       "learnable"]),
+                       "learnable", "re-measure: `python bench/bench_schedule.py"]),
     "03_divide": (6, ["K = 4 query networks (1 shared + 3 experts)", "Conquer stage",
                       "Divide stage", "QN4 (expert)", "ω by hand == model: True",
                       "L_SCL by hand", "Eq. 7 by hand", "(the Divide stage's trainable ones: True)",

@@ -132,6 +132,9 @@ def wrap(text: str, indent: int = 2) -> str:
 HEADERS = {
     "n_train": "training images", "val_aAUC": "validation aAUC",
     "conquer_aAUC": "Conquer aAUC", "divide_aAUC": "Divide aAUC",
+    "val_all_mean": "all-source val aAUC (mean)", "ci_low": "95 % CI low",
+    "ci_high": "95 % CI high", "best_epoch_mean": "selected epoch (mean)",
+    "test_all_mean": "test aAUC (mean, not used)",
 }
 
 

@@ -32,7 +32,7 @@ import pandas as pd
 from unichest_lib import config, hardware
 from unichest_lib.evaluation import classification
 from unichest_lib.evidence import record
-from unichest_lib.evidence.schedule import STUDY, TOLERANCE, summary
+from unichest_lib.evidence.schedule import FREE, STUDY, TOLERANCE, summary
 from unichest_lib.training import checkpoints, stages
 from unichest_lib.training.trainer import EpochMetrics
 
@@ -92,7 +92,7 @@ def main(argv=None) -> None:
             if args.record:  # one run at a time: an interrupted study keeps what it finished
                 record.write(args.profile, STUDY, dict(runs=runs, curves=curves), dict(
                     hardware.provenance(base.amp), command=command, tolerance=args.tolerance,
-                    train_seconds=float(runs["seconds"].sum())))
+                    train_seconds=float(runs["seconds"].sum())), cfg=base, free=FREE)
     s, chosen = summary(runs[runs["epochs"].isin(args.epochs)], args.tolerance)
     print(f"\nprofile {args.profile}: Conquer schedules over seeds {args.seeds}")
     print(s.round(4).to_string(index=False))

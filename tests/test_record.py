@@ -59,6 +59,17 @@ def test_a_study_recorded_by_other_code_is_stale_and_says_so(tmp_path, monkeypat
     assert rec.caption().startswith("**Stale:**")
 
 
+def test_a_study_of_another_configuration_is_stale_but_not_for_its_free_fields(tmp_path):
+    cfg = resolve("smoke")
+    record.write("smoke", "demo", dict(runs=_runs()), PROV, cfg=cfg, free=("conquer_epochs",),
+                 root=tmp_path)
+    for same in (cfg, cfg.replace(conquer_epochs=7, cache_dir="elsewhere", amp=False)):
+        assert record.read("smoke", "demo", cfg=same, root=tmp_path).status == "fresh"
+    rec = record.read("smoke", "demo", cfg=cfg.replace(lr=1e-3), root=tmp_path)
+    assert rec.status == "stale" and not rec.usable
+    assert rec.caption().startswith("**Stale:** the 'smoke' configuration changed since.")
+
+
 def test_code_version_ignores_docstrings_and_comments_but_not_statements(tmp_path):
     lib = tmp_path / "lib"
     (lib / "training").mkdir(parents=True)

@@ -8,8 +8,10 @@ re-measures it, each table's sha256 and the **code version** of the code its num
 on (:func:`code_version`). Reading a study back (:func:`read`) says what it is:
 
 * ``fresh``: recorded by the code the library has now;
-* ``stale``: the training, model or data code changed since (the book shows the numbers as a
-  record of the past and draws no verdict from them);
+* ``stale``: the training, model or data code changed since, or the profile's configuration
+  (:func:`config_version`: every field that can change a number, less the ones the study
+  varies itself) is no longer the one it measured (the book shows the numbers as a record of
+  the past and draws no verdict from them);
 * ``missing``: never recorded at this profile;
 * ``damaged``: a file is unreadable or does not match its checksum (a one-line message; the
   book still builds).
@@ -29,19 +31,25 @@ import pathlib
 
 import pandas as pd
 
-from ..fileio import atomic_write, atomic_write_json, sha256_bytes
+from ..fileio import atomic_write, atomic_write_json, digest, sha256_bytes
 
 #: Where the recorded results live: ``results/`` at the repository root.
 ROOT = pathlib.Path(__file__).resolve().parents[2] / "results"
-#: The code a recorded number depends on: the configuration, the world and data, the model,
-#: how it trains and how it is scored. A change here (other than comments, docstrings and
-#: formatting) makes every study recorded before it stale. Bookkeeping that cannot change a
-#: number (the artifact store, its keys, the checkpoint files) is left out, so that renaming
-#: it does not throw the record away.
-CODE = ("config.py", "data", "model", "training/augment.py", "training/features.py",
+#: The code a recorded number depends on: the world and data, the model, how it trains and
+#: how it is scored. A change here (other than comments, docstrings and formatting) makes
+#: every study recorded before it stale. Bookkeeping that cannot change a number (the
+#: artifact store, its keys, the checkpoint files) is left out, so that renaming it does not
+#: throw the record away; the configuration counts through :func:`config_version` (a new
+#: default of one profile does not make another profile's record stale).
+CODE = ("data", "model", "training/augment.py", "training/features.py",
         "training/losses.py", "training/optim.py", "training/rng.py", "training/stages.py",
         "training/trainer.py", "evaluation/classification.py", "evaluation/metrics.py")
 _LIB = pathlib.Path(__file__).resolve().parents[1]
+#: Configuration fields that cannot change what a study measures: where files go, how many
+#: workers load them, the device and the precision switch (the precision a record trained in
+#: is in its provenance and caption).
+RUNTIME_FIELDS = ("profile", "cache_dir", "num_workers", "device", "amp", "channels_last",
+                  "deterministic", "eval_batch_size")
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:
@@ -67,6 +75,13 @@ def code_version(parts=CODE, lib: pathlib.Path = _LIB) -> str:
     return h.hexdigest()[:16]
 
 
+def config_version(cfg, free=()) -> str:
+    """A digest of ``cfg``'s fields that can change a measured number, less ``free`` (the
+    fields the study sets itself, e.g. the schedule length it sweeps)."""
+    d = cfg.to_dict()
+    return digest({k: v for k, v in d.items() if k not in RUNTIME_FIELDS and k not in free})[:16]
+
+
 @dataclasses.dataclass
 class Recorded:
     """A recorded study as read back: ``status`` is fresh, stale, missing or damaged."""
@@ -77,6 +92,7 @@ class Recorded:
     tables: dict = dataclasses.field(default_factory=dict)
     provenance: dict = dataclasses.field(default_factory=dict)
     message: str = ""
+    reason: str = ""  # why it is stale
 
     @property
     def usable(self) -> bool:
@@ -93,7 +109,7 @@ class Recorded:
         text = (f"Recorded {p.get('date', '?')[:10]} on {cpu}, {p.get('precision', '?')}, "
                 f"commit {str(p.get('commit', '?'))[:7]}; re-measure: `{p.get('command', '?')}`.")
         if self.status == "stale":
-            text = "**Stale:** the code behind these numbers changed since. " + text
+            text = f"**Stale:** {self.reason or 'the code behind these numbers changed'} since. " + text
         return text
 
 
@@ -107,23 +123,28 @@ def _csv_gz(df: pd.DataFrame) -> bytes:
 
 
 def write(profile: str, study: str, tables: dict[str, pd.DataFrame], provenance: dict, *,
-          root: pathlib.Path | None = None) -> pathlib.Path:
+          cfg=None, free=(), root: pathlib.Path | None = None) -> pathlib.Path:
     """Record ``tables`` of ``study`` at ``profile`` (each written atomically, then the
-    provenance with their checksums and the current :func:`code_version`)."""
+    provenance with their checksums, the current :func:`code_version` and, given the study's
+    base ``cfg``, its :func:`config_version` without the ``free`` fields)."""
     out = folder(profile, study, root)
     sums = {}
     for name, df in tables.items():
         data = _csv_gz(df)
         atomic_write(out / f"{name}.csv.gz", data)
         sums[name] = sha256_bytes(data)
+    conf = ({} if cfg is None else
+            dict(config_version=config_version(cfg, free), config_free=list(free)))
     atomic_write_json(out / "provenance.json", dict(
-        provenance, study=study, profile=profile, code_version=code_version(), tables=sums))
+        provenance, study=study, profile=profile, code_version=code_version(), **conf,
+        tables=sums))
     return out
 
 
-def read(profile: str, study: str, *, root: pathlib.Path | None = None) -> Recorded:
+def read(profile: str, study: str, *, cfg=None, root: pathlib.Path | None = None) -> Recorded:
     """The recorded ``study`` at ``profile``, with its status (never raises for a missing or
-    damaged record: the message says what is wrong and how to re-measure)."""
+    damaged record: the message says what is wrong and how to re-measure). Given ``cfg``
+    (the configuration the book runs), a record of another configuration is stale."""
     out = folder(profile, study, root)
     prov_path = out / "provenance.json"
     if not prov_path.is_file():
@@ -142,8 +163,14 @@ def read(profile: str, study: str, *, root: pathlib.Path | None = None) -> Recor
         return Recorded(study, profile, "damaged", message=(
             f"The recorded {study!r} study at {profile!r} is damaged ({first}); re-measure it "
             f"or restore {out} with git."))
-    status = "fresh" if prov.get("code_version") == code_version() else "stale"
-    return Recorded(study, profile, status, tables, prov)
+    reason = ""
+    if prov.get("code_version") != code_version():
+        reason = "the training, model or data code changed"
+    elif cfg is not None and "config_version" in prov and prov["config_version"] != \
+            config_version(cfg, prov.get("config_free", ())):
+        reason = f"the {profile!r} configuration changed"
+    return Recorded(study, profile, "stale" if reason else "fresh", tables, prov, reason=reason)
 
 
-__all__ = ["CODE", "ROOT", "Recorded", "code_version", "folder", "read", "write"]
+__all__ = ["CODE", "ROOT", "RUNTIME_FIELDS", "Recorded", "code_version", "config_version",
+           "folder", "read", "write"]

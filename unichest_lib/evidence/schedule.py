@@ -21,6 +21,8 @@ from . import record
 from .measures import Study
 
 STUDY = "schedule"
+#: The configuration fields the study sets itself: its record stays fresh when they change.
+FREE = ("conquer_epochs", "seed")
 #: The plateau tolerance in aAUC: about half the epoch-to-epoch noise of one tutorial run.
 TOLERANCE = 0.005
 
@@ -48,7 +50,7 @@ def summary(runs: pd.DataFrame, tolerance: float = TOLERANCE) -> tuple[pd.DataFr
 def schedule_study(cfg: Config) -> Study:
     """The recorded schedule study of ``cfg.profile``: its runs, per-epoch curves and summary,
     the rule's choice next to the profile's ``conquer_epochs``, and the record's caption."""
-    rec = record.read(cfg.profile, STUDY)
+    rec = record.read(cfg.profile, STUDY, cfg=cfg)
     if rec.status in ("missing", "damaged"):
         return Study(ran=False, note=rec.message, status=rec.status, caption=rec.caption())
     runs, curves = rec.tables["runs"], rec.tables["curves"]
@@ -60,4 +62,4 @@ def schedule_study(cfg: Config) -> Study:
                  status=rec.status, caption=rec.caption())
 
 
-__all__ = ["STUDY", "TOLERANCE", "schedule_study", "summary"]
+__all__ = ["FREE", "STUDY", "TOLERANCE", "schedule_study", "summary"]

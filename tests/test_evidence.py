@@ -115,6 +115,12 @@ def test_continued_run_starts_from_conquer_and_trains_the_encoder(tmp_path):
     with pytest.raises(checkpoints.CheckpointError, match="starts from a Conquer"):
         stages.continue_conquer(cfg, store.divide_checkpoint(cfg, progress=False),
                                 tmp_path / "x", progress=False)
+    # one Conquer serves every K: the continued run asked for at another K still loads back
+    # (it keeps the Conquer checkpoint's unused experts; found by chapter 03 run at K = 3)
+    other = cfg.replace(K=cfg.K - 1, divide_epochs=2)
+    model = store.load_model(other, "continued", progress=False)
+    assert model.cfg.K == cfg.K
+    assert checkpoints.read_meta(store.continued_checkpoint(other))["config"]["divide_epochs"] == 2
 
 
 # ---- bootstrap bookkeeping ---------------------------------------------------------------------

@@ -77,10 +77,17 @@ def initial_model(cfg: Config, stage: str, classes, conquer_checkpoint=None):
         init_from_conquer(model, conquer_checkpoint)
         return model
     if stage == "continued":
-        saved = checkpoints.read_meta(conquer_checkpoint)["config"]  # its Divide-only fields
-        return checkpoints.load(conquer_checkpoint, cfg.replace(
-            **{f: saved[f] for f in DIVIDE_ONLY if f in saved}))
+        return checkpoints.load(conquer_checkpoint, _as_saved(cfg, conquer_checkpoint))
     raise ValueError(f"stage {stage!r} is not valid; choose conquer, divide or continued")
+
+
+def _as_saved(cfg: Config, conquer_checkpoint) -> Config:
+    """``cfg`` with the Divide-only architecture (K, the gate, Φ2) of the Conquer checkpoint:
+    one Conquer artifact serves every K, and a Conquer-stage model (the continued control)
+    keeps the experts it was saved with, unused, so its own checkpoint loads back."""
+    saved = checkpoints.read_meta(conquer_checkpoint)["config"]
+    keep = ("divide_epochs", "divide_on_features")  # the run's schedule, not the model
+    return cfg.replace(**{f: saved[f] for f in DIVIDE_ONLY if f in saved and f not in keep})
 
 
 def init_from_conquer(model, conquer_path) -> None:
@@ -159,6 +166,7 @@ def continue_conquer(cfg: Config, conquer_checkpoint, out_dir, *, progress: bool
     train_set, val_set = training_data(cfg)
     checkpoints.check_compatible(meta, cfg, train_set.classes)
     _check_conquer_settings(meta, cfg)
+    cfg = _as_saved(cfg, conquer_checkpoint)  # what its checkpoint will say it is
     seed_everything(cfg.seed, cfg.deterministic)
     model = initial_model(cfg, "continued", train_set.classes, conquer_checkpoint)
     cache = RunCache(f"{continued_key(cfg)}:{meta['sha256']}")

@@ -336,6 +336,13 @@ def test_the_stored_only_dial_study_measures_stored_worlds_once_and_trains_nothi
     calls.clear()
     full = dials.dial_table(cfg)
     assert full["measured"].all() and len(calls) == len(dials.STUDY_DIALS) + 1
+    # ``trained`` limits the worlds that may be trained; the others stay stored-only
+    calls.clear()
+    some = dials.dial_table(cfg, trained=("label_meaning",))
+    lm0 = dials.dial_world(cfg, "label_meaning", 0.0)
+    assert calls == [default, (lm0.heterogeneity, lm0.dials)]
+    measured = some[some["level"] == 0.0].set_index("dial")["measured"]
+    assert measured["label_meaning"] and not measured.drop("label_meaning").any()
 
 
 def test_the_chapters_dial_study_is_both_tables_stored_only_unless_full(monkeypatch):
@@ -345,8 +352,8 @@ def test_the_chapters_dial_study_is_both_tables_stored_only_unless_full(monkeypa
     from unichest_lib.evidence import dials
 
     asked = []
-    monkeypatch.setattr(dials, "dial_table", lambda c, stored_only, progress: asked.append(
-        ("dials", stored_only)) or "cells")
+    monkeypatch.setattr(dials, "dial_table", lambda c, stored_only, progress, trained:
+                        asked.append(("dials", stored_only, trained)) or "cells")
     monkeypatch.setattr(dials, "meaning_by_class", lambda c, stored_only, progress: asked.append(
         ("by_class", stored_only)) or "classes")
     cfg = resolve("smoke")
@@ -354,7 +361,8 @@ def test_the_chapters_dial_study_is_both_tables_stored_only_unless_full(monkeypa
         asked.clear()
         study = evidence.dial_study(cfg, full=full)
         assert study.ran and study.tables == {"dials": "cells", "by_class": "classes"}
-        assert asked == [("dials", not full), ("by_class", not full)]
+        assert asked == [("dials", not full, dials.TRAINED_DIALS["smoke"]),
+                         ("by_class", not full)]
     real = evidence.dial_study(types.SimpleNamespace(data="real.yml"), full=True)
     assert not real.ran and real.tables == {} and "embedded world" in real.note
 

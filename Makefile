@@ -1,7 +1,7 @@
 # UniChest Book — one command to set up and build the book, one to set up and test.
 #   make book   create .venv (first time only), execute every notebook, build the HTML book
 #   make test   create .venv (first time only), run the test suite
-#   make ledger the book with the full claims ledger (also the claims that need extra runs per seed)
+#   make ledger every study measured live and recorded in results/<PROFILE>/ (STUDY=<name>: one)
 # Re-running is fast: the environment is rebuilt only when requirements.txt or pyproject.toml change.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -36,11 +36,18 @@ book: $(STAMP)
 	UNICHEST_PROFILE=$(PROFILE) UNICHEST_PROGRESS=0 $(VENV)/bin/jupyter-book build --all book
 	@echo "Open _build/html/index.html"
 
-# The full ledger: the claims that need extra runs per seed (the lambda x K grid, Conquer on
-# label text, the heterogeneity study) are measured during the build too. Once measured they
-# are cached, and every later `make book` shows them.
+# The full ledger, measured live and recorded: every chapter with all its studies, every score
+# trained and scored in this build (UNICHEST_EVIDENCE=live) and written to results/<PROFILE>/
+# with its provenance (UNICHEST_RECORD=1). STUDY=<name> re-measures one study alone and
+# rewrites only its scores; STUDY=list names them with their cost.
+STUDY ?=
 ledger: $(STAMP)
-	UNICHEST_FULL_LEDGER=1 $(MAKE) book
+ifeq ($(STUDY),)
+	UNICHEST_FULL_LEDGER=1 UNICHEST_EVIDENCE=live UNICHEST_RECORD=1 \
+	  UNICHEST_RECORD_COMMAND="make ledger PROFILE=$(PROFILE)" $(MAKE) book
+else
+	$(PY) bench/ledger.py $(STUDY) --profile $(PROFILE)
+endif
 
 # Two pytest workers (pytest-xdist), one torch thread each: the tests are many small runs whose
 # Python and I/O parts would leave a second core idle; the long chapter runs start first
@@ -51,7 +58,7 @@ test: $(STAMP)
 	  $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist worksteal) $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	for f in bench/bench_*.py; do $(PY) $$f || exit 1; done
+	$(PY) bench/run_all.py
 
 clean-book:
 	rm -rf _build book/_build

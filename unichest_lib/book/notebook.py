@@ -219,6 +219,22 @@ def glue_claims(rows: "pd.DataFrame", prefix: str = "") -> dict[str, Any]:
     return out
 
 
+LIVE_LINE = "Measured by this build's own runs."
+
+
+def evidence_line(table: "pd.DataFrame") -> str:
+    """The line a chapter prints under an evidence table: where its numbers come from. A
+    table of ``evidence`` carries it in ``attrs["evidence"]``; ledger rows in their
+    ``caption`` column (one line per distinct recording). Live numbers say so."""
+    ev = table.attrs.get("evidence")
+    if ev is not None:
+        return ev.caption or LIVE_LINE
+    if "caption" in table.columns:
+        caps = [c for c in dict.fromkeys(table["caption"].fillna("")) if c]
+        return "\n".join(caps) if caps else LIVE_LINE
+    return LIVE_LINE
+
+
 def elapsed() -> float:
     """Seconds since the last :func:`setup` (0 if it was never called)."""
     return time.perf_counter() - _START[0] if _START else 0.0
@@ -231,6 +247,6 @@ def finish() -> float:
     return t
 
 
-__all__ = ["HEADERS", "PROFILE_ENV", "Plain", "anchor_cache", "banner", "check_choice",
-           "check_int", "choose_profile", "elapsed", "finish", "glue", "glue_claims", "hardware",
-           "header", "markdown", "readable", "setup", "wrap"]
+__all__ = ["HEADERS", "LIVE_LINE", "PROFILE_ENV", "Plain", "anchor_cache", "banner",
+           "check_choice", "check_int", "choose_profile", "elapsed", "evidence_line", "finish",
+           "glue", "glue_claims", "hardware", "header", "markdown", "readable", "setup", "wrap"]

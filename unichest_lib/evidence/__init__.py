@@ -29,10 +29,10 @@ Introduced in ``notebooks/02_conquer.ipynb``; the ledger in ``notebooks/07_claim
 from . import paper_tables
 from .alignment import alignment_study
 from .dials import dial_study
-from .grounding_measures import grounding_baseline_table
+from .grounding_measures import grounding_baseline_table, grounding_by_class
 from .headroom import headroom_table
 from .ledger import chapter_claims, grid_table, ledger_rows, not_run_note, plan
-from .measures import grounding_by_class, metric_table, seen_unseen_table, variant_table
+from .measures import metric_table, seen_unseen_table, variant_table
 from .query_study import query_text_study
 from .schedule import schedule_study
 from .transfer import transfer_table

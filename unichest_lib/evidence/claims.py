@@ -23,6 +23,7 @@ from ..evaluation import stats
 from ..model.inference import gate_weights
 from .measures import (N_BOOT, Measure, has_classes, in_domain_measure, macro_measure,
                        patient_weights, split_sizes)
+from . import replay
 from .grounding_measures import grounding_baseline_measures
 from .transfer import RANDOM, transfer_measures
 from .variants import GRID, LEVELS, SEEDS, variant_config, variant_model
@@ -107,6 +108,10 @@ def equivalence_verdict(intervals: Sequence[tuple[float, float]], margin: float)
     return "inconclusive"
 
 
+#: The verdict of a claim measured on a stale record: no verdict is drawn from it.
+STALE = "stale"
+
+
 # ---- measuring each claim ---------------------------------------------------------------------
 def zero_shot_sources(cfg: Config) -> list[str]:
     """The downstream sources scored by zero-shot on unseen classes: those with classes no
@@ -120,7 +125,19 @@ def _grid_configs(cfg: Config):
 
 
 def measure_claim(cfg: Config, key: str, progress: bool = True) -> dict:
-    """Measure one claim: a dict with the summary fields, the split sizes and the seeds."""
+    """Measure one claim: a dict with the summary fields, the split sizes, the seeds and
+    where its numbers come from (``evidence``: live, fresh or stale; ``caption``). All of a
+    claim's scores come from this build's runs or all from the record
+    (:func:`.replay.consistent`); a claim measured on a stale record has verdict "stale"."""
+    out, ev = replay.consistent(_measure_claim, cfg, key, progress)
+    if ev is not None:
+        out.update(evidence=ev.status, caption=ev.caption)
+        if ev.status == "stale":
+            out["verdict"] = STALE
+    return out
+
+
+def _measure_claim(cfg: Config, key: str, progress: bool = True) -> dict:
     kw = dict(progress=progress)
 
     def vs(control: str, c: Config = cfg) -> Measure:  # UniChest minus a control, in-domain
@@ -256,6 +273,6 @@ def transfer_vs_random(cfg: Config, *, source: str = "siim", seeds=None, n_boot=
                                           classes=info["classes"]))
 
 
-__all__ = ["CLAIMS", "CLAIM_KEYS", "Claim", "equivalence_verdict", "gate_routing",
+__all__ = ["CLAIMS", "CLAIM_KEYS", "STALE", "Claim", "equivalence_verdict", "gate_routing",
            "grounding_vs_random", "measure_claim", "source_gates", "transfer_vs_random",
            "zero_shot_sources"]

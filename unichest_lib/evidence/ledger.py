@@ -23,6 +23,7 @@ import pandas as pd
 from ..config import Config, ConfigError
 from ..fileio import atomic_write, digest
 from ..training.keys import DIVIDE_ONLY, keyed, upstream
+from . import replay
 from .claims import CLAIM_KEYS, CLAIMS, measure_claim
 from .measures import MIN_POS, N_BOOT, in_domain_measure
 from .variants import BACKBONES, GRID, SEEDS
@@ -136,7 +137,8 @@ def ledger_rows(cfg: Config, keys: Sequence[str] | None = None, *, full: bool | 
         if key in WORLD_ONLY and cfg.data != "embedded":
             res = _not_run(seeds, "turns a dial of the embedded world; real data has none")
         elif not full and key in EXPENSIVE and not file.is_file():
-            res = _not_run(seeds, f"needs extra runs per seed; {HOW_TO_RUN}")
+            res = replay.recorded_only(measure_claim, cfg, key, progress) or _not_run(
+                seeds, f"needs extra runs per seed; {HOW_TO_RUN}")
         elif file.is_file():
             try:
                 res = json.loads(file.read_text())
@@ -144,11 +146,13 @@ def ledger_rows(cfg: Config, keys: Sequence[str] | None = None, *, full: bool | 
                 res = None
         if res is None:
             res = measure_claim(cfg, key, progress)
-            atomic_write(file, json.dumps(res, default=_json_default))
+            if res.get("evidence", "live") == "live":  # a recorded claim is read again each time
+                atomic_write(file, json.dumps(res, default=_json_default))
         rows.append(dict(claim=claim.text, key=key, chapter=claim.chapter, effect=claim.effect,
                          paper=claim.paper, **{k: res.get(k) for k in (
                              "mean", "lo", "hi", "mde", "n_seeds", "per_seed", "n_test",
-                             "flagged", "verdict", "detail", "grid", "per_level")}))
+                             "flagged", "verdict", "detail", "grid", "per_level")},
+                         evidence=res.get("evidence", "live"), caption=res.get("caption", "")))
     return pd.DataFrame(rows)
 
 
@@ -156,7 +160,7 @@ def _not_run(seeds, detail: str) -> dict:
     """The ledger row of a claim this build does not measure, saying why."""
     nan = float("nan")
     return dict(mean=nan, lo=nan, hi=nan, mde=nan, n_seeds=len(seeds), per_seed=[], n_test="",
-                flagged="", verdict=NOT_RUN, detail=detail)
+                flagged="", verdict=NOT_RUN, detail=detail, evidence="", caption="")
 
 
 def _json_default(o):

@@ -31,11 +31,13 @@ from ..config import Config
 from ..data import make_dataset
 from ..data.label_spaces import source_classes, union_classes
 from ..data.world import WORLD_FIELDS
-from ..evaluation import classification, grounding, metrics, stats
+from ..evaluation import classification, metrics, stats
 from ..fileio import atomic_write, digest
 from ..training import checkpoints, store
 from ..training import features as frozen_features
-from .variants import SEEDS, VARIANTS, variant_checkpoint, variant_config, variant_model
+from .. import hardware
+from . import replay
+from .variants import SEEDS, VARIANTS, variant_checkpoint, variant_config
 
 #: Bootstrap replicates per profile.
 N_BOOT = {"smoke": 200, "tutorial": 1000, "paper": 2000}
@@ -76,19 +78,41 @@ def _model(path: pathlib.Path, cfg: Config, stage: str, progress: bool):
 
 def scored(cfg: Config, name: str, seed: int, source: str, *, split: str = "test",
            by: str | None = None, progress: bool = True, **extra) -> Scored:
-    """Probabilities of variant ``name`` (seed) on ``source``'s ``split``, cached on disk by
-    checkpoint checksum, data and query mode (``.npz`` of plain arrays, no pickle)."""
+    """Probabilities of variant ``name`` (seed) on ``source``'s ``split``: from the record or
+    live (:mod:`~.replay` decides, per study), live ones cached on disk by checkpoint
+    checksum, data and query mode (``.npz`` of plain arrays, no pickle)."""
     c = variant_config(cfg, name, seed, **extra)
     by = c.query_text if by is None else by  # the trained queries: same cache key as by name
+    m = replay.mode()
+    recorded = replay.has_probs(c, name, source, split, by) if m != "live" else False
+    if m == "recorded" and not recorded:
+        raise replay.RecordMissing(f"{name} (seed {seed}) on {source} {split} is not recorded")
+    ds = make_dataset(cfg, [source], split)
+    t = ds.table
+    if m == "recorded" or (recorded and not store.is_valid(c, VARIANTS[name].stage)):
+        probs, rec = replay.read_probs(c, name, source, split, by, ds.classes, len(ds))
+        replay.note_used("recorded", rec)
+        classes = rec.provenance.get("model_classes", ds.classes)
+    else:
+        probs, meta = _live_probs(cfg, c, name, seed, source, split, by, ds, progress, extra)
+        replay.note_used("live")
+        classes = meta["classes"]
+        if replay.recording():
+            replay.write_probs(c, name, source, split, by, probs, ds.classes, dict(
+                hardware.provenance(c.amp, c.device), model_classes=list(meta["classes"]),
+                store_key=store.key(c, VARIANTS[name].stage), checkpoint_sha256=meta["sha256"]))
+    seen = tuple(k in classes for k in ds.classes)
+    return Scored(probs=probs, labels=np.nan_to_num(t.labels, nan=0.0), mask=t.mask,
+                  patients=np.asarray(t.patients), classes=tuple(ds.classes), seen=seen)
+
+
+def _live_probs(cfg, c, name, seed, source, split, by, ds, progress, extra):
     path = variant_checkpoint(cfg, name, seed, progress=progress, **extra)
     meta = checkpoints.read_meta(path)
-    sha = meta["sha256"]
     d = cfg.to_dict()
-    key = digest({"sha": sha, "world": {f: d[f] for f in _WORLD_FIELDS}, "source": source,
-                   "split": split, "by": by})
+    key = digest({"sha": meta["sha256"], "world": {f: d[f] for f in _WORLD_FIELDS},
+                  "source": source, "split": split, "by": by})
     file = pathlib.Path(cfg.cache_dir) / "evidence" / "predictions" / f"{key[:24]}.npz"
-    ds = make_dataset(cfg, [source], split)
-    seen = tuple(k in meta["classes"] for k in ds.classes)
     probs = None
     if file.is_file():
         try:
@@ -107,9 +131,7 @@ def scored(cfg: Config, name: str, seed: int, source: str, *, split: str = "test
                 feats = frozen_features.frozen_patches(model, ds, c, start)
         probs = classification.predict(model, ds, c, by=by, features=feats).probs
         atomic_write(file, lambda f: np.savez(f, probs=probs))
-    t = ds.table
-    return Scored(probs=probs, labels=np.nan_to_num(t.labels, nan=0.0), mask=t.mask,
-                  patients=np.asarray(t.patients), classes=tuple(ds.classes), seen=seen)
+    return probs, meta
 
 
 # ---- bootstrap of class AUCs -------------------------------------------------------------------
@@ -197,6 +219,7 @@ def macro_measure(cfg: Config, name: str, sources: Sequence[str], *, split: str 
     return Measure(points, reps, info)
 
 
+@replay.with_evidence
 def variant_table(cfg: Config, names: Sequence[str], sources: Sequence[str] | None = None, *,
                   split: str = "test", by: str | None = None, seen: bool | None = None,
                   mean_row: bool = True, progress: bool = True, **extra) -> pd.DataFrame:
@@ -222,6 +245,7 @@ def variant_table(cfg: Config, names: Sequence[str], sources: Sequence[str] | No
     return pd.DataFrame(rows)
 
 
+@replay.with_evidence
 def seen_unseen_table(cfg: Config, names: Sequence[str], sources: Sequence[str] | None = None,
                       *, by: str | None = None, progress: bool = True) -> pd.DataFrame:
     """:func:`variant_table` of ``names`` on ``sources`` (default: the downstream ones) twice,
@@ -241,6 +265,7 @@ def seen_unseen_table(cfg: Config, names: Sequence[str], sources: Sequence[str] 
     return pd.concat(parts)
 
 
+@replay.with_evidence
 def metric_table(cfg: Config, names: Sequence[str], sources: Sequence[str] | None = None, *,
                  split: str = "test", progress: bool = True) -> pd.DataFrame:
     """aF1, aACC and mAP (max-F1 thresholds, as the paper) of each variant and source over
@@ -264,33 +289,6 @@ def metric_table(cfg: Config, names: Sequence[str], sources: Sequence[str] | Non
                 si = stats.seed_interval(np.array(vals), ALPHA, bounds=(0.0, 1.0))
                 rows.append(dict(variant=name, source=src, metric=k, mean=si["mean"],
                                  lo=si["lo"], hi=si["hi"], n_seeds=si["n"]))
-    return pd.DataFrame(rows)
-
-
-def grounding_by_class(cfg: Config, *, source: str = "chestxdet10", progress: bool = True
-                       ) -> pd.DataFrame:
-    """Pointing game of UniChest per lesion class over the profile's seeds, next to the
-    random-peak baseline (the mean lesion area fraction): columns class, n (instances),
-    mean, lo, hi (pooled interval over seeds and patients), random."""
-    seeds = SEEDS[cfg.profile]
-    n_boot = N_BOOT[cfg.profile]
-    insts = [grounding.grounding_instances(variant_model(cfg, "UniChest", sd, progress=progress),
-                                          variant_config(cfg, "UniChest", sd), source)
-             for sd in seeds]
-    rows = []
-    for cls in sorted(insts[0]["class"].unique()):
-        pts, reps = [], []
-        for inst in insts:
-            d = inst[inst["class"] == cls]
-            hit = d["hit"].to_numpy(float)
-            w = patient_weights(d["patient"].to_numpy(), n_boot, f"ground/{source}/{cls}")
-            pts.append(hit.mean())
-            tot = w.sum(1)  # a resample may draw no patient with this lesion: NaN, skipped
-            reps.append(np.where(tot > 0, (w @ hit) / np.maximum(tot, 1e-12), np.nan))
-        pi = stats.pooled_interval(np.array(pts), np.array(reps), ALPHA)
-        d0 = insts[0][insts[0]["class"] == cls]
-        rows.append({"class": cls, "n": len(d0), "mean": pi["mean"], "lo": pi["lo"],
-                     "hi": pi["hi"], "random": float(d0["area"].mean())})
     return pd.DataFrame(rows)
 
 
@@ -333,6 +331,6 @@ class Study:
 
 
 __all__ = ["ALPHA", "MIN_POS", "N_BOOT", "Measure", "Scored", "Study", "class_auc_replicates",
-           "grounding_by_class", "has_classes", "in_domain_measure", "kept_columns",
+           "has_classes", "in_domain_measure", "kept_columns",
            "macro_measure", "metric_table", "patient_weights", "scored", "seen_unseen_table",
            "split_sizes", "variant_table"]

@@ -22,6 +22,7 @@ import pathlib
 
 from ..config import Config, ConfigError
 from ..training import store
+from . import replay
 
 #: Training seeds per profile (the world's seed stays fixed: one test set, many models).
 SEEDS = {"smoke": (0, 1), "tutorial": (0, 1, 2), "paper": (0, 1, 2)}
@@ -79,10 +80,16 @@ def variant_config(cfg: Config, name: str, seed: int | None = None, **extra) -> 
     return cfg.replace(**over, **extra)
 
 
+def _refuse_training(c: Config, name: str) -> None:
+    if replay.mode() == "recorded":
+        replay.no_training(store.is_valid(c, VARIANTS[name].stage), f"{name} (seed {c.seed})")
+
+
 def variant_checkpoint(cfg: Config, name: str, seed: int | None = None, *, progress: bool = True,
                        **extra) -> pathlib.Path:
     """The stored checkpoint of variant ``name`` (trained first when missing)."""
     c = variant_config(cfg, name, seed, **extra)
+    _refuse_training(c, name)
     return store.stage_checkpoint(c, VARIANTS[name].stage, progress=progress)
 
 
@@ -99,6 +106,7 @@ def variant_model(cfg: Config, name: str, seed: int | None = None, *, progress: 
     """The trained model of variant ``name``, in eval mode: the one way a chapter gets a
     trained model (through the store, which trains it first when it is missing)."""
     c = variant_config(cfg, name, seed, **extra)
+    _refuse_training(c, name)
     return store.load_model(c, VARIANTS[name].stage, progress=progress)
 
 
@@ -107,6 +115,7 @@ def variant_history(cfg: Config, name: str, seed: int | None = None, *, progress
     """The training history of variant ``name`` (one row per optimiser step, one validation
     row per epoch; :func:`unichest_lib.training.store.history`)."""
     c = variant_config(cfg, name, seed, **extra)
+    _refuse_training(c, name)
     return store.history(c, VARIANTS[name].stage, progress=progress)
 
 

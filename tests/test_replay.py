@@ -1,0 +1,141 @@
+"""Recorded predictions (``unichest_lib.evidence.replay``): a study measured live with
+recording on reads back from the record alone with the same numbers; a study never mixes
+live and recorded runs; the record mode never trains; a stale record gives no verdict."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import tiny_cfg
+from unichest_lib.book import notebook
+from unichest_lib.evidence import ledger, measures, record, replay
+from unichest_lib.evidence.claims import STALE, measure_claim
+from unichest_lib.training import store
+
+SRC = ["chestxray14"]
+
+
+@pytest.fixture(scope="module")
+def _recorded(tmp_path_factory):
+    """A tiny smoke configuration whose 'Conquer only' and 'one source' runs (seeds 0, 1)
+    were measured live with recording on, into a private results folder (trained once)."""
+    tmp = tmp_path_factory.mktemp("replay")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(record, "ROOT", tmp / "results")
+        mp.setenv(replay.ENV_RECORD, "1")
+        mp.setenv(replay.ENV_COMMAND, "make ledger STUDY=demo")
+        mp.setenv(replay.ENV_MODE, "live")
+        cfg = tiny_cfg(cache_dir=str(tmp / "cache"))
+        live = measures.variant_table(cfg, ["Conquer only", "one source"], SRC)
+    return cfg, live, tmp / "results"
+
+
+@pytest.fixture
+def recorded_world(_recorded, tmp_path, monkeypatch):
+    """:func:`_recorded` with a copy of its results folder that the test may change."""
+    cfg, live, results = _recorded
+    shutil.copytree(results, tmp_path / "results")
+    monkeypatch.setattr(record, "ROOT", tmp_path / "results")
+    for var in (replay.ENV_RECORD, replay.ENV_MODE):
+        monkeypatch.delenv(var, raising=False)
+    return cfg, live
+
+
+def _numbers(t: pd.DataFrame) -> pd.DataFrame:
+    return t[["variant", "source", "mean", "lo", "hi", "per_seed"]]
+
+
+def test_a_recorded_study_reads_back_with_the_same_numbers_and_a_caption(recorded_world,
+                                                                         monkeypatch):
+    cfg, live = recorded_world
+    assert live.attrs["evidence"].status == "live"
+    parts = sorted((record.ROOT / cfg.profile / "runs").glob("*/*/probs.csv.gz"))
+    assert len(parts) == 4  # 2 variants x 2 seeds x 1 source
+    monkeypatch.setenv(replay.ENV_MODE, "recorded")
+    again = measures.variant_table(cfg, ["Conquer only", "one source"], SRC)
+    pd.testing.assert_frame_equal(_numbers(again), _numbers(live), rtol=0, atol=1e-6)
+    ev = again.attrs["evidence"]
+    assert ev.status == "fresh" and ev.usable
+    assert ev.caption.startswith("Recorded ") and "make ledger STUDY=demo" in ev.caption
+    assert notebook.evidence_line(again) == ev.caption
+    assert notebook.evidence_line(live) == notebook.LIVE_LINE
+
+
+def test_an_empty_store_serves_the_record_and_trains_nothing(recorded_world, monkeypatch):
+    cfg, live = recorded_world
+    monkeypatch.setattr(store, "is_valid", lambda *a, **k: False)  # as on a fresh clone
+
+    def no_training(*a, **k):
+        raise AssertionError("trained although the record holds every run")
+    monkeypatch.setattr(store, "stage_checkpoint", no_training)
+    again = measures.variant_table(cfg, ["Conquer only"], SRC)
+    assert again.attrs["evidence"].status == "fresh"
+    assert np.isclose(again["mean"].iloc[0], live["mean"].iloc[0], atol=1e-6)
+
+
+def test_a_study_with_some_runs_stored_and_some_recorded_is_not_mixed(recorded_world,
+                                                                       monkeypatch):
+    cfg, _ = recorded_world
+    real = store.is_valid
+    monkeypatch.setattr(store, "is_valid", lambda c, stage: c.seed == 0 and real(c, stage))
+    kinds = []
+    orig = replay.note_used
+    monkeypatch.setattr(replay, "note_used", lambda k, rec=None: (kinds.append(k), orig(k, rec)))
+    t = measures.variant_table(cfg, ["Conquer only"], SRC)
+    assert t.attrs["evidence"].status == "fresh"
+    # the first try mixed (seed 0 live, seed 1 recorded); the table comes from the record alone
+    assert kinds[:2] == ["live", "recorded"] and set(kinds[2:]) == {"recorded"}
+
+
+def test_the_record_mode_never_trains_and_says_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(record, "ROOT", tmp_path / "results")
+    monkeypatch.setenv(replay.ENV_MODE, "recorded")
+    cfg = tiny_cfg(cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(replay.RecordMissing, match="not recorded"):
+        measures.variant_table(cfg, ["Conquer only"], SRC)
+    assert not (tmp_path / "cache" / "artifacts").exists()
+    assert replay.recorded_only(measure_claim, cfg, "multi_vs_single", False) is None
+    monkeypatch.setenv(replay.ENV_MODE, "sometimes")
+    with pytest.raises(Exception, match="UNICHEST_EVIDENCE"):
+        replay.mode()
+
+
+def test_a_claim_on_a_stale_record_has_no_verdict(recorded_world, monkeypatch):
+    cfg, _ = recorded_world
+    monkeypatch.setenv(replay.ENV_MODE, "recorded")
+    fresh = measure_claim(cfg, "multi_vs_single", False)
+    assert fresh["evidence"] == "fresh" and fresh["verdict"] != STALE
+    monkeypatch.setattr(record, "code_version", lambda *a, **k: "another-version")
+    stale = measure_claim(cfg, "multi_vs_single", False)
+    assert stale["evidence"] == "stale" and stale["verdict"] == STALE
+    assert stale["caption"].startswith("**Stale:**")
+    assert np.isclose(stale["mean"], fresh["mean"])
+
+
+def test_a_damaged_record_part_is_one_line_and_falls_back_to_live(recorded_world,
+                                                                   monkeypatch):
+    cfg, live = recorded_world
+    part = sorted((record.ROOT / cfg.profile / "runs").glob("conquer-only-s1-*/*"))[0]
+    (part / "probs.csv.gz").write_bytes(b"not gzip")
+    monkeypatch.setenv(replay.ENV_MODE, "recorded")
+    with pytest.raises(replay.RecordMissing) as e:
+        measures.variant_table(cfg, ["Conquer only"], SRC)
+    assert "damaged" in str(e.value) and "\n" not in str(e.value)
+    monkeypatch.delenv(replay.ENV_MODE)
+    monkeypatch.setattr(store, "is_valid", lambda c, stage: False)
+    t = measures.variant_table(cfg, ["Conquer only"], SRC)  # auto: the record fails, live runs
+    assert t.attrs["evidence"].status == "live"
+    assert np.isclose(t["mean"].iloc[0], live["mean"].iloc[0], atol=1e-6)
+
+
+def test_ledger_rows_say_where_each_claim_comes_from(recorded_world, monkeypatch):
+    cfg, _ = recorded_world
+    monkeypatch.setenv(replay.ENV_MODE, "recorded")
+    rows = ledger.ledger_rows(cfg, ["multi_vs_single"], full=True)
+    assert rows["evidence"].iloc[0] == "fresh"
+    assert rows["caption"].iloc[0].startswith("Recorded ")
+    assert notebook.evidence_line(rows) == rows["caption"].iloc[0]

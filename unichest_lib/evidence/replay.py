@@ -1,0 +1,210 @@
+"""Recorded predictions: the evidence of a build comes from its own runs or from the record,
+one study at a time, never mixed.
+
+Every table and claim of the book is computed from one kind of number: a variant's
+probabilities per image on one split of one source (:func:`~.measures.scored`). Those are
+what the record keeps, in ``results/<profile>/runs/<run>/<source>-<split>-<by>/`` (a
+:mod:`~.record` study: ``probs.csv.gz``, one row per image in the split's order and one
+column per class, and its provenance: store key, checkpoint sha256, commit, CPU, precision,
+date, command). The labels, masks and patients are not recorded: the world (or the real
+dataset) gives them again, and the patient bootstrap recomputes exactly from the same
+probabilities.
+
+**Where a study's numbers come from** (:func:`consistent`): the mode in
+``UNICHEST_EVIDENCE`` is ``auto`` (default), ``live`` or ``recorded``. In ``auto``, a run in
+the artifact store is scored live and a run that is not, but is recorded, is read from the
+record; a run neither stored nor recorded is trained. When one study (a table, a claim)
+would then mix live and recorded runs, it is measured again from the record alone (or, when
+the record lacks a part or a part is damaged, live alone): different CPUs and precisions give different numbers,
+so one comparison never pairs them. ``live`` trains and scores everything (``make ledger``);
+``recorded`` reads everything from the record. With ``UNICHEST_RECORD=1`` every live
+score is also written to the record (``make ledger`` sets it).
+
+Introduced in ``notebooks/03_divide.ipynb``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import functools
+import os
+import re
+
+import numpy as np
+import pandas as pd
+
+from ..config import Config, ConfigError
+from . import record
+
+ENV_MODE = "UNICHEST_EVIDENCE"
+ENV_RECORD = "UNICHEST_RECORD"
+ENV_COMMAND = "UNICHEST_RECORD_COMMAND"
+MODES = ("auto", "live", "recorded")
+_MODE: contextvars.ContextVar = contextvars.ContextVar("evidence_mode", default=None)
+_USED: contextvars.ContextVar = contextvars.ContextVar("evidence_used", default=None)
+
+
+class RecordMissing(LookupError):
+    """A part the study needs is not in the record (or is damaged)."""
+
+
+def mode() -> str:
+    """The evidence mode in force: set by :func:`consistent`, else ``UNICHEST_EVIDENCE``."""
+    m = _MODE.get() or os.environ.get(ENV_MODE, "auto") or "auto"
+    if m not in MODES:
+        raise ConfigError(f"{ENV_MODE}={m!r}: choose one of {', '.join(MODES)}")
+    return m
+
+
+def recording() -> bool:
+    """Whether live scores are also written to the record (``UNICHEST_RECORD=1``)."""
+    return os.environ.get(ENV_RECORD, "") not in ("", "0")
+
+
+def part_name(c: Config, name: str, source: str, split: str, by: str) -> str:
+    """The record folder of one run's scores: ``runs/<variant>-s<seed>-<config>/<part>``; the
+    configuration digest leaves the precision out, so a record serves any machine."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return f"runs/{slug}-s{c.seed}-{record.config_version(c)[:10]}/{source}-{split}-{by}"
+
+
+def note_used(kind: str, rec: record.Recorded | None = None) -> None:
+    """Tell the enclosing study that one of its scores came from ``kind`` (live/recorded)."""
+    used = _USED.get()
+    if used is not None:
+        used.append((kind, rec))
+
+
+def read_probs(c: Config, name: str, source: str, split: str, by: str,
+               classes, n: int) -> tuple[np.ndarray, record.Recorded]:
+    """The recorded probabilities of one run on one split, checked against the split's size
+    and classes (raises :class:`RecordMissing` when absent, damaged or of another split)."""
+    rec = record.read(c.profile, part_name(c, name, source, split, by), cfg=c)
+    if rec.status in ("missing", "damaged"):
+        raise RecordMissing(rec.message)
+    probs = rec.tables["probs"]
+    if list(probs.columns) != list(classes) or len(probs) != n:
+        raise RecordMissing(f"the recorded scores of {name!r} on {source} {split} do not match "
+                            f"the split ({len(probs)} x {len(probs.columns)}, expected {n} x "
+                            f"{len(classes)}); re-measure with `make ledger`")
+    return probs.to_numpy(np.float32), rec
+
+
+def has_probs(c: Config, name: str, source: str, split: str, by: str) -> bool:
+    """Whether the record holds this run's scores on this split (not checked for damage)."""
+    folder = record.folder(c.profile, part_name(c, name, source, split, by))
+    return (folder / "provenance.json").is_file()
+
+
+def write_probs(c: Config, name: str, source: str, split: str, by: str, probs: np.ndarray,
+                classes, provenance: dict) -> None:
+    """Record one run's probabilities (7 significant digits: AUCs recompute exactly)."""
+    df = pd.DataFrame(np.asarray(probs, dtype=np.float64), columns=list(classes))
+    df = df.map(lambda v: float(f"{v:.7g}"))
+    cmd = os.environ.get(ENV_COMMAND, "make ledger")
+    record.write(c.profile, part_name(c, name, source, split, by), dict(probs=df),
+                 dict(provenance, variant=name, seed=c.seed, source=source, split=split,
+                      by=by, command=cmd), cfg=c)
+
+
+@dataclasses.dataclass
+class Evidence:
+    """Where one study's numbers came from: ``status`` live, fresh or stale (recorded), and
+    the one line a chapter prints under its table."""
+
+    status: str
+    caption: str
+
+    @property
+    def usable(self) -> bool:
+        """Whether a verdict may be drawn (live or a fresh record)."""
+        return self.status in ("live", "fresh")
+
+
+def _evidence(used) -> Evidence:
+    recs = [r for k, r in used if k == "recorded"]
+    if not recs:
+        return Evidence("live", "")
+    prov = [r.provenance for r in recs]
+
+    def joined(key, width=None):
+        vals = sorted({str(p.get(key, "?"))[:width] for p in prov})
+        return " and ".join(vals)
+
+    flags = sorted({f for p in prov for f in p.get("cpu_flags", [])})
+    cpu = joined("gpu") if all(p.get("gpu") for p in prov) else \
+        f"{joined('cpu')} ({', '.join(flags) or 'no flags read'})"
+    stale = [r for r in recs if r.status == "stale"]
+    text = (f"Recorded {joined('date', 10)} on {cpu}, {joined('precision')}, commit "
+            f"{joined('commit', 7)}; re-measure: `{joined('command')}`.")
+    if stale:
+        text = f"**Stale:** {stale[0].reason} since. " + text
+    return Evidence("stale" if stale else "fresh", text)
+
+
+def consistent(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with all its scores from one source; returns ``(result,
+    Evidence)``. Nested calls run inside the outermost study's decision."""
+    if _USED.get() is not None:
+        return fn(*args, **kwargs), None
+    first = mode()
+    tries = [first] + ([m for m in ("recorded", "live") if m != first] if first == "auto" else [])
+    for i, m in enumerate(tries):
+        used: list = []
+        t_used, t_mode = _USED.set(used), _MODE.set(m)
+        try:
+            out = fn(*args, **kwargs)
+        except RecordMissing:  # a part absent or damaged: the next source, if any
+            if i + 1 < len(tries):
+                continue
+            raise
+        finally:
+            _USED.reset(t_used)
+            _MODE.reset(t_mode)
+        if len({k for k, _ in used}) <= 1 or m != "auto":
+            return out, _evidence(used)
+    raise AssertionError("unreachable: the live try always returns")
+
+
+def with_evidence(fn):
+    """``fn`` (a table of a study) measured through :func:`.consistent`: all its
+    scores live or all recorded; the table's ``attrs["evidence"]`` says which
+    (:class:`Evidence`, with the caption a chapter prints)."""
+    @functools.wraps(fn)
+    def study(*args, **kwargs):
+        out, ev = consistent(fn, *args, **kwargs)
+        if ev is not None:
+            out.attrs["evidence"] = ev
+        return out
+    return study
+
+
+def recorded_only(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` from the record alone, or None when the record lacks a part
+    (nothing is trained: :func:`no_training` refuses)."""
+    token = _MODE.set("recorded")
+    try:
+        return replay_or_none(fn, *args, **kwargs)
+    finally:
+        _MODE.reset(token)
+
+
+def replay_or_none(fn, *args, **kwargs):
+    try:
+        out, _ = consistent(fn, *args, **kwargs)
+    except RecordMissing:
+        return None
+    return out
+
+
+def no_training(stored: bool, what: str) -> None:
+    """In ``recorded`` mode a run that is not in the store is never trained: raises
+    :class:`RecordMissing` (the study falls back to live, or says it is not recorded)."""
+    if not stored and _MODE.get() == "recorded":
+        raise RecordMissing(f"{what} is neither stored nor recorded")
+
+
+__all__ = ["ENV_COMMAND", "ENV_MODE", "ENV_RECORD", "Evidence", "MODES", "RecordMissing",
+           "consistent", "has_probs", "mode", "no_training", "note_used", "part_name",
+           "read_probs", "recorded_only", "recording", "with_evidence", "write_probs"]

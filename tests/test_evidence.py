@@ -191,6 +191,14 @@ def test_expensive_claims_are_marked_not_run_without_training(tmp_path):
     assert set(tables.ledger_table(rows)["verdict"]) == {ledger.NOT_RUN}
 
 
+def test_world_only_claims_are_not_run_on_real_data_and_say_why(tmp_path):
+    cfg = resolve("smoke", cache_dir=str(tmp_path)).replace(data=str(tmp_path / "data.yml"))
+    rows = evidence.ledger_rows(cfg, sorted(ledger.WORLD_ONLY), full=True)
+    assert (rows["verdict"] == ledger.NOT_RUN).all()
+    assert rows["detail"].str.contains("real data has none").all()
+    assert not (tmp_path / "artifacts").exists()  # nothing was trained
+
+
 def test_studies_that_did_not_run_share_one_note_naming_each_and_how_to_run_them():
     assert evidence.not_run_note({"the grid": True, "the dial study": True}) == ""
     note = evidence.not_run_note({"the grid": False, "the encoders": True, "the dials": False},

@@ -139,3 +139,19 @@ def test_ledger_rows_say_where_each_claim_comes_from(recorded_world, monkeypatch
     assert rows["evidence"].iloc[0] == "fresh"
     assert rows["caption"].iloc[0].startswith("Recorded ")
     assert notebook.evidence_line(rows) == rows["caption"].iloc[0]
+
+
+def test_the_reproduction_check_puts_a_live_run_next_to_its_recorded_twin(recorded_world,
+                                                                          monkeypatch):
+    from unichest_lib.evidence.reproduce import reproduction_study
+
+    cfg, _ = recorded_world
+    study = reproduction_study(cfg, names=("Conquer only",), sources=SRC)
+    t = study.tables["reproduction"]
+    assert study.ran and list(t["source"]) == ["chestxray14"]
+    # the same checkpoint scored live and read back from the record: no difference
+    assert abs(t["difference"].iloc[0]) < 1e-6 and t["inside"].iloc[0]
+    assert t["lo"].iloc[0] <= t["recorded"].iloc[0] <= t["hi"].iloc[0]
+    # a run the record lacks is left out, and with nothing left the study says so
+    none = reproduction_study(cfg, names=("UniChest",), sources=SRC)
+    assert not none.ran and "record" in none.note

@@ -15,11 +15,13 @@ here, and only that:
 * the claims ledger: :func:`chapter_claims`, :func:`ledger_rows` and :func:`not_run_note`;
 * the optional studies, each a :class:`~.measures.Study` (ran or not, its tables, a note):
   :func:`alignment_study`, :func:`query_text_study`, :func:`dial_study`; and the recorded
-  :func:`schedule_study` (how long Conquer trains, :mod:`.record`);
+  :func:`schedule_study` (how long Conquer trains, :mod:`.record`) and
+  :func:`reproduction_study` (this build's live runs next to their recorded twins);
 * :mod:`.paper_tables`, the paper's Tables IV and V with every baseline row (chapter 06).
 
 Everything else stays in its module, for the library and the tests: :mod:`.variants` (the
-named runs), :mod:`.measures` (scores over seeds), :mod:`.claims` and :mod:`.ledger`,
+named runs), :mod:`.measures` (scores over seeds), :mod:`.replay` (each study's scores from
+this build's runs or from the record, never both), :mod:`.claims` and :mod:`.ledger`,
 :mod:`.alignment`, :mod:`.query_study`, :mod:`.headroom` and :mod:`.dials`,
 :mod:`.grounding_measures` and :mod:`.transfer`. The ``mean [lo, hi]`` text of these tables
 and the ledger as the book prints it are :mod:`unichest_lib.book.tables`.
@@ -34,6 +36,7 @@ from .headroom import headroom_table
 from .ledger import chapter_claims, grid_table, ledger_rows, not_run_note, plan
 from .measures import metric_table, seen_unseen_table, variant_table
 from .query_study import query_text_study
+from .reproduce import reproduction_study
 from .schedule import schedule_study
 from .transfer import transfer_table
 from .variants import SEEDS, variant_checkpoint, variant_history, variant_model
@@ -41,5 +44,5 @@ from .variants import SEEDS, variant_checkpoint, variant_history, variant_model
 __all__ = ["SEEDS", "alignment_study", "chapter_claims", "dial_study", "grid_table",
            "grounding_baseline_table", "grounding_by_class", "headroom_table", "ledger_rows",
            "metric_table", "not_run_note", "paper_tables", "plan", "query_text_study",
-           "schedule_study", "seen_unseen_table", "transfer_table", "variant_checkpoint", "variant_history",
-           "variant_model", "variant_table"]
+           "reproduction_study", "schedule_study", "seen_unseen_table", "transfer_table",
+           "variant_checkpoint", "variant_history", "variant_model", "variant_table"]

@@ -190,6 +190,15 @@ def recorded_only(fn, *args, **kwargs):
         _MODE.reset(token)
 
 
+def in_mode(m: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with every score from ``m`` (``live`` or ``recorded``)."""
+    token = _MODE.set(m)
+    try:
+        return consistent(fn, *args, **kwargs)[0]
+    finally:
+        _MODE.reset(token)
+
+
 def replay_or_none(fn, *args, **kwargs):
     try:
         out, _ = consistent(fn, *args, **kwargs)
@@ -206,5 +215,5 @@ def no_training(stored: bool, what: str) -> None:
 
 
 __all__ = ["ENV_COMMAND", "ENV_MODE", "ENV_RECORD", "Evidence", "MODES", "RecordMissing",
-           "consistent", "has_probs", "mode", "no_training", "note_used", "part_name",
+           "consistent", "has_probs", "in_mode", "mode", "no_training", "note_used", "part_name",
            "read_probs", "recorded_only", "recording", "with_evidence", "write_probs"]

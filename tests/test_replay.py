@@ -63,6 +63,10 @@ def test_a_recorded_study_reads_back_with_the_same_numbers_and_a_caption(recorde
     assert ev.caption.startswith("Recorded ") and "make ledger STUDY=demo" in ev.caption
     assert notebook.evidence_line(again) == ev.caption
     assert notebook.evidence_line(live) == notebook.LIVE_LINE
+    prov = record.read(cfg.profile, str(parts[0].parent.relative_to(
+        record.ROOT / cfg.profile))).provenance
+    assert prov["train_seconds"] > 0 and len(prov["checkpoint_sha256"]) == 64
+    assert prov["store_key"] and prov["precision"] in ("float32", "bfloat16")
 
 
 def test_an_empty_store_serves_the_record_and_trains_nothing(recorded_world, monkeypatch):

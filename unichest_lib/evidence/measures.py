@@ -100,10 +100,20 @@ def scored(cfg: Config, name: str, seed: int, source: str, *, split: str = "test
         if replay.recording():
             replay.write_probs(c, name, source, split, by, probs, ds.classes, dict(
                 hardware.provenance(c.amp, c.device), model_classes=list(meta["classes"]),
-                store_key=store.key(c, VARIANTS[name].stage), checkpoint_sha256=meta["sha256"]))
+                store_key=store.key(c, VARIANTS[name].stage), checkpoint_sha256=meta["sha256"],
+                train_seconds=_train_seconds(c, VARIANTS[name].stage)))
     seen = tuple(k in classes for k in ds.classes)
     return Scored(probs=probs, labels=np.nan_to_num(t.labels, nan=0.0), mask=t.mask,
                   patients=np.asarray(t.patients), classes=tuple(ds.classes), seen=seen)
+
+
+def _train_seconds(c: Config, stage: str) -> float | None:
+    """Wall time of the run's training steps (its history), None when it has no history."""
+    try:
+        h = store.history(c, stage, progress=False)
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+    return float(h["train_seconds"].sum()) if "train_seconds" in h else None
 
 
 def _live_probs(cfg, c, name, seed, source, split, by, ds, progress, extra):

@@ -159,3 +159,49 @@ def test_the_reproduction_check_puts_a_live_run_next_to_its_recorded_twin(record
     # a run the record lacks is left out, and with nothing left the study says so
     none = reproduction_study(cfg, names=("UniChest",), sources=SRC)
     assert not none.ran and "record" in none.note
+
+
+def test_a_whole_study_is_recorded_and_served_when_its_runs_are_not_stored(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setattr(record, "ROOT", tmp_path / "results")
+    cfg = tiny_cfg(cache_dir=str(tmp_path / "cache"))
+    calls = []
+
+    def study(c, has_run=True):  # a study that needs one run, stored or not
+        calls.append(replay.mode())
+        if not has_run:
+            replay.no_training(False, "its run")
+        return pd.DataFrame({"class": ["a", "b"], "mean": [0.61, 0.72], "ok": [True, False]})
+
+    monkeypatch.setenv(replay.ENV_RECORD, "1")
+    live, ev = replay.recorded_study("toy", cfg, study, cfg)
+    assert ev.status == "live" and calls == ["auto"]  # nothing recorded: measured
+    monkeypatch.delenv(replay.ENV_RECORD)
+    again, ev = replay.recorded_study("toy", cfg, study, cfg, has_run=False)
+    assert calls[-1] == replay.STORED  # recorded: first tried on the stored runs alone
+    assert ev.status == "fresh" and ev.caption.startswith("Recorded ")
+    stored_ok, ev2 = replay.recorded_study("toy", cfg, study, cfg)
+    assert ev2.status == "live"  # every run stored: this build's own numbers
+
+    def boom(c):
+        raise AssertionError("a study whose declared runs are not stored is not run")
+    _, ev3 = replay.recorded_study("toy", cfg, boom, cfg, stored=False)
+    assert ev3.status == "fresh"
+    pd.testing.assert_frame_equal(again, live)
+    # nothing recorded under another name: trained live, or None without training
+    assert replay.recorded_study("other", cfg, study, cfg, has_run=False, train=False) == (None,
+                                                                                        None)
+    out, ev = replay.recorded_study("other", cfg, study, cfg, has_run=False)
+    assert ev.status == "live" and calls[-1] == "auto"
+    # a claim's result (a dict with numpy numbers) goes through the record too
+    monkeypatch.setenv(replay.ENV_RECORD, "1")
+    replay.recorded_study("claim", cfg, lambda c: {"mean": np.float64(0.1), "seeds": [0, 1]}, cfg)
+    monkeypatch.delenv(replay.ENV_RECORD)
+
+    def unstored(c):
+        replay.no_training(False, "its run")
+    res, ev = replay.recorded_study("claim", cfg, unstored, cfg)
+    assert res == {"mean": 0.1, "seeds": [0, 1]} and ev.status == "fresh"
+    monkeypatch.setenv(replay.ENV_MODE, "recorded")  # reads, never trains
+    with pytest.raises(replay.RecordMissing):
+        replay.recorded_study("other", cfg, study, cfg, has_run=False)

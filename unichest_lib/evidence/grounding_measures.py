@@ -26,8 +26,9 @@ from ..config import Config
 from ..evaluation import grounding, metrics, stats
 from ..evaluation.grounding_references import (BASELINES, MODEL, at_threshold, choose_threshold,
                                               fit_baselines, split_scores)
+from . import replay
 from .measures import ALPHA, MIN_POS, N_BOOT, Measure, patient_weights
-from .variants import SEEDS, variant_config, variant_model
+from .variants import SEEDS, stored, variant_config, variant_model
 
 #: The two scores of the table, and the name of the model in it.
 METRICS = ("pointing game", "Dice")
@@ -155,6 +156,11 @@ def _row(m: Measure, cls: str, metric: str, method: str, kind: str, info: dict,
             "verdict": s["verdict"] if kind == "difference" else ""}
 
 
+def _grounding_stored(cfg: Config, **kw) -> bool:
+    return stored(cfg, ["UniChest"])
+
+
+@replay.recorded_table("grounding-by-class", _grounding_stored)
 def grounding_by_class(cfg: Config, *, source: str = "chestxdet10", progress: bool = True
                        ) -> pd.DataFrame:
     """Pointing game of UniChest per lesion class over the profile's seeds, next to the

@@ -27,9 +27,10 @@ from ..evaluation.stats import fmt_interval
 from ..fileio import atomic_write, digest
 from ..training import checkpoints, keys
 from ..training.source_oracle import headroom_predictions
+from . import replay
 from .measures import (_WORLD_FIELDS, MIN_POS, N_BOOT, Measure, Scored, class_auc_replicates,
                        kept_columns, macro_measure, patient_weights)
-from .variants import SEEDS, variant_checkpoint, variant_config
+from .variants import SEEDS, stored, variant_checkpoint, variant_config
 
 #: Bump when the heads' training changes (old cached predictions are then recomputed).
 VERSION = "headroom/2"
@@ -148,6 +149,11 @@ def headroom_by_class(cfg: Config, classes: Sequence[str] | None = None, seeds=N
                                        "oracle_auc", "n_seeds"])
 
 
+def _headroom_stored(cfg: Config, seeds=None, **kw) -> bool:
+    return stored(cfg, ["Conquer only", "UniChest", "Conquer continued"], seeds)
+
+
+@replay.recorded_table("headroom", _headroom_stored)
 def headroom_table(cfg: Config, seeds=None, *, progress: bool = True) -> pd.DataFrame:
     """One row per source of ``cfg.sources`` and ``"mean"`` (their average): the headroom
     (oracle − shared head, :func:`headroom_measure`) and the realised gain (UniChest −

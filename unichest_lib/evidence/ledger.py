@@ -24,7 +24,7 @@ from ..config import Config, ConfigError
 from ..fileio import atomic_write, digest
 from ..training.keys import DIVIDE_ONLY, keyed, upstream
 from . import replay
-from .claims import CLAIM_KEYS, CLAIMS, measure_claim
+from .claims import CLAIM_KEYS, CLAIMS, STALE, measure_claim
 from .measures import MIN_POS, N_BOOT, in_domain_measure
 from .variants import BACKBONES, GRID, SEEDS
 
@@ -137,7 +137,7 @@ def ledger_rows(cfg: Config, keys: Sequence[str] | None = None, *, full: bool | 
         if key in WORLD_ONLY and cfg.data != "embedded":
             res = _not_run(seeds, "turns a dial of the embedded world; real data has none")
         elif not full and key in EXPENSIVE and not file.is_file():
-            res = replay.recorded_only(measure_claim, cfg, key, progress) or _not_run(
+            res = _claim(cfg, key, progress, train=False) or _not_run(
                 seeds, f"needs extra runs per seed; {HOW_TO_RUN}")
         elif file.is_file():
             try:
@@ -145,9 +145,9 @@ def ledger_rows(cfg: Config, keys: Sequence[str] | None = None, *, full: bool | 
             except (json.JSONDecodeError, UnicodeDecodeError):
                 res = None
         if res is None:
-            res = measure_claim(cfg, key, progress)
+            res = _claim(cfg, key, progress)
             if res.get("evidence", "live") == "live":  # a recorded claim is read again each time
-                atomic_write(file, json.dumps(res, default=_json_default))
+                atomic_write(file, json.dumps(res, default=replay.json_default))
         rows.append(dict(claim=claim.text, key=key, chapter=claim.chapter, effect=claim.effect,
                          paper=claim.paper, **{k: res.get(k) for k in (
                              "mean", "lo", "hi", "mde", "n_seeds", "per_seed", "n_test",
@@ -156,21 +156,23 @@ def ledger_rows(cfg: Config, keys: Sequence[str] | None = None, *, full: bool | 
     return pd.DataFrame(rows)
 
 
+def _claim(cfg: Config, key: str, progress: bool, train: bool = True) -> dict | None:
+    """One claim: live when its runs are stored, else from the record
+    (``results/<profile>/studies/claim-<key>-...``), else measured (``train``; else None)."""
+    res, ev = replay.recorded_study(f"claim-{key}", cfg, measure_claim, cfg, key, progress,
+                                    train=train)
+    if res is not None and ev is not None and ev.status != "live":
+        res.update(evidence=ev.status, caption=ev.caption)
+        if ev.status == "stale":
+            res["verdict"] = STALE
+    return res
+
+
 def _not_run(seeds, detail: str) -> dict:
     """The ledger row of a claim this build does not measure, saying why."""
     nan = float("nan")
     return dict(mean=nan, lo=nan, hi=nan, mde=nan, n_seeds=len(seeds), per_seed=[], n_test="",
                 flagged="", verdict=NOT_RUN, detail=detail, evidence="", caption="")
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, pd.DataFrame):
-        return o.to_dict(orient="list")
-    raise TypeError(f"cannot store {type(o).__name__} in the evidence cache")
 
 
 def chapter_claims(cfg: Config, chapter: str, *, full: bool | None = None,

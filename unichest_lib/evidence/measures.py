@@ -84,12 +84,15 @@ def scored(cfg: Config, name: str, seed: int, source: str, *, split: str = "test
     c = variant_config(cfg, name, seed, **extra)
     by = c.query_text if by is None else by  # the trained queries: same cache key as by name
     m = replay.mode()
-    recorded = replay.has_probs(c, name, source, split, by) if m != "live" else False
+    stored = store.is_valid(c, VARIANTS[name].stage)
+    recorded = replay.has_probs(c, name, source, split, by) if m in ("auto", "recorded") else False
+    if m == replay.STORED and not stored:
+        raise replay.RecordMissing(f"{name} (seed {seed}) is not stored")
     if m == "recorded" and not recorded:
         raise replay.RecordMissing(f"{name} (seed {seed}) on {source} {split} is not recorded")
     ds = make_dataset(cfg, [source], split)
     t = ds.table
-    if m == "recorded" or (recorded and not store.is_valid(c, VARIANTS[name].stage)):
+    if m == "recorded" or (recorded and not stored):
         probs, rec = replay.read_probs(c, name, source, split, by, ds.classes, len(ds))
         replay.note_used("recorded", rec)
         classes = rec.provenance.get("model_classes", ds.classes)

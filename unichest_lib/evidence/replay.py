@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import functools
+import json
 import os
 import re
 
@@ -41,6 +42,8 @@ ENV_MODE = "UNICHEST_EVIDENCE"
 ENV_RECORD = "UNICHEST_RECORD"
 ENV_COMMAND = "UNICHEST_RECORD_COMMAND"
 MODES = ("auto", "live", "recorded")
+#: Internal mode of :func:`recorded_study`'s first try: stored runs live, nothing trained.
+STORED = "stored"
 _MODE: contextvars.ContextVar = contextvars.ContextVar("evidence_mode", default=None)
 _USED: contextvars.ContextVar = contextvars.ContextVar("evidence_used", default=None)
 
@@ -52,7 +55,7 @@ class RecordMissing(LookupError):
 def mode() -> str:
     """The evidence mode in force: set by :func:`consistent`, else ``UNICHEST_EVIDENCE``."""
     m = _MODE.get() or os.environ.get(ENV_MODE, "auto") or "auto"
-    if m not in MODES:
+    if m not in MODES and m != STORED:
         raise ConfigError(f"{ENV_MODE}={m!r}: choose one of {', '.join(MODES)}")
     return m
 
@@ -208,12 +211,103 @@ def replay_or_none(fn, *args, **kwargs):
 
 
 def no_training(stored: bool, what: str) -> None:
-    """In ``recorded`` mode a run that is not in the store is never trained: raises
-    :class:`RecordMissing` (the study falls back to live, or says it is not recorded)."""
-    if not stored and _MODE.get() == "recorded":
+    """In ``recorded`` (and the internal ``stored``) mode a run that is not in the store is
+    never trained: raises :class:`RecordMissing` (the study falls back to the record or to
+    live, or says it is not recorded)."""
+    if not stored and mode() in ("recorded", STORED):
         raise RecordMissing(f"{what} is neither stored nor recorded")
 
 
+def json_default(o):
+    """JSON for numpy scalars and arrays and data frames (recorded and cached results)."""
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, pd.DataFrame):
+        return o.to_dict(orient="list")
+    raise TypeError(f"cannot record {type(o).__name__}")
+
+
+def _encode(out) -> dict:
+    if isinstance(out, pd.DataFrame):
+        return {"table": out}
+    return {"result": pd.DataFrame({"json": [json.dumps(out, default=json_default)]})}
+
+
+def _decode(tables: dict):
+    if "table" in tables:
+        return tables["table"]
+    return json.loads(tables["result"]["json"].iloc[0])
+
+
+def recorded_table(name: str, stored):
+    """Decorate ``fn(cfg, ...) -> DataFrame`` as a :func:`recorded_study` named ``name`` (and
+    its other arguments, ``progress`` aside); ``stored(cfg, ...)`` says whether every run it
+    needs is in the artifact store. The table's ``attrs["evidence"]`` says where its numbers
+    come from."""
+    from ..fileio import digest
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def study(cfg: Config, *args, **kwargs):
+            tag = digest([list(args), {k: v for k, v in kwargs.items() if k != "progress"}])
+            out, ev = recorded_study(f"{name}-{tag[:8]}", cfg, fn, cfg, *args,
+                                     stored=stored(cfg, *args, **kwargs), **kwargs)
+            if ev is not None:
+                out.attrs["evidence"] = ev
+            return out
+        return study
+    return decorate
+
+
+def recorded_study(name: str, cfg: Config, fn, *args, train: bool = True,
+                   stored: bool | None = None, **kwargs):
+    """A study whose numbers come from trained models as a whole (grounding, transfer, the
+    headroom, a claim), recorded in ``results/<profile>/studies/<name>-<config>/``. Without a
+    record it is measured live (training what is missing; with ``train`` False it returns
+    ``(None, None)``). With one, it is live when every run it needs is in the store
+    (``stored``, when the caller knows; else it is tried without training), else read from
+    the record. ``live`` mode always measures, ``recorded`` mode only reads. Returns
+    ``(result, Evidence)``; a live result is recorded when ``UNICHEST_RECORD=1``."""
+    part = f"studies/{name}-{record.config_version(cfg)[:10]}"
+    m = mode()
+    if m == "live":
+        return _live(part, cfg, fn, *args, **kwargs)
+    rec = record.read(cfg.profile, part, cfg=cfg)
+    have = rec.status in ("fresh", "stale")
+    if m == "auto" and have:
+        if stored:
+            return _live(part, cfg, fn, *args, **kwargs)
+        if stored is None:
+            token = _MODE.set(STORED)
+            try:
+                return _live(part, cfg, fn, *args, **kwargs)
+            except RecordMissing:
+                pass  # a run is not stored: the record
+            finally:
+                _MODE.reset(token)
+    if have:
+        return _decode(rec.tables), Evidence(rec.status, rec.caption())
+    if m == "recorded":  # no record of the whole: from the recorded scores, if they are all
+        return fn(*args, **kwargs), None  # there (fn says where its numbers come from)
+    if not train:
+        return None, None
+    return _live(part, cfg, fn, *args, **kwargs)
+
+
+def _live(part: str, cfg: Config, fn, *args, **kwargs):
+    from .. import hardware
+
+    out = fn(*args, **kwargs)
+    if recording():
+        cmd = os.environ.get(ENV_COMMAND, "make ledger")
+        record.write(cfg.profile, part, _encode(out),
+                     dict(hardware.provenance(cfg.amp, cfg.device), command=cmd), cfg=cfg)
+    return out, Evidence("live", "")
+
+
 __all__ = ["ENV_COMMAND", "ENV_MODE", "ENV_RECORD", "Evidence", "MODES", "RecordMissing",
-           "consistent", "has_probs", "in_mode", "mode", "no_training", "note_used", "part_name",
-           "read_probs", "recorded_only", "recording", "with_evidence", "write_probs"]
+           "STORED", "consistent", "has_probs", "in_mode", "json_default", "mode", "no_training",
+           "note_used", "part_name", "read_probs", "recorded_only", "recorded_study", "recorded_table",
+           "recording", "with_evidence", "write_probs"]

@@ -37,9 +37,10 @@ from ..fileio import atomic_write, digest
 from ..model.encoders import ImageEncoder
 from ..model.inference import pooled_features
 from ..training import checkpoints, keys
+from . import replay
 from .measures import (_WORLD_FIELDS, MIN_POS, N_BOOT, Measure, Scored, class_auc_replicates,
                        kept_columns, patient_weights)
-from .variants import SEEDS, VARIANTS, variant_checkpoint, variant_config, variant_model
+from .variants import SEEDS, VARIANTS, stored, variant_checkpoint, variant_config, variant_model
 
 RANDOM = "random init"
 #: The encoders compared: two pre-trained variants and the random control.
@@ -188,6 +189,12 @@ def transfer_measures(cfg: Config, *, source: str = "siim",
                      n_boot=n_boot, source=source)
 
 
+def _transfer_stored(cfg: Config, **kw) -> bool:
+    return stored(cfg, [e for e in kw.get("encoders", ENCODERS) if e != RANDOM],
+                  kw.get("seeds"))
+
+
+@replay.recorded_table("transfer", _transfer_stored)
 def transfer_table(cfg: Config, *, source: str = "siim", encoders: Sequence[str] = ENCODERS,
                    protocols: Sequence[str] = PROTOCOLS,
                    portions: Sequence[float] = finetune.PORTIONS, epochs: int = 2, seeds=None,

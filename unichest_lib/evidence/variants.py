@@ -81,7 +81,7 @@ def variant_config(cfg: Config, name: str, seed: int | None = None, **extra) -> 
 
 
 def _refuse_training(c: Config, name: str) -> None:
-    if replay.mode() == "recorded":
+    if replay.mode() in ("recorded", replay.STORED):
         replay.no_training(store.is_valid(c, VARIANTS[name].stage), f"{name} (seed {c.seed})")
 
 

@@ -123,3 +123,9 @@ def test_schedule_study_shows_a_recorded_study_or_says_it_is_missing(tmp_path, m
     study = schedule.schedule_study(cfg)
     assert study.ran and study.status == "fresh" and study.values["chosen"] == 12
     assert study.values["epochs"] == cfg.conquer_epochs and "Recorded" in study.caption
+    # the profile's length next to the rule's choice (runs: 8 -> 0.71, 12 -> 0.745)
+    at8 = schedule.schedule_study(cfg.replace(conquer_epochs=8)).values
+    assert at8["relation"] == "shorter than" and at8["at_edge"] and at8["lengths"] == "8, 12"
+    assert at8["gap"] == pytest.approx(0.745 - 0.71)
+    assert schedule.schedule_study(cfg.replace(conquer_epochs=12)).values["relation"] == \
+        "as long as"

@@ -134,8 +134,8 @@ class Config:
     lr: float = 3e-4  # AdamW learning rate (paper: 1e-5; higher here: no ImageNet weights, few epochs)
     weight_decay: float = 1e-2  # AdamW weight decay
     warmup_steps: int = 0  # linear warm-up steps before cosine (official code: 2000)
-    conquer_epochs: int = 8  # epochs of the Conquer stage (paper: 30); tutorial: where the
-                             # validation curve flattens (bench/bench_schedule.py)
+    conquer_epochs: int = 8  # epochs of the Conquer stage (paper: 30); tutorial: short of its
+                             # plateau (chapter 02's recorded schedule study)
     divide_epochs: int = 4  # epochs of the Divide stage (paper: 20)
     fourier_mixup_p: float = 0.5  # probability of Fourier amplitude mixup per batch
     augment: bool = True  # random resized crop / flip / intensity jitter before mixup

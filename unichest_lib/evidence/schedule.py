@@ -49,16 +49,25 @@ def summary(runs: pd.DataFrame, tolerance: float = TOLERANCE) -> tuple[pd.DataFr
 
 def schedule_study(cfg: Config) -> Study:
     """The recorded schedule study of ``cfg.profile``: its runs, per-epoch curves and summary,
-    the rule's choice next to the profile's ``conquer_epochs``, and the record's caption."""
+    the rule's choice next to the profile's ``conquer_epochs`` (``relation``: shorter than,
+    as long as, longer than), the lengths measured, the gap of the profile's length to the
+    best measured one, whether the choice is the longest length measured (``at_edge``: the
+    plateau may lie beyond), and the record's caption."""
     rec = record.read(cfg.profile, STUDY, cfg=cfg)
     if rec.status in ("missing", "damaged"):
         return Study(ran=False, note=rec.message, status=rec.status, caption=rec.caption())
     runs, curves = rec.tables["runs"], rec.tables["curves"]
     tol = float(rec.provenance.get("tolerance", TOLERANCE))
     table, chosen = summary(runs, tol)
+    means = table.set_index("epochs")["val_all_mean"]
+    e = cfg.conquer_epochs
+    relation = "shorter than" if e < chosen else "as long as" if e == chosen else "longer than"
     return Study(ran=True, tables=dict(runs=runs, curves=curves, summary=table),
-                 values=dict(chosen=chosen, tolerance=tol, epochs=cfg.conquer_epochs,
-                             seeds=sorted(runs["seed"].unique().tolist())),
+                 values=dict(chosen=chosen, tolerance=tol, epochs=e,
+                             seeds=sorted(runs["seed"].unique().tolist()),
+                             lengths=", ".join(str(int(x)) for x in means.index),
+                             gap=float(means.max() - means[e]) if e in means else float("nan"),
+                             relation=relation, at_edge=chosen == int(means.index.max())),
                  status=rec.status, caption=rec.caption())
 
 

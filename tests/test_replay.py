@@ -102,7 +102,9 @@ def test_the_record_mode_never_trains_and_says_what_is_missing(tmp_path, monkeyp
     with pytest.raises(replay.RecordMissing, match="not recorded"):
         measures.variant_table(cfg, ["Conquer only"], SRC)
     assert not (tmp_path / "cache" / "artifacts").exists()
-    assert replay.recorded_only(measure_claim, cfg, "multi_vs_single", False) is None
+    with pytest.raises(replay.RecordMissing):  # a claim: from the record or not at all
+        measure_claim(cfg, "multi_vs_single", False)
+    assert not (tmp_path / "cache" / "artifacts").exists()
     monkeypatch.setenv(replay.ENV_MODE, "sometimes")
     with pytest.raises(Exception, match="UNICHEST_EVIDENCE"):
         replay.mode()

@@ -20,6 +20,11 @@ so one comparison never pairs them. ``live`` trains and scores everything (``mak
 ``recorded`` reads everything from the record. With ``UNICHEST_RECORD=1`` every live
 score is also written to the record (``make ledger`` sets it).
 
+Studies that read trained models rather than scores (the claims, the headroom, grounding by
+class, transfer) are recorded whole, in ``results/<profile>/studies/``
+(:func:`recorded_study`, :func:`recorded_table`): live when all their runs are stored, else
+from the record, else measured.
+
 Introduced in ``notebooks/03_divide.ipynb``.
 """
 
@@ -183,16 +188,6 @@ def with_evidence(fn):
     return study
 
 
-def recorded_only(fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` from the record alone, or None when the record lacks a part
-    (nothing is trained: :func:`no_training` refuses)."""
-    token = _MODE.set("recorded")
-    try:
-        return replay_or_none(fn, *args, **kwargs)
-    finally:
-        _MODE.reset(token)
-
-
 def in_mode(m: str, fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` with every score from ``m`` (``live`` or ``recorded``)."""
     token = _MODE.set(m)
@@ -200,14 +195,6 @@ def in_mode(m: str, fn, *args, **kwargs):
         return consistent(fn, *args, **kwargs)[0]
     finally:
         _MODE.reset(token)
-
-
-def replay_or_none(fn, *args, **kwargs):
-    try:
-        out, _ = consistent(fn, *args, **kwargs)
-    except RecordMissing:
-        return None
-    return out
 
 
 def no_training(stored: bool, what: str) -> None:
@@ -309,5 +296,5 @@ def _live(part: str, cfg: Config, fn, *args, **kwargs):
 
 __all__ = ["ENV_COMMAND", "ENV_MODE", "ENV_RECORD", "Evidence", "MODES", "RecordMissing",
            "STORED", "consistent", "has_probs", "in_mode", "json_default", "mode", "no_training",
-           "note_used", "part_name", "read_probs", "recorded_only", "recorded_study", "recorded_table",
+           "note_used", "part_name", "read_probs", "recorded_study", "recorded_table",
            "recording", "with_evidence", "write_probs"]

@@ -62,7 +62,8 @@ def one_run(base, epochs: int, seed: int) -> tuple[dict, pd.DataFrame]:
     curve.insert(1, "seed", seed)
     run = dict(epochs=epochs, seed=seed, best_epoch=int(best["epoch"]),
                val_aAUC=float(best["val_aAUC"]), val_all_aAUC=float(best["val_all_aAUC"]),
-               test_all_aAUC=test, seconds=round(seconds, 1))
+               test_all_aAUC=test, seconds=round(seconds, 1),
+               commit=hardware.git_commit()[:12])  # a resumed study may span commits
     return run, curve
 
 
@@ -79,6 +80,8 @@ def main(argv=None) -> None:
     old = record.read(args.profile, STUDY) if args.record else None
     keep = old is not None and old.status in ("fresh", "stale")
     runs = old.tables["runs"] if keep else pd.DataFrame()
+    if keep and "commit" not in runs:  # runs recorded before the column: the record's commit
+        runs["commit"] = str(old.provenance.get("commit", "unknown"))[:12]
     curves = old.tables["curves"] if keep else pd.DataFrame()
     command = "python bench/bench_schedule.py " + " ".join(sys.argv[1:] if argv is None else argv)
     for e in args.epochs:

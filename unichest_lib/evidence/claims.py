@@ -130,11 +130,18 @@ def measure_claim(cfg: Config, key: str, progress: bool = True) -> dict:
     claim's scores come from this build's runs or all from the record
     (:func:`.replay.consistent`); a claim measured on a stale record has verdict "stale"."""
     out, ev = replay.consistent(_measure_claim, cfg, key, progress)
+    return with_source(out, ev)
+
+
+def with_source(result: dict, ev) -> dict:
+    """A claim's ``result`` with where its numbers come from (``evidence``, ``caption``;
+    :class:`.replay.Evidence`, None: said inside); on a stale record the verdict is
+    :data:`STALE`."""
     if ev is not None:
-        out.update(evidence=ev.status, caption=ev.caption)
+        result.update(evidence=ev.status, caption=ev.caption)
         if ev.status == "stale":
-            out["verdict"] = STALE
-    return out
+            result["verdict"] = STALE
+    return result
 
 
 def _measure_claim(cfg: Config, key: str, progress: bool = True) -> dict:
@@ -275,4 +282,4 @@ def transfer_vs_random(cfg: Config, *, source: str = "siim", seeds=None, n_boot=
 
 __all__ = ["CLAIMS", "CLAIM_KEYS", "STALE", "Claim", "equivalence_verdict", "gate_routing",
            "grounding_vs_random", "measure_claim", "source_gates", "transfer_vs_random",
-           "zero_shot_sources"]
+           "with_source", "zero_shot_sources"]

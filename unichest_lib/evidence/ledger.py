@@ -24,7 +24,7 @@ from ..config import Config, ConfigError
 from ..fileio import atomic_write, digest
 from ..training.keys import DIVIDE_ONLY, keyed, upstream
 from . import replay
-from .claims import CLAIM_KEYS, CLAIMS, STALE, measure_claim
+from .claims import CLAIM_KEYS, CLAIMS, measure_claim, with_source
 from .measures import MIN_POS, N_BOOT, in_domain_measure
 from .variants import BACKBONES, GRID, SEEDS
 
@@ -162,9 +162,7 @@ def _claim(cfg: Config, key: str, progress: bool, train: bool = True) -> dict | 
     res, ev = replay.recorded_study(f"claim-{key}", cfg, measure_claim, cfg, key, progress,
                                     train=train)
     if res is not None and ev is not None and ev.status != "live":
-        res.update(evidence=ev.status, caption=ev.caption)
-        if ev.status == "stale":
-            res["verdict"] = STALE
+        with_source(res, ev)  # a live result says its source itself
     return res
 
 

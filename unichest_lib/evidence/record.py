@@ -103,14 +103,24 @@ class Recorded:
         """One line: when, where and how it was recorded, and the command that re-measures."""
         if self.status in ("missing", "damaged"):
             return self.message
-        p = self.provenance
-        flags = ", ".join(p.get("cpu_flags", [])) or "no flags read"
-        cpu = p.get("gpu") or f"{p.get('cpu', '?')} ({flags})"
-        text = (f"Recorded {p.get('date', '?')[:10]} on {cpu}, {p.get('precision', '?')}, "
-                f"commit {str(p.get('commit', '?'))[:7]}; re-measure: `{p.get('command', '?')}`.")
-        if self.status == "stale":
-            text = f"**Stale:** {self.reason or 'the code behind these numbers changed'} since. " + text
-        return text
+        return caption_line([self.provenance],
+                            (self.reason or "the code behind these numbers changed")
+                            if self.status == "stale" else "")
+
+
+def caption_line(provenances, stale_reason: str = "") -> str:
+    """The one-line caption of recorded numbers from one or more records: date, CPU (and
+    flags) or GPU, precision, commit and the re-measure command, each value the records
+    differ in joined by "and"; prefixed "**Stale:** <reason> since." when ``stale_reason``."""
+    def joined(key, width=None):
+        return " and ".join(sorted({str(p.get(key, "?"))[:width] for p in provenances}))
+
+    flags = list(dict.fromkeys(f for p in provenances for f in p.get("cpu_flags", [])))
+    cpu = joined("gpu") if all(p.get("gpu") for p in provenances) else \
+        f"{joined('cpu')} ({', '.join(flags) or 'no flags read'})"
+    text = (f"Recorded {joined('date', 10)} on {cpu}, {joined('precision')}, commit "
+            f"{joined('commit', 7)}; re-measure: `{joined('command')}`.")
+    return f"**Stale:** {stale_reason} since. " + text if stale_reason else text
 
 
 def folder(profile: str, study: str, root: pathlib.Path | None = None) -> pathlib.Path:
@@ -172,5 +182,5 @@ def read(profile: str, study: str, *, cfg=None, root: pathlib.Path | None = None
     return Recorded(study, profile, "stale" if reason else "fresh", tables, prov, reason=reason)
 
 
-__all__ = ["CODE", "ROOT", "RUNTIME_FIELDS", "Recorded", "code_version", "config_version",
+__all__ = ["CODE", "ROOT", "RUNTIME_FIELDS", "Recorded", "caption_line", "code_version", "config_version",
            "folder", "read", "write"]

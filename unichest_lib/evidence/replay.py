@@ -134,20 +134,8 @@ def _evidence(used) -> Evidence:
     recs = [r for k, r in used if k == "recorded"]
     if not recs:
         return Evidence("live", "")
-    prov = [r.provenance for r in recs]
-
-    def joined(key, width=None):
-        vals = sorted({str(p.get(key, "?"))[:width] for p in prov})
-        return " and ".join(vals)
-
-    flags = sorted({f for p in prov for f in p.get("cpu_flags", [])})
-    cpu = joined("gpu") if all(p.get("gpu") for p in prov) else \
-        f"{joined('cpu')} ({', '.join(flags) or 'no flags read'})"
     stale = [r for r in recs if r.status == "stale"]
-    text = (f"Recorded {joined('date', 10)} on {cpu}, {joined('precision')}, commit "
-            f"{joined('commit', 7)}; re-measure: `{joined('command')}`.")
-    if stale:
-        text = f"**Stale:** {stale[0].reason} since. " + text
+    text = record.caption_line([r.provenance for r in recs], stale[0].reason if stale else "")
     return Evidence("stale" if stale else "fresh", text)
 
 

@@ -215,19 +215,52 @@ def test_class_replicates_against_a_loop():
     assert r2[3, 0] == pytest.approx(reps[0, 0]) and np.isnan(r2[2, 0])
 
 
+def test_strongest_baseline_is_chosen_per_class_and_macro_skips_flagged():
+    from unichest_lib.evidence.measures import Measure
+
+    rng = np.random.default_rng(1)
+    classes, seeds, B = ["a", "b", "c"], 2, 7
+    means = {"random peak": (0.1, 0.5, 0.2), "lung centre": (0.3, 0.2, 0.9),
+             "mean mask": (0.6, 0.4, 0.1)}
+    ms = {}
+    for k, c in enumerate(classes):
+        for b in GB.BASELINES:
+            ms[b, "pointing game", c] = Measure(np.array([means[b][k]]), rng.random((1, B)), {})
+        ms["UniChest", "pointing game", c] = Measure(rng.random(seeds), rng.random((seeds, B)), {})
+    ms["UniChest", "pointing game", "macro"] = Measure(np.zeros(seeds), np.zeros((seeds, B)), {})
+    info = dict(classes=classes, flagged=["c"], source="x", seeds=[0, 1])
+    diffs, best = GM.strongest_baseline(ms, info, "pointing game")
+    assert best == {"a": "mean mask", "b": "random peak", "c": "lung centre"}
+    for c in classes:
+        ref = ms["UniChest", "pointing game", c].points - means[best[c]][classes.index(c)]
+        assert np.allclose(diffs[c].points, ref)
+        assert diffs[c].reps.shape == (seeds, B)
+    assert np.allclose(diffs["macro"].points, (diffs["a"].points + diffs["b"].points) / 2)
+    assert np.allclose(diffs["macro"].reps, (diffs["a"].reps + diffs["b"].reps) / 2)
+    with pytest.raises(ValueError, match="metric"):
+        GM.strongest_baseline(ms, info, "IoU")
+
+
 # ---- end to end at smoke -----------------------------------------------------------------------
 @pytest.mark.slow
 def test_table_runs_end_to_end_at_smoke_and_differences_are_paired():
     cfg = resolve("smoke", cache_dir=str(ROOT / ".cache" / "unichest"))
     t = GM.grounding_baseline_table(cfg, progress=False)
     assert list(t.columns) == list(GM.COLUMNS)
-    methods = ["UniChest", *GB.BASELINES] + [f"UniChest − {b}" for b in GB.BASELINES]
+    strongest = f"UniChest − {GM.STRONGEST}"
+    methods = (["UniChest", *GB.BASELINES] + [f"UniChest − {b}" for b in GB.BASELINES]
+               + [strongest])
     for (cls, metric), d in t.groupby(["class", "metric"]):
         assert d["method"].tolist() == methods, (cls, metric)
         s = d.set_index("method")
         for b in GB.BASELINES:
             assert s.loc[f"UniChest − {b}", "mean"] == pytest.approx(
                 s.loc["UniChest", "mean"] - s.loc[b, "mean"])
+        if cls != "macro":  # against the baseline with the best mean on this class
+            best = s.loc[list(GB.BASELINES), "mean"].astype(float).idxmax()
+            assert s.loc[strongest, "against"] == best
+            assert s.loc[strongest, "mean"] == pytest.approx(
+                s.loc["UniChest", "mean"] - s.loc[best, "mean"])
     scores = t[t["kind"] == "score"]
     assert scores["mean"].between(0, 1).all()
     ok = t[~t["flagged"]]
@@ -244,10 +277,15 @@ def test_table_runs_end_to_end_at_smoke_and_differences_are_paired():
     assert set(t.loc[t["kind"] == "difference", "verdict"]) <= {"holds", "contradicted",
                                                                  "inconclusive"}
     print(macro[["mean", "lo", "hi", "threshold"]].round(3).to_string())
-    # the ledger's claim "grounding beats a random peak" is this table's macro difference
+    # the macro strongest-baseline row averages the kept classes' own differences
+    per_class = t[(t["method"] == strongest) & (t["metric"] == "pointing game")
+                  & (t["class"] != "macro") & ~t["flagged"]]
+    assert macro.loc[("pointing game", strongest), "mean"] == pytest.approx(
+        per_class["mean"].mean())
+    # the ledger's claim "grounding beats the strongest baseline" is that macro difference
     from unichest_lib.evidence import claims
 
-    summ = claims.grounding_vs_random(cfg, progress=False).summary()
-    row = macro.loc[("pointing game", "UniChest − random peak")]
+    summ = claims.grounding_vs_baselines(cfg, progress=False).summary()
+    row = macro.loc[("pointing game", strongest)]
     assert summ["mean"] == pytest.approx(row["mean"])
     assert summ["verdict"] == row["verdict"]

@@ -9,7 +9,7 @@ here, and only that:
   :func:`variant_checkpoint` and :func:`variant_history`, the one way a chapter gets a trained
   model of a named variant (UniChest or one of its controls), its checkpoint and its history;
 * the tables, measured over seeds with paired patient bootstraps: :func:`variant_table`,
-  :func:`seen_unseen_table`, :func:`metric_table`, :func:`grounding_by_class`,
+  :func:`seen_unseen_table`, :func:`metric_table`, :func:`grounding_diagnosis`,
   :func:`grounding_baseline_table`, :func:`transfer_table`, :func:`headroom_table`,
   :func:`grid_table`;
 * the claims ledger: :func:`chapter_claims`, :func:`ledger_rows` and :func:`not_run_note`;
@@ -31,7 +31,8 @@ Introduced in ``notebooks/02_conquer.ipynb``; the ledger in ``notebooks/07_claim
 from . import paper_tables
 from .alignment import alignment_study
 from .dials import dial_study
-from .grounding_measures import grounding_baseline_table, grounding_by_class
+from .grounding_diagnosis import grounding_diagnosis
+from .grounding_measures import grounding_baseline_table
 from .headroom import headroom_table
 from .ledger import chapter_claims, grid_table, ledger_rows, not_run_note, plan
 from .measures import metric_table, seen_unseen_table, variant_table
@@ -42,7 +43,7 @@ from .transfer import transfer_table
 from .variants import SEEDS, variant_checkpoint, variant_history, variant_model
 
 __all__ = ["SEEDS", "alignment_study", "chapter_claims", "dial_study", "grid_table",
-           "grounding_baseline_table", "grounding_by_class", "headroom_table", "ledger_rows",
+           "grounding_baseline_table", "grounding_diagnosis", "headroom_table", "ledger_rows",
            "metric_table", "not_run_note", "paper_tables", "plan", "query_text_study",
            "reproduction_study", "schedule_study", "seen_unseen_table", "transfer_table",
            "variant_checkpoint", "variant_history", "variant_model", "variant_table"]

@@ -29,11 +29,11 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config
-from ..evaluation import grounding, metrics, stats
+from ..evaluation import metrics, stats
 from ..evaluation.grounding_references import (BASELINES, MODEL, at_threshold, choose_threshold,
                                               fit_baselines, split_scores)
 from . import replay
-from .measures import ALPHA, MIN_POS, N_BOOT, Measure, patient_weights
+from .measures import MIN_POS, N_BOOT, Measure, patient_weights
 from .variants import SEEDS, stored, variant_config, variant_model
 
 #: The two scores of the table, and the name of the model in it.
@@ -204,34 +204,5 @@ grounding_baseline_table = replay.recorded_table("grounding-baselines", _groundi
     grounding_baseline_table)
 
 
-@replay.recorded_table("grounding-by-class", _grounding_stored)
-def grounding_by_class(cfg: Config, *, source: str = "chestxdet10", progress: bool = True
-                       ) -> pd.DataFrame:
-    """Pointing game of UniChest per lesion class over the profile's seeds, next to the
-    random-peak baseline (the mean lesion area fraction): columns class, n (instances),
-    mean, lo, hi (pooled interval over seeds and patients), random."""
-    seeds = SEEDS[cfg.profile]
-    n_boot = N_BOOT[cfg.profile]
-    insts = [grounding.grounding_instances(variant_model(cfg, "UniChest", sd, progress=progress),
-                                          variant_config(cfg, "UniChest", sd), source)
-             for sd in seeds]
-    rows = []
-    for cls in sorted(insts[0]["class"].unique()):
-        pts, reps = [], []
-        for inst in insts:
-            d = inst[inst["class"] == cls]
-            hit = d["hit"].to_numpy(float)
-            w = patient_weights(d["patient"].to_numpy(), n_boot, f"ground/{source}/{cls}")
-            pts.append(hit.mean())
-            tot = w.sum(1)  # a resample may draw no patient with this lesion: NaN, skipped
-            reps.append(np.where(tot > 0, (w @ hit) / np.maximum(tot, 1e-12), np.nan))
-        pi = stats.pooled_interval(np.array(pts), np.array(reps), ALPHA)
-        d0 = insts[0][insts[0]["class"] == cls]
-        rows.append({"class": cls, "n": len(d0), "mean": pi["mean"], "lo": pi["lo"],
-                     "hi": pi["hi"], "random": float(d0["area"].mean())})
-    return pd.DataFrame(rows)
-
-
 __all__ = ["COLUMNS", "METRICS", "MODEL_NAME", "STRONGEST", "class_replicates",
-           "grounding_baseline_measures", "grounding_baseline_table", "grounding_by_class",
-           "strongest_baseline"]
+           "grounding_baseline_measures", "grounding_baseline_table", "strongest_baseline"]

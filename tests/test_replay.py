@@ -207,3 +207,68 @@ def test_a_whole_study_is_recorded_and_served_when_its_runs_are_not_stored(tmp_p
     monkeypatch.setenv(replay.ENV_MODE, "recorded")  # reads, never trains
     with pytest.raises(replay.RecordMissing):
         replay.recorded_study("other", cfg, study, cfg, has_run=False)
+
+
+def test_a_recorded_study_is_available_to_a_build_that_cannot_train_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(record, "ROOT", tmp_path / "results")
+    cfg = tiny_cfg(cache_dir=str(tmp_path / "cache"))
+    have = {"stored": False}
+
+    @replay.recorded_table("toy-table", lambda c, **kw: have["stored"])
+    def table(c, *, level=1, progress=True):
+        return pd.DataFrame({"level": [level], "mean": [0.5 + level / 10]})
+
+    assert not table.available(cfg) and not table.available(cfg, level=2)
+    have["stored"] = True
+    assert table.available(cfg)  # every run stored: measurable without training
+    have["stored"] = False
+    monkeypatch.setenv(replay.ENV_RECORD, "1")
+    table(cfg, level=2, progress=False)  # progress does not name another study
+    monkeypatch.delenv(replay.ENV_RECORD)
+    assert table.available(cfg, level=2) and not table.available(cfg, level=1)
+    out = table(cfg, level=2)
+    assert out.attrs["evidence"].status == "fresh" and out["mean"].iloc[0] == pytest.approx(0.7)
+    monkeypatch.setattr(record, "code_version", lambda *a, **k: "another-version")
+    assert table.available(cfg, level=2)  # a stale record is still shown (without a verdict)
+
+
+def test_the_full_ledger_is_on_once_every_expensive_claim_is_recorded(tmp_path, monkeypatch):
+    monkeypatch.setattr(record, "ROOT", tmp_path / "results")
+    monkeypatch.delenv(ledger.FULL_ENV, raising=False)
+    cfg = tiny_cfg(cache_dir=str(tmp_path / "cache")).replace(profile="tutorial")
+    assert not ledger.full_ledger(cfg)
+    monkeypatch.setenv(replay.ENV_RECORD, "1")
+    for key in ledger.EXPENSIVE[:-1]:
+        replay.recorded_study(f"claim-{key}", cfg, lambda c: {"mean": 0.0}, cfg)
+    assert not ledger.full_ledger(cfg)  # one claim still missing
+    replay.recorded_study(f"claim-{ledger.EXPENSIVE[-1]}", cfg, lambda c: {"mean": 0.0}, cfg)
+    assert ledger.full_ledger(cfg) and not ledger.full_ledger(cfg, False)
+
+
+def test_gated_studies_are_shown_from_the_record(tmp_path, monkeypatch):
+    from unichest_lib.evidence import alignment, dials, query_study
+
+    monkeypatch.setattr(record, "ROOT", tmp_path / "results")
+    monkeypatch.delenv(ledger.FULL_ENV, raising=False)
+    cfg = tiny_cfg(cache_dir=str(tmp_path / "cache")).replace(profile="tutorial")
+    assert not alignment.alignment_on(cfg) and not query_study.query_text_on(cfg)
+    monkeypatch.setenv(replay.ENV_RECORD, "1")
+    fake = pd.DataFrame({"x": [1.0]})
+
+    def live(part, c, fn, *a, **k):  # "measured" without training: a fixed table, recorded
+        record.write(c.profile, part, {"table": fake}, {"command": "test"}, cfg=c)
+        return fake, replay.Evidence("live", "")
+
+    monkeypatch.setattr(replay, "_live", live)
+    alignment.alignment_table(cfg, progress=False)
+    query_study.query_text_table(cfg, progress=False)
+    assert alignment.alignment_on(cfg) and query_study.query_text_on(cfg)
+    trained = dials.TRAINED_DIALS["tutorial"]
+    dials.full_dial_table(cfg, trained=trained, progress=False)
+    dials.full_meaning_by_class(cfg, progress=False)
+    monkeypatch.delenv(replay.ENV_RECORD)
+    monkeypatch.undo()
+    monkeypatch.setattr(record, "ROOT", tmp_path / "results")
+    monkeypatch.setattr(dials, "dial_table", lambda *a, **k: pytest.fail("measured live"))
+    study = dials.dial_study(cfg, full=False, progress=False)
+    assert study.ran and study.tables["dials"].attrs["evidence"].status == "fresh"

@@ -32,6 +32,7 @@ from ..evaluation import stats
 from ..evaluation.stats import fmt_interval
 from ..training import checkpoints
 from ..training.losses import BCL_VARIANTS, CODE_BCL_SCALE, bcl_chance, learned_scale
+from . import replay
 from .claims import zero_shot_sources
 from .ledger import FULL, FULL_ENV, HOW_TO_RUN, full_ledger
 from .measures import ALPHA, Study, macro_measure
@@ -52,11 +53,16 @@ def setting_config(cfg: Config, setting: str) -> Config:
 
 def alignment_on(cfg: Config, full: bool | None = None) -> bool:
     """Whether chapter 02 runs the study: :func:`~.ledger.full_ledger` when ``full`` is given,
-    the environment switch is set or the profile runs the full ledger; otherwise only when
-    every Conquer run of the study is already stored (a build never trains them unasked)."""
+    the environment switch is set or the profile runs the full ledger; otherwise only when it
+    needs no training: every Conquer run of the study is stored, or the study is recorded."""
     if full is not None or os.environ.get(FULL_ENV, "").strip() or FULL[cfg.profile]:
         return full_ledger(cfg, full)
-    return all(stored(setting_config(cfg, s), ("Conquer only",)) for s in BCL_SETTINGS)
+    return alignment_table.available(cfg)
+
+
+def _alignment_stored(cfg: Config, settings: Sequence[str] = BCL_SETTINGS, **kw) -> bool:
+    return all(stored(setting_config(cfg, s), ("Conquer only",), kw.get("seeds"))
+               for s in settings if s in BCL_SETTINGS)  # alignment_table rejects the others
 
 
 def final_bcl(hist: pd.DataFrame) -> float:
@@ -82,6 +88,7 @@ def logit_scale(cfg: Config, path) -> float:
     return float(learned_scale(state["bcl_logit_scale"]))
 
 
+@replay.recorded_table("alignment", _alignment_stored)
 def alignment_table(cfg: Config, settings: Sequence[str] = BCL_SETTINGS, *,
                     variant: str = "Conquer only", seeds=None, n_boot=None,
                     progress: bool = True) -> pd.DataFrame:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import DIALS, Config, set_dial
+from . import replay
 from .headroom import headroom_by_class, headroom_measure
 from .measures import Study, in_domain_measure
 from .variants import LEVELS, SEEDS, stored
@@ -108,19 +109,44 @@ def meaning_by_class(cfg: Config, levels: Sequence[float] = LEVELS, *, stored_on
     return pd.concat(parts, ignore_index=True)
 
 
+def _worlds_stored(cfg: Config, *args, **kw) -> bool:
+    return all(cell_stored(dial_world(cfg, d, lvl)) for d in STUDY_DIALS for lvl in LEVELS)
+
+
+@replay.recorded_table("dials", _worlds_stored)
+def full_dial_table(cfg: Config, *, trained: Sequence[str] | None = None,
+                    progress: bool = True) -> pd.DataFrame:
+    """:func:`dial_table` as the full ledger measures it (``trained`` dials' worlds trained,
+    the others read from the store), recorded as a whole: a later build shows it without
+    training."""
+    return dial_table(cfg, stored_only=False, trained=trained, progress=progress)
+
+
+@replay.recorded_table("dials-by-class", _worlds_stored)
+def full_meaning_by_class(cfg: Config, *, progress: bool = True) -> pd.DataFrame:
+    """:func:`meaning_by_class` at every level, recorded as a whole."""
+    return meaning_by_class(cfg, stored_only=False, progress=progress)
+
+
 def dial_study(cfg: Config, *, full: bool, progress: bool = True) -> Study:
     """The study as chapter 05 shows it, in the embedded world: :func:`dial_table` under
-    ``tables["dials"]`` and :func:`meaning_by_class` under ``tables["by_class"]``, every
-    world measured when ``full`` (the full ledger, :func:`.ledger.full_ledger`), else only the
-    worlds whose runs are stored. Real data has no dial: then nothing runs and ``note`` says
-    so."""
+    ``tables["dials"]`` and :func:`meaning_by_class` under ``tables["by_class"]``. With ``full``
+    (the full ledger, :func:`.ledger.full_ledger`) every world is measured, and so it is when
+    the record holds the full study (shown from the record); otherwise only the worlds whose
+    runs are stored. Real data has no dial: then nothing runs and ``note`` says so."""
     if cfg.data != "embedded":
         return Study(False, note="the dial studies need the embedded world")
-    return Study(True, {"dials": dial_table(cfg, stored_only=not full, progress=progress,
-                                            trained=TRAINED_DIALS[cfg.profile]),
-                        "by_class": meaning_by_class(cfg, stored_only=not full,
+    trained = TRAINED_DIALS[cfg.profile]
+    if full or (full_dial_table.available(cfg, trained=trained)
+                and full_meaning_by_class.available(cfg)):
+        return Study(True, {"dials": full_dial_table(cfg, trained=trained, progress=progress),
+                            "by_class": full_meaning_by_class(cfg, progress=progress)})
+    return Study(True, {"dials": dial_table(cfg, stored_only=True, progress=progress,
+                                            trained=trained),
+                        "by_class": meaning_by_class(cfg, stored_only=True,
                                                      progress=progress)})
 
 
-__all__ = ["CELL_VARIANTS", "STUDY_DIALS", "TRAINED_DIALS", "cell_stored", "dial_cell", "dial_study", "dial_table",
-           "dial_world", "meaning_by_class"]
+__all__ = ["CELL_VARIANTS", "STUDY_DIALS", "TRAINED_DIALS", "cell_stored", "dial_cell",
+           "dial_study", "dial_table", "dial_world", "full_dial_table", "full_meaning_by_class",
+           "meaning_by_class"]

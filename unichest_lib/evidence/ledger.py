@@ -62,7 +62,8 @@ def full_ledger(cfg: Config, full: bool | None = None) -> bool:
     """Whether to measure (and show) the :data:`EXPENSIVE` claims: ``full`` when given; else
     the environment switch :data:`FULL_ENV` (``1``/``0``) when set; else the profile's
     :data:`FULL`; and at a profile where it is off, True anyway once every expensive claim is
-    in the cache (a ``make ledger`` build measured them: the book then shows them)."""
+    in the cache or in the record (``make ledger`` measured them: the book then shows them,
+    from this build's runs or from the record)."""
     if full is not None:
         return bool(full)
     env = os.environ.get(FULL_ENV, "").strip().lower()
@@ -73,7 +74,8 @@ def full_ledger(cfg: Config, full: bool | None = None) -> bool:
     if FULL[cfg.profile]:
         return True
     seeds = SEEDS[cfg.profile]
-    return all(_cache_file(cfg, key, seeds).is_file() for key in EXPENSIVE)
+    return all(_cache_file(cfg, key, seeds).is_file()
+               or replay.study_recorded(cfg, f"claim-{key}") for key in EXPENSIVE)
 
 
 @dataclasses.dataclass(frozen=True)

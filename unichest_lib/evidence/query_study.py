@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..config import QUERY_TEXTS, Config
 from ..evaluation.classification import QUERY_MODES
+from . import replay
 from .claims import zero_shot_sources
 from .ledger import FULL, FULL_ENV, HOW_TO_RUN, full_ledger
 from .measures import Measure, Study, macro_measure
@@ -34,12 +35,19 @@ STUDY_VARIANT = "UniChest"
 def query_text_on(cfg: Config, full: bool | None = None) -> bool:
     """Whether chapter 04 runs the study: :func:`~.ledger.full_ledger` when ``full`` is given,
     the environment switch is set or the profile runs the full ledger; otherwise only when
-    every run of the study is already stored (a build never trains them unasked)."""
+    every run of the study is already stored or the study is recorded (a build never trains
+    them unasked)."""
     if full is not None or os.environ.get(FULL_ENV, "").strip() or FULL[cfg.profile]:
         return full_ledger(cfg, full)
-    return all(stored(cfg.replace(query_text=v), (STUDY_VARIANT,)) for v in QUERY_TEXTS)
+    return query_text_table.available(cfg)
 
 
+def _query_text_stored(cfg: Config, values: Sequence[str] = QUERY_TEXTS, *args, **kw) -> bool:
+    return all(stored(cfg.replace(query_text=v), (STUDY_VARIANT,), kw.get("seeds"))
+               for v in values if v in QUERY_TEXTS)  # query_text_table rejects the others
+
+
+@replay.recorded_table("query-text", _query_text_stored)
 def query_text_table(cfg: Config, values: Sequence[str] = QUERY_TEXTS,
                      modes: Sequence[str] = QUERY_MODES, *, seeds=None, n_boot=None,
                      progress: bool = True) -> pd.DataFrame:

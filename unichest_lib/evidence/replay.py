@@ -223,17 +223,37 @@ def recorded_table(name: str, stored):
     come from."""
     from ..fileio import digest
 
+    def part(args, kwargs) -> str:
+        tag = digest([list(args), {k: v for k, v in kwargs.items() if k != "progress"}])
+        return f"{name}-{tag[:8]}"
+
     def decorate(fn):
         @functools.wraps(fn)
         def study(cfg: Config, *args, **kwargs):
-            tag = digest([list(args), {k: v for k, v in kwargs.items() if k != "progress"}])
-            out, ev = recorded_study(f"{name}-{tag[:8]}", cfg, fn, cfg, *args,
+            out, ev = recorded_study(part(args, kwargs), cfg, fn, cfg, *args,
                                      stored=stored(cfg, *args, **kwargs), **kwargs)
             if ev is not None:
                 out.attrs["evidence"] = ev
             return out
+
+        def available(cfg: Config, *args, **kwargs) -> bool:
+            """Whether this build can show the study without training: every run it needs
+            is stored, or the record holds it (fresh or stale) for these arguments."""
+            return bool(stored(cfg, *args, **kwargs)) or study_recorded(cfg, part(args, kwargs))
+
+        study.available = available
         return study
     return decorate
+
+
+def study_part(cfg: Config, name: str) -> str:
+    """Where :func:`recorded_study` ``name`` of ``cfg`` is recorded (under the profile)."""
+    return f"studies/{name}-{record.config_version(cfg)[:10]}"
+
+
+def study_recorded(cfg: Config, name: str) -> bool:
+    """Whether the record holds the whole study ``name`` of ``cfg`` (fresh or stale)."""
+    return record.read(cfg.profile, study_part(cfg, name), cfg=cfg).status in ("fresh", "stale")
 
 
 def recorded_study(name: str, cfg: Config, fn, *args, train: bool = True,
@@ -245,7 +265,7 @@ def recorded_study(name: str, cfg: Config, fn, *args, train: bool = True,
     (``stored``, when the caller knows; else it is tried without training), else read from
     the record. ``live`` mode always measures, ``recorded`` mode only reads. Returns
     ``(result, Evidence)``; a live result is recorded when ``UNICHEST_RECORD=1``."""
-    part = f"studies/{name}-{record.config_version(cfg)[:10]}"
+    part = study_part(cfg, name)
     m = mode()
     if m == "live":
         return _live(part, cfg, fn, *args, **kwargs)
@@ -285,4 +305,4 @@ def _live(part: str, cfg: Config, fn, *args, **kwargs):
 __all__ = ["ENV_COMMAND", "ENV_MODE", "ENV_RECORD", "Evidence", "MODES", "RecordMissing",
            "STORED", "consistent", "has_probs", "in_mode", "json_default", "mode", "no_training",
            "note_used", "part_name", "read_probs", "recorded_study", "recorded_table",
-           "recording", "with_evidence", "write_probs"]
+           "recording", "study_part", "study_recorded", "with_evidence", "write_probs"]

@@ -35,7 +35,8 @@ KEY_OUTPUTS = {
                         "heatmap equals grounding.grounding_heatmaps: True"]),
     "05_ablations": (3, ["K = 1", "no L_SCL", "equal weights", "heterogeneity", "headroom",
                          "report_text"]),
-    "06_baselines": (2, ["all classes", "unseen classes", "rank", "UniChest − CLIP-style"]),
+    "06_baselines": (6, ["all classes", "unseen classes", "rank", "UniChest − CLIP-style",
+                         "Left out", "UniChest − one source, fine-tuned"]),
     "07_claims": (1, ["smallest detectable", "verdict", "contradicted"]),
 }
 

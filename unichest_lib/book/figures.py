@@ -15,6 +15,8 @@ builder                     shows
 :func:`gate_heatmap`        mean gate weights ω per source and expert (Divide stage)
 :func:`results_bar`         one metric per class and model from a tidy result table
 :func:`results_radar`       the same as a radar chart (paper Figs. 4-6)
+:func:`class_dots`          per-class AUC of several models with 95 % intervals, as dots
+                            (paper Figs. 4-6 without the radar)
 :func:`heatmap_overlay`     a grounding heatmap over its radiograph (paper Fig. 7), drawn
                             by :func:`overlay_rgb`, the library's one heat-map overlay
 ==========================  =====================================================
@@ -366,6 +368,44 @@ def interval_points(df: pd.DataFrame, *, y: str = "claim", x: str = "mean", lo: 
     return fig
 
 
+def class_dots(df: pd.DataFrame, *, cls: str = "class", color: str = "variant",
+               x: str = "mean", lo: str = "lo", hi: str = "hi", title: str = "",
+               xaxis: str = "AUC", reference: float | None = 0.5,
+               order: Sequence[str] | None = None) -> go.Figure:
+    """Per-class scores as dots with 95 % interval bars (paper Figs. 4-6 without the radar):
+    one row per ``cls`` value, one marker colour (and trace) per ``color`` value, set side by
+    side within a class's row; e.g. :func:`unichest_lib.evidence.per_class.class_table`.
+    ``order`` fixes the colours across figures (default: the table's order); ``reference``
+    draws a vertical line (0.5: chance AUC)."""
+    _require_columns(df, [cls, color, x, lo, hi], "class_dots")
+    classes = list(dict.fromkeys(df[cls]))
+    present = set(df[color])
+    names = [n for n in (order or dict.fromkeys(df[color])) if n in present]
+    colors = _colors(list(order) if order else names)
+    row = {c: i for i, c in enumerate(classes)}
+    step = 0.7 / max(1, len(names))
+    fig = go.Figure()
+    for k, name in enumerate(names):
+        d = df[df[color] == name]
+        off = (k - (len(names) - 1) / 2) * step
+        fig.add_trace(go.Scatter(
+            x=d[x], y=[row[c] + off for c in d[cls]], mode="markers", name=str(name),
+            marker=dict(size=8, color=colors[name]), customdata=d[cls].astype(str),
+            hovertemplate="%{customdata}: %{x:.3f}",
+            error_x=dict(type="data", symmetric=False, array=d[hi] - d[x],
+                         arrayminus=d[x] - d[lo], thickness=1.5, width=3)))
+    if reference is not None:
+        fig.add_vline(x=reference, line=dict(color="#555", width=1, dash="dot"))
+    fig.update_yaxes(tickmode="array", tickvals=list(range(len(classes))), ticktext=classes,
+                     autorange="reversed")
+    fig.update_layout(title=title, xaxis_title=f"{xaxis} (95 % interval)",
+                      height=max(280, 90 + 34 * len(classes)), legend_title_text=color)
+    if not classes:
+        fig.add_annotation(text="no class with enough positives and negatives to show",
+                           showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    return fig
+
+
 def results_radar(results: pd.DataFrame, metric: str = "AUC", *, theta: str = "class",
                   color: str = "model", title: str | None = None) -> go.Figure:
     """A radar chart of one ``metric``: one axis per ``theta`` value, one polygon per model."""
@@ -528,7 +568,7 @@ def pair_matrix(matrix, labels: Sequence[str], *, title: str = "",
 
 
 __all__ = [
-    "PALETTE", "RENDERER", "class_distribution", "embedding_scatter", "gate_heatmap", "heatmap_overlay",
+    "PALETTE", "RENDERER", "class_distribution", "class_dots", "embedding_scatter", "gate_heatmap", "heatmap_overlay",
     "grid_heatmap", "image_grid", "loss_curves", "source_examples", "overlay_rgb", "register_renderer", "results_bar",
     "interval_bars", "interval_points", "label_matrix", "line_chart", "loss_panels", "pair_matrix",
     "results_radar", "schedule_curves", "to_book_html",

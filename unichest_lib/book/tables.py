@@ -167,6 +167,20 @@ def transfer_wide(table: "pd.DataFrame", digits: int = 3) -> "pd.DataFrame":
     return wide.reindex(index=order, columns=list(dict.fromkeys(table["encoder"])))
 
 
+def table_i_wide(table: "pd.DataFrame", digits: int = 3) -> "pd.DataFrame":
+    """:func:`unichest_lib.evidence.per_class.table_i` as a reader's table: one row per class
+    (the mean first) with its test positives, one ``mean [lo, hi]`` column per model and for
+    the difference (in the table's order), and the difference's verdict."""
+    rows, cols = list(dict.fromkeys(table["row"])), list(dict.fromkeys(table["class"]))
+    wide = with_intervals(table, "class", "row", digits).reindex(index=cols, columns=rows)
+    diff = table[table["verdict"].isin(("holds", "contradicted", "inconclusive"))]
+    wide["verdict"] = diff.set_index("class")["verdict"].reindex(cols).fillna("")
+    n_pos = table.drop_duplicates("class").set_index("class")["n_pos"].reindex(cols)
+    wide.insert(0, "positives", [str(int(n)) if n >= 0 else "" for n in n_pos])
+    wide.columns.name = None
+    return wide
+
+
 def query_text_views(table: "pd.DataFrame") -> tuple["pd.DataFrame", "pd.DataFrame"]:
     """Two tables of ``mean [lo, hi]`` strings read off the query-text table of
     :func:`unichest_lib.evidence.query_text_study`: the AUC, and its difference from the
@@ -202,5 +216,6 @@ def ledger_table(rows: "pd.DataFrame") -> "pd.DataFrame":
 
 
 __all__ = ["cards_markdown", "interval_rows", "ledger_table", "mean_gate_by_source",
-           "parameter_table", "query_network_table", "query_text_views", "transfer_wide",
+           "parameter_table", "query_network_table", "query_text_views", "table_i_wide",
+           "transfer_wide",
            "with_intervals"]

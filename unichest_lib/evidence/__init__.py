@@ -23,7 +23,8 @@ Everything else stays in its module, for the library and the tests: :mod:`.varia
 named runs), :mod:`.measures` (scores over seeds), :mod:`.replay` (each study's scores from
 this build's runs or from the record, never both), :mod:`.claims` and :mod:`.ledger`,
 :mod:`.alignment`, :mod:`.query_study`, :mod:`.headroom` and :mod:`.dials`,
-:mod:`.grounding_measures` and :mod:`.transfer`. The ``mean [lo, hi]`` text of these tables
+:mod:`.grounding_measures`, :mod:`.transfer` and :mod:`.per_class` (the paper's
+per-category Figs. 4–6 and Table I, which chapter 06 imports from that module). The ``mean [lo, hi]`` text of these tables
 and the ledger as the book prints it are :mod:`unichest_lib.book.tables`.
 Introduced in ``notebooks/02_conquer.ipynb``; the ledger in ``notebooks/07_claims.ipynb``.
 """

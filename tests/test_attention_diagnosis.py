@@ -115,3 +115,16 @@ def test_grounding_diagnosis_at_smoke():
     assert set(glob["method"]) == {"grey-level histogram", "UniChest"}
     assert glob["mean"].between(0, 1).all()
     assert set(study.values) == set(GD.MAP_METRICS)
+
+
+def test_the_stride_is_chosen_on_validation_with_the_papers_32_on_ties():
+    import pandas as pd
+
+    from unichest_lib.evidence.grounding_routes import choose_stride
+
+    t = lambda v: pd.DataFrame({"stride": [32, 16, 8], "val_pointing": v})  # noqa: E731
+    assert choose_stride(t([0.10, 0.30, 0.20])) == 16
+    assert choose_stride(t([0.30, 0.30, 0.10])) == 32  # a tie keeps the paper's stride
+    assert choose_stride(t([0.10, 0.30, 0.30])) == 16  # ... else the cheaper of the tied
+    assert choose_stride(t([np.nan, np.nan, np.nan])) == 32
+    assert choose_stride(t([np.nan, 0.1, np.nan])) == 16

@@ -134,3 +134,24 @@ def test_explorer_widget_updates_on_selection(explorer):
     other = next(c for c in explorer.classes if c != finding_dd.value)
     finding_dd.value = other
     assert f" {other} " in title.value and picture.value != before
+
+
+def test_explorer_gallery_takes_hits_then_misses_one_class_first():
+    inst = pd.DataFrame({"row": [0, 1, 2, 3, 4, 5, 6], "class": list("aabcaab"),
+                         "hit": [True, True, False, False, True, False, False]})
+    pairs = Explorer.hits_and_misses(None, inst, n=2)
+    assert pairs == [(0, "a"), (1, "a"), (2, "b"), (3, "c")]  # one hit class only: it repeats
+    assert Explorer.hits_and_misses(None, inst, n=3)[3:] == [(2, "b"), (3, "c"), (5, "a")]
+    assert Explorer.hits_and_misses(None, inst, n=5)[:3] == [(0, "a"), (1, "a"), (4, "a")]
+    assert Explorer.hits_and_misses(None, inst.iloc[:0], n=2) == []
+
+
+def test_explorer_gallery_of_the_model_marks_each_tile(explorer, cfg):
+    inst = grounding.grounding_instances(explorer.model, cfg, "chestxdet10")
+    pairs = explorer.hits_and_misses(inst, 2)
+    fig = explorer.static_grid(pairs, cols=2)
+    titles = [a.text for a in fig.layout.annotations]
+    assert len(titles) == len(pairs)
+    expected = [" hit" if h else " miss" for h in
+                inst.set_index(["row", "class"]).loc[pairs, "hit"]]
+    assert all(t.endswith(e) for t, e in zip(titles, expected))

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..config import Config
@@ -74,6 +75,21 @@ class Explorer:
         title = f"#{index} {finding}{'' if positive else ' (negative)'} p={p:.2f}{hit}"
         return figures.heatmap_overlay(item["image"].numpy(), heat, title=title, box=box,
                                        point=(x, y), size_px=size_px)
+
+    def hits_and_misses(self, instances, n: int = 3) -> list[tuple[int, str]]:
+        """(index, finding) pairs of a Fig. 7-style gallery: ``n`` lesions whose pointing-game
+        peak hit (first row) and ``n`` whose peak missed, from
+        :func:`~unichest_lib.evaluation.grounding.grounding_instances` of this dataset (columns
+        ``row``, ``class``, ``hit``); each half takes one lesion per class before repeating a
+        class, in dataset order. A half with fewer lesions than ``n`` is shorter."""
+        pairs = []
+        for hit in (True, False):
+            d = instances[instances["hit"].astype(bool) == hit]
+            first = d.drop_duplicates("class")
+            rest = d.drop(first.index)
+            chosen = pd.concat([first, rest]).head(n)
+            pairs += [(int(r), str(c)) for r, c in zip(chosen["row"], chosen["class"])]
+        return pairs
 
     def static_grid(self, pairs: Sequence[tuple[int, str]] | None = None, *, n: int = 6,
                     cols: int = 3, tile_px: int = 220):

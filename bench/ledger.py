@@ -30,14 +30,18 @@ STUDIES = {
                    "the chapter 9 min with bf16, the alignment study 66 min in float32"),
     "03_divide": ("UniChest vs Conquer and its compute-matched continuation; the headroom",
                   "6.6 min with bf16 once 02 is stored"),
-    "04_evaluate": ("in-domain, zero-shot, grounding, transfer; the query-text study",
-                    "2.5 min with bf16 once 03 is stored; the query-text study not yet timed"),
+    "04_evaluate": ("in-domain, zero-shot, grounding (against its baselines, its diagnosis, "
+                    "output strides 16 and 8), transfer; the query-text study",
+                    "2.5 min with bf16 once 03 is stored; the query-text and stride studies "
+                    "(a Conquer and a Divide per value and seed) not yet timed"),
     "05_ablations": ("K = 1, no L_SCL, equal weights; the λ × K grid, reports vs labels, "
                      "heterogeneity and the world dials",
                      "grid, reports and heterogeneity 35 min with bf16; each dial world "
                      "about 35 min in float32"),
-    "06_baselines": ("MedKLIP-, MGCA- and CLIP-style baselines",
-                     "30 min with bf16, 79 min in float32"),
+    "06_baselines": ("MedKLIP-, MGCA- and CLIP-style baselines; per-class views (Figs. 4-6) "
+                     "and Table I (one-source model fine-tuned on ChestX-ray14)",
+                     "30 min with bf16, 79 min in float32; Table I adds about 2.6 min of "
+                     "fine-tuning per seed"),
     "07_claims": ("the claims ledger (reads what the studies above measured)", "seconds"),
 }
 

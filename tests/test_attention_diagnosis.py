@@ -103,7 +103,7 @@ def test_global_probe_never_reads_test_labels(monkeypatch):
 
 @pytest.mark.slow
 def test_grounding_diagnosis_at_smoke():
-    from unichest_lib.evidence import grounding_diagnosis as GD
+    from unichest_lib.evidence import attention_study as GD
 
     cfg = resolve("smoke", cache_dir=str(ROOT / ".cache" / "unichest"))
     study = GD.grounding_diagnosis(cfg, progress=False)

@@ -79,6 +79,17 @@ def _networks(calls: list[torch.Tensor], n_layers: int) -> torch.Tensor:
     return torch.cat(per_group, dim=0).permute(1, 0, 2, 3, 4, 5)
 
 
+def _decoder_layers(model) -> int:
+    """Decoder layers of the model's query networks (UniChest's QN1 and experts, or a
+    baseline's single decoder: all of one depth)."""
+    from ..model.query import QueryNetworks
+
+    depths = {len(m.layers) for m in model.modules() if isinstance(m, QueryNetworks)}
+    if len(depths) != 1:
+        raise ValueError(f"expected query networks of one depth, found depths {sorted(depths)}")
+    return depths.pop()
+
+
 def map_scores(maps: torch.Tensor, lesion_frac: torch.Tensor) -> dict[str, torch.Tensor]:
     """Entropy (normalised), lesion mass, lift and peak-in-lesion of attention ``maps``
     (..., N) summing to 1 over N patches, against ``lesion_frac`` (..., N): each patch's share
@@ -103,7 +114,7 @@ def lesion_attention(model, cfg: Config, source: str = "chestxdet10", split: str
     ds = make_dataset(cfg, [source], split, with_masks=True)
     own = model.query_entries() if hasattr(model, "query_entries") else None
     texts, cols = query_plan(model.classes, ds.classes, by, own)
-    n_layers = len(model.qn1.layers)
+    n_layers = _decoder_layers(model)
     frames, start = [], 0
     with evaluating(model):
         with torch.no_grad():

@@ -32,7 +32,7 @@ Introduced in ``notebooks/02_conquer.ipynb``; the ledger in ``notebooks/07_claim
 from . import paper_tables
 from .alignment import alignment_study
 from .dials import dial_study
-from .grounding_diagnosis import grounding_diagnosis
+from .attention_study import grounding_diagnosis
 from .grounding_measures import grounding_baseline_table
 from .headroom import headroom_table
 from .ledger import chapter_claims, grid_table, ledger_rows, not_run_note, plan

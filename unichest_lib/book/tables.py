@@ -158,9 +158,10 @@ def interval_rows(table: "pd.DataFrame", column: str, label: str) -> "pd.DataFra
 def transfer_wide(table: "pd.DataFrame", digits: int = 3) -> "pd.DataFrame":
     """:func:`unichest_lib.evidence.transfer_table` as one row per protocol, portion and
     ``n_train`` and one ``mean [lo, hi]`` column per encoder, then per difference, in the
-    table's order."""
+    table's order (its ``geometry`` rows left out: :func:`transfer_geometry` shows them)."""
     import pandas as pd
 
+    table = table[table["kind"].isin(["score", "difference"])]
     rows = ["protocol", "portion", "n_train"]
     wide = with_intervals(table, rows, "encoder", digits)
     order = pd.MultiIndex.from_frame(table[rows].drop_duplicates())
@@ -179,6 +180,42 @@ def table_i_wide(table: "pd.DataFrame", digits: int = 3) -> "pd.DataFrame":
     wide.insert(0, "positives", [str(int(n)) if n >= 0 else "" for n in n_pos])
     wide.columns.name = None
     return wide
+
+
+def transfer_geometry(table: "pd.DataFrame", digits: int = 3) -> "pd.DataFrame":
+    """The ``geometry`` rows of :func:`unichest_lib.evidence.transfer_table`: one row per
+    quantity, one ``mean [lo, hi]`` column per encoder (t-interval over seeds)."""
+    geo = table[table["kind"] == "geometry"]
+    return with_intervals(geo, "setting", "encoder", digits).reindex(
+        index=list(dict.fromkeys(geo["setting"])), columns=list(dict.fromkeys(geo["encoder"])))
+
+
+def transfer_facts(table: "pd.DataFrame", pretrained: str = "UniChest",
+                   control: str = "random init") -> dict[str, float]:
+    """The numbers chapter 04 quotes about the linear probe, read off
+    :func:`unichest_lib.evidence.transfer_table` (means over seeds): per encoder (``pre`` =
+    ``pretrained``, ``rand`` = ``control``) the participation ratio (``*_pr``), the top
+    direction's share (``*_top``) and Ī's share in the class queries' span (``*_span``); at
+    10 % the probe's AUC (``*_auc10``), the share of single subsets below 0.5
+    (``*_below10``) and the sd between one seed's subsets (``*_sd10``); the difference at
+    10 % and 100 % (``diff10``, ``diff100``); the subsets per seed and images at 10 %."""
+    from ..evidence.transfer import GEOMETRY
+
+    geo = table[table["kind"] == "geometry"].set_index(["encoder", "setting"])["mean"]
+    probe = table[(table["protocol"] == "linear probe")]
+    score = probe[probe["kind"] == "score"].set_index(["encoder", "portion"])
+    diff = probe[probe["kind"] == "difference"].set_index(["encoder", "portion"])["mean"]
+    out = {}
+    for tag, enc in (("pre", pretrained), ("rand", control)):
+        for key, name in zip(("pr", "top", "span"), GEOMETRY):
+            out[f"{tag}_{key}"] = float(geo.get((enc, name), float("nan")))
+        for key, col in (("auc10", "mean"), ("below10", "below_half"), ("sd10", "subset_sd")):
+            out[f"{tag}_{key}"] = float(score[col].get((enc, 0.1), float("nan")))
+    for p, key in ((0.1, "diff10"), (1.0, "diff100")):
+        out[key] = float(diff.get((f"{pretrained} − {control}", p), float("nan")))
+    out["subsets"] = int(score["n_subsets"].get((pretrained, 0.1), 0))
+    out["n10"] = int(score["n_train"].get((pretrained, 0.1), 0))
+    return out
 
 
 def query_text_views(table: "pd.DataFrame") -> tuple["pd.DataFrame", "pd.DataFrame"]:
@@ -217,5 +254,4 @@ def ledger_table(rows: "pd.DataFrame") -> "pd.DataFrame":
 
 __all__ = ["cards_markdown", "interval_rows", "ledger_table", "mean_gate_by_source",
            "parameter_table", "query_network_table", "query_text_views", "table_i_wide",
-           "transfer_wide",
-           "with_intervals"]
+           "transfer_facts", "transfer_geometry", "transfer_wide", "with_intervals"]

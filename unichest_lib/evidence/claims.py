@@ -3,9 +3,10 @@
 :data:`CLAIMS` lists them, each with the chapter that shows it, the paper's number and the
 effect that is measured; :func:`measure_claim` measures one over the profile's seeds as the
 difference of a variant and its matched control (:mod:`.measures`), or, for the three that are
-not macro AUCs, as gate routing accuracy (:func:`gate_routing`), pointing game against the strongest
-image-blind baseline of each lesion class (:func:`grounding_vs_baselines`) and linear-probe transfer against a random encoder
-(:func:`transfer_vs_random`). :mod:`.ledger` turns the measurements into the claims ledger.
+not macro AUCs, as gate routing accuracy (:func:`gate_routing`), pointing game against the
+strongest image-blind baseline of each lesion class (:func:`grounding_vs_baselines`) and
+transfer against a random encoder in every protocol and portion (:func:`transfer_vs_random`,
+a verdict per setting). :mod:`.ledger` turns the measurements into the claims ledger.
 
 Introduced in ``notebooks/07_claims.ipynb``; chapters 02–05 show their own claims.
 """
@@ -25,7 +26,7 @@ from .measures import (N_BOOT, Measure, has_classes, in_domain_measure, macro_me
                        patient_weights, split_sizes)
 from . import replay
 from .grounding_measures import grounding_baseline_measures, strongest_baseline
-from .transfer import RANDOM, transfer_measures
+from .transfer import PROTOCOLS, RANDOM, transfer_measures
 from .variants import GRID, LEVELS, SEEDS, variant_config, variant_model
 
 
@@ -69,7 +70,9 @@ CLAIMS: tuple[Claim, ...] = (
           "mask on each class's test lesions, macro over lesion classes",
           "qualitative (Fig. 7)"),
     Claim("transfer_vs_random", "04", "Pre-training helps transfer",
-          "linear-probe AUC on the transfer source: pre-trained minus randomly initialised encoder",
+          "test AUC on the transfer source, UniChest's image encoder minus the same encoder at "
+          "random initialisation, for the linear probe and fine-tuning on 1 / 10 / 100 % of the "
+          "training split: a verdict per setting (the number shown: linear probe, 100 %)",
           "not reported (Table II compares pre-trained models only)"),
     Claim("experts_vs_k1", "05", "Experts beat a single query network (K = 1)",
           "mean in-domain aAUC(UniChest) - aAUC(K = 1)", "not reported (Fig. 8 has K = 3-5)"),
@@ -203,7 +206,7 @@ def _measure_claim(cfg: Config, key: str, progress: bool = True) -> dict:
     elif key == "grounding_vs_baselines":
         m = grounding_vs_baselines(cfg, **kw)
     elif key == "transfer_vs_random":
-        m = transfer_vs_random(cfg, **kw)
+        return transfer_vs_random(cfg, **kw)
     else:
         raise ConfigError(f"unknown claim {key!r}; choose one of {CLAIM_KEYS}")
     claim = next(c for c in CLAIMS if c.key == key)
@@ -269,21 +272,60 @@ def grounding_vs_baselines(cfg: Config, *, source: str = "chestxdet10", seeds=No
         n_test=f"{source}: {info['n']['macro']} lesion instances of {len(kept)} classes"))
 
 
+#: The setting whose number the transfer row shows (its verdict lists every setting's).
+TRANSFER_HEADLINE = ("linear probe", 1.0)
+
+
+def setting_label(protocol: str, portion: float) -> str:
+    """``probe 10 %`` / ``fine-tune 100 %``: a transfer setting in a verdict text."""
+    return f"{'probe' if protocol == 'linear probe' else protocol} {portion * 100:g} %"
+
+
+def mixed_verdict(verdicts: dict[str, str]) -> str:
+    """One verdict over several settings ({label: verdict}): the common word when they all
+    agree, else each word with the settings that gave it (``holds in …; contradicted in
+    …``), so a claim that holds in one setting and fails in another says both."""
+    words = [v for v in ("holds", "contradicted", "inconclusive") if v in verdicts.values()]
+    words += sorted(set(verdicts.values()) - set(words))
+    if len(words) == 1:
+        return words[0]
+    return "; ".join(f"{w} in " + ", ".join(k for k, v in verdicts.items() if v == w)
+                     for w in words)
+
+
 def transfer_vs_random(cfg: Config, *, source: str = "siim", seeds=None, n_boot=None,
-                       progress: bool = True) -> Measure:
-    """Linear probe (all of ``source``'s training split) on the frozen Ī of UniChest's image
-    encoder minus the same probe on a randomly initialised encoder of the same architecture;
-    macro AUC over kept classes of the test split, paired resamples by patient (the 100 %
-    linear-probe difference of :func:`.transfer.transfer_table`, from the same cache)."""
-    ms, info = transfer_measures(cfg, source=source, encoders=("UniChest", RANDOM),
-                                 protocols=("linear probe",), portions=(1.0,), seeds=seeds,
-                                 n_boot=n_boot, progress=progress)
-    m = ms["UniChest", "linear probe", 1.0] - ms[RANDOM, "linear probe", 1.0]
-    return Measure(m.points, m.reps, dict(what="linear probe: pre-trained - random init",
-                                          sources=[source], seeds=info["seeds"],
-                                          classes=info["classes"]))
+                       epochs: int = 2, progress: bool = True) -> dict:
+    """UniChest's image encoder minus the same encoder at random initialisation, in every
+    protocol and portion of chapter 04's transfer table (:func:`.transfer.transfer_measures`,
+    the same cache; macro AUC over kept classes, paired resamples by patient, label subsets
+    within seeds): the ledger row of :data:`TRANSFER_HEADLINE` with a :func:`mixed_verdict`
+    over all settings, each setting's summary in ``grid``, and in ``detail`` every setting's
+    difference and UniChest − Conquer only (zero when Divide leaves the encoder as Conquer
+    trained it: one set of weights, no comparison to draw)."""
+    ms, info = transfer_measures(cfg, source=source, encoders=("UniChest", "Conquer only", RANDOM),
+                                 protocols=PROTOCOLS, seeds=seeds, n_boot=n_boot, epochs=epochs,
+                                 progress=progress)
+    settings = sorted({(g[1], g[2]) for g in ms}, key=lambda s: (PROTOCOLS.index(s[0]), s[1]))
+    sums = {setting_label(*s): (ms["UniChest", *s] - ms[RANDOM, *s]).summary() for s in settings}
+    same = max(float(np.nanmax(np.abs((ms["UniChest", *s] - ms["Conquer only", *s]).points)))
+               for s in settings)
+    out = dict(sums[setting_label(*TRANSFER_HEADLINE)])
+    out["verdict"] = mixed_verdict({k: v["verdict"] for k, v in sums.items()})
+    out["grid"] = sums
+    out["detail"] = ("UniChest − random init: " + "; ".join(
+        f"{k} {stats.fmt_interval(v['mean'], v['lo'], v['hi'])}" for k, v in sums.items())
+        + f". UniChest − Conquer only: largest |difference| {same:.3f} over every setting and "
+        f"seed (Divide trains on the frozen encoder). Probe on the {info['feature']} feature, "
+        f"C chosen on training rows; {max(info['n_subsets'].values())} label subsets per seed "
+        f"below 100 %; number shown: {setting_label(*TRANSFER_HEADLINE)}")
+    out["n_test"] = split_sizes(cfg, [source])
+    t = info["classes"]
+    out["flagged"] = ", ".join(f"{r['source']}:{r['class']} ({r['n_pos']})"
+                               for _, r in t[~t["kept"]].iterrows())
+    return out
 
 
-__all__ = ["CLAIMS", "CLAIM_KEYS", "STALE", "Claim", "equivalence_verdict", "gate_routing",
-           "grounding_vs_baselines", "measure_claim", "source_gates", "transfer_vs_random",
-           "with_source", "zero_shot_sources"]
+__all__ = ["CLAIMS", "CLAIM_KEYS", "STALE", "TRANSFER_HEADLINE", "Claim", "equivalence_verdict",
+           "gate_routing", "grounding_vs_baselines", "measure_claim", "mixed_verdict",
+           "setting_label", "source_gates", "transfer_vs_random", "with_source",
+           "zero_shot_sources"]

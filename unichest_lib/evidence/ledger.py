@@ -26,6 +26,7 @@ from ..training.keys import DIVIDE_ONLY, keyed, upstream
 from . import replay
 from .claims import CLAIM_KEYS, CLAIMS, measure_claim, with_source
 from .measures import MIN_POS, N_BOOT, in_domain_measure
+from .transfer import STUDY as TRANSFER_STUDY
 from .variants import BACKBONES, GRID, SEEDS
 
 #: Claims that need many extra runs per seed (the λ×K grid's Divide runs; a Conquer on label
@@ -115,7 +116,12 @@ VERSION = 1
 #: Per-claim versions, bumped when one claim's definition changes (only its rows are
 #: recomputed). A renamed claim starts afresh: grounding_vs_baselines (against the strongest
 #: baseline per class) replaced grounding_vs_random (against a random peak).
-CLAIM_VERSIONS: dict[str, int] = {}
+#: transfer_vs_random 2 = every protocol and portion with a verdict each (it was the linear
+#: probe at 100 % alone); it also carries the transfer protocol's version.
+CLAIM_VERSIONS: dict[str, object] = {"transfer_vs_random": f"2, {TRANSFER_STUDY}"}
+#: Claims whose recorded study's name carries their protocol's version (a record of an older
+#: protocol, ``claim-<key>-...``, is then never read as this one's).
+RECORD_TAGS = {"transfer_vs_random": TRANSFER_STUDY}
 
 
 def ledger_rows(cfg: Config, keys: Sequence[str] | None = None, *, full: bool | None = None,
@@ -161,8 +167,8 @@ def ledger_rows(cfg: Config, keys: Sequence[str] | None = None, *, full: bool | 
 def _claim(cfg: Config, key: str, progress: bool, train: bool = True) -> dict | None:
     """One claim: live when its runs are stored, else from the record
     (``results/<profile>/studies/claim-<key>-...``), else measured (``train``; else None)."""
-    res, ev = replay.recorded_study(f"claim-{key}", cfg, measure_claim, cfg, key, progress,
-                                    train=train)
+    name = "-".join(["claim", key] + ([RECORD_TAGS[key]] if key in RECORD_TAGS else []))
+    res, ev = replay.recorded_study(name, cfg, measure_claim, cfg, key, progress, train=train)
     if res is not None and ev is not None and ev.status != "live":
         with_source(res, ev)  # a live result says its source itself
     return res

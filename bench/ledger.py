@@ -3,6 +3,7 @@
     make ledger STUDY=list                    # the studies and what each costs
     make ledger STUDY=03_divide               # one chapter's evidence, live, recorded
     make ledger STUDY=schedule PROFILE=tutorial
+    python bench/ledger.py 04_evaluate --yaml "grounding_strides: []"   # chapter parameters
 
 A chapter study executes that chapter with every study of it switched on
 (``full_ledger=True``), every score measured live (``UNICHEST_EVIDENCE=live``: runs missing
@@ -46,7 +47,7 @@ STUDIES = {
 }
 
 
-def chapter(stem: str, profile: str) -> int:
+def chapter(stem: str, profile: str, yaml: str | None = None) -> int:
     out = ROOT / "_build" / "ledger"
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, UNICHEST_EVIDENCE="live", UNICHEST_RECORD="1", UNICHEST_PROGRESS="0",
@@ -55,6 +56,8 @@ def chapter(stem: str, profile: str) -> int:
            str(out / f"{stem}.ipynb"), "-p", "profile", profile, "--cwd", str(ROOT / "notebooks")]
     if stem not in ("03_divide",):  # chapter 03's studies always run
         cmd += ["-p", "full_ledger", "True"]
+    if yaml:  # more of the chapter's parameters, as YAML (papermill -y)
+        cmd += ["-y", yaml]
     return subprocess.call(cmd, env=env)
 
 
@@ -62,6 +65,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("study", help="a study name, or 'list'")
     ap.add_argument("--profile", default="tutorial")
+    ap.add_argument("--yaml", default=None,
+                    help='more chapter parameters as YAML, e.g. "grounding_strides: []"')
     args = ap.parse_args(argv)
     if args.study == "list":
         for name, (what, cost) in STUDIES.items():
@@ -76,7 +81,7 @@ def main(argv=None) -> int:
         rc = subprocess.call([sys.executable, str(ROOT / "bench" / "bench_schedule.py"),
                               "--profile", args.profile, "--record"])
     else:
-        rc = chapter(args.study, args.profile)
+        rc = chapter(args.study, args.profile, args.yaml)
     print(f"ledger: {args.study} at {args.profile} finished in {time.time() - t0:.0f} s, rc {rc}")
     return rc
 

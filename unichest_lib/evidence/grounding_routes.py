@@ -120,24 +120,33 @@ def stride_table(cfg: Config, *, strides: Sequence[int] | None = None,
     return out[list(COLUMNS)]
 
 
-def strides_on(cfg: Config, full: bool | None = None, *, source: str = "chestxdet10") -> bool:
+def strides_on(cfg: Config, full: bool | None = None, *, source: str = "chestxdet10",
+               strides: Sequence[int] | None = None) -> bool:
     """Whether chapter 04 shows the study: the full ledger when asked or when the profile runs
     it; otherwise only when it needs no training (stored or recorded)."""
     if full is not None or os.environ.get(FULL_ENV, "").strip() or FULL[cfg.profile]:
         return full_ledger(cfg, full)
-    return stride_table.available(cfg, source=source)
+    return stride_table.available(cfg, strides=_strides(cfg, strides), source=source)
+
+
+def _strides(cfg: Config, strides: Sequence[int] | None) -> tuple[int, ...]:
+    return tuple(int(s) for s in (STRIDES[cfg.profile] if strides is None else strides))
 
 
 def stride_study(cfg: Config, *, full: bool | None = None, source: str = "chestxdet10",
-                 progress: bool = True) -> Study:
-    """The study as chapter 04 shows it: :func:`stride_table` under ``tables["strides"]``
+                 strides: Sequence[int] | None = None, progress: bool = True) -> Study:
+    """The study as chapter 04 shows it: :func:`stride_table` of ``strides`` (default: the
+    profile's :data:`STRIDES`; an empty list skips the study) under ``tables["strides"]``
     (with where its numbers come from) when :func:`strides_on`, else ``note`` says how to run
     it; ``values["chosen"]`` is the chosen stride."""
-    if not strides_on(cfg, full, source=source):
+    strides = _strides(cfg, strides)
+    if not strides:
+        return Study(False, note="Not run: no output stride was asked for (grounding_strides).")
+    if not strides_on(cfg, full, source=source, strides=strides):
         return Study(False, note="Not in this build: training UniChest again at output strides "
-                                 f"{', '.join(map(str, STRIDES[cfg.profile][1:]))} (a Conquer and "
-                                 f"a Divide run per stride and seed). {HOW_TO_RUN}.")
-    t = stride_table(cfg, source=source, progress=progress)
+                                 f"{', '.join(map(str, strides[1:]))} (a Conquer and a Divide "
+                                 f"run per stride and seed). {HOW_TO_RUN}.")
+    t = stride_table(cfg, strides=strides, source=source, progress=progress)
     ev = t.attrs.get("evidence")
     return Study(True, {"strides": t}, {"chosen": int(t.loc[t["chosen"], "stride"].iloc[0])},
                  status=getattr(ev, "status", "live"), caption=getattr(ev, "caption", ""))

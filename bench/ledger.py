@@ -54,8 +54,8 @@ def chapter(stem: str, profile: str, yaml: str | None = None) -> int:
                UNICHEST_RECORD_COMMAND=f"make ledger STUDY={stem} PROFILE={profile}")
     cmd = [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / f"{stem}.ipynb"),
            str(out / f"{stem}.ipynb"), "-p", "profile", profile, "--cwd", str(ROOT / "notebooks")]
-    if stem not in ("03_divide",):  # chapter 03's studies always run
-        cmd += ["-p", "full_ledger", "True"]
+    if stem not in ("03_divide",) and "full_ledger" not in (yaml or ""):
+        cmd += ["-p", "full_ledger", "True"]  # chapter 03's studies always run
     if yaml:  # more of the chapter's parameters, as YAML (papermill -y)
         cmd += ["-y", yaml]
     return subprocess.call(cmd, env=env)

@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 from unichest_lib.book import figures
 from unichest_lib.config import resolve
-from unichest_lib.evidence import measures
+from unichest_lib.evidence import measures, transfer
 from unichest_lib.evidence import per_class as P
 
 CLASSES = ("a", "b", "c", "d")
@@ -49,7 +49,8 @@ def faked(monkeypatch):
 
     def predictions(cfg, encoder, seed, *, source, protocols, portions, epochs, progress):
         assert encoder == "one source" and protocols == ("fine-tune",) and portions == (1.0,)
-        return {("fine-tune", 1.0): _probs(f"tuned{epochs}", seed, source)}
+        fit = transfer.Fit(_probs(f"tuned{epochs}", seed, source), np.full(len(CLASSES), np.nan))
+        return {("fine-tune", 1.0): [fit]}  # one run at 100 % (transfer_predictions' shape)
 
     monkeypatch.setattr(P, "transfer_predictions", predictions)
 

@@ -217,9 +217,10 @@ def table_i(cfg: Config, *, source: str = "chestxray14", epochs: int = 2, seeds=
     base = scores["UniChest"][0]
     tuned = []
     for seed in seeds:
-        p = transfer_predictions(cfg, "one source", seed, source=source,
-                                 protocols=("fine-tune",), portions=(1.0,), epochs=epochs,
-                                 progress=progress)[("fine-tune", 1.0)]
+        [fit] = transfer_predictions(cfg, "one source", seed, source=source,
+                                     protocols=("fine-tune",), portions=(1.0,), epochs=epochs,
+                                     progress=progress)[("fine-tune", 1.0)]  # one run at 100 %
+        p = fit.probs
         if p.shape != base.probs.shape:
             raise ValueError(f"fine-tuned scores {p.shape} do not match the test split "
                              f"{base.probs.shape} of {source}")

@@ -32,8 +32,9 @@ from ..data import make_dataset
 from ..evaluation import attention_diagnosis as AD
 from ..evaluation import stats
 from . import replay
-from .measures import (MIN_POS, N_BOOT, Measure, Scored, Study, class_auc_replicates,
-                       kept_columns, patient_weights, scored)
+from .measures import (N_BOOT, Measure, Scored, Study, class_auc_replicates,
+                       patient_weights)
+from .per_class import class_measures
 from .variants import SEEDS, stored, variant_config, variant_model
 
 #: The map scores a row of :func:`attention_table` holds (``metric``).
@@ -122,27 +123,24 @@ def global_statistics_table(cfg: Config, *, source: str = "chestxdet10",
     one fit) and of ``variant`` (mean over seeds), each with its 95 % interval over test
     patients (and seeds), on the same patient resamples; columns class, n_pos, method, mean,
     lo, hi."""
-    n_boot = N_BOOT[cfg.profile]
     probs, te = AD.global_statistics_scores(cfg, source)
+    model, table = class_measures(cfg, variant, source, progress=progress)
     t = te.table
-    common = dict(labels=np.nan_to_num(t.labels, nan=0.0), mask=t.mask,
+    hist = Scored(probs=probs, labels=np.nan_to_num(t.labels, nan=0.0), mask=t.mask,
                   patients=np.asarray(t.patients), classes=tuple(te.classes),
                   seen=(True,) * len(te.classes))
-    cols, table = kept_columns(Scored(probs=probs, **common), min_pos=MIN_POS[cfg.profile])
-    w = patient_weights(common["patients"], n_boot, f"{source}/test/{cfg.heterogeneity}")
-    hist = class_auc_replicates(Scored(probs=probs, **common), w, cols)
-    model = [class_auc_replicates(scored(cfg, variant, sd, source, progress=progress), w, cols)
-             for sd in SEEDS[cfg.profile]]
+    cols = [te.classes.index(c) for c in model if c != "mean"]
+    w = patient_weights(hist.patients, N_BOOT[cfg.profile], f"{source}/test/{cfg.heterogeneity}")
+    auc = class_auc_replicates(hist, w, cols)
     n_pos = table.set_index("class")["n_pos"]
     rows = []
     for k, j in enumerate(cols):
         cls = te.classes[j]
-        for method, pts, rp in (("grey-level histogram", hist[None, 0, k], hist[None, 1:, k]),
-                                (variant, np.array([m[0, k] for m in model]),
-                                 np.stack([m[1:, k] for m in model]))):
+        for method, m in (("grey-level histogram", Measure(auc[None, 0, k], auc[None, 1:, k], {})),
+                          (variant, model[cls])):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                s = stats.pooled_interval(pts, rp)
+                s = stats.pooled_interval(m.points, m.reps)
             rows.append({"class": cls, "n_pos": int(n_pos[cls]), "method": method,
                          "mean": s["mean"], "lo": max(s["lo"], 0.0), "hi": min(s["hi"], 1.0)})
     return pd.DataFrame(rows, columns=["class", "n_pos", "method", "mean", "lo", "hi"])

@@ -95,6 +95,7 @@ def grounding_baseline_measures(cfg: Config, source: str = "chestxdet10", *, see
 
     runs = {name: [scored(valid.scores[name], test.scores[name])] for name in BASELINES}
     runs[MODEL_NAME] = []
+    valid_pointing = []  # UniChest's macro pointing game on the validation lesions, per seed
     for seed in seeds:
         c = variant_config(cfg, MODEL_NAME, seed)
         model = variant_model(cfg, MODEL_NAME, seed, progress=progress)
@@ -103,6 +104,9 @@ def grounding_baseline_measures(cfg: Config, source: str = "chestxdet10", *, see
             raise RuntimeError(f"seed {seed} sees other {source!r} test lesions than the "
                                "baselines; the world must not depend on the training seed")
         runs[MODEL_NAME].append(scored(v.scores[MODEL], t.scores[MODEL]))
+        hits = pd.Series(v.scores[MODEL]["hit"], dtype=float).groupby(
+            v.lesions["class"].to_numpy()).mean()  # macro over the classes validation has
+        valid_pointing.append(float(hits.mean()) if len(hits) else np.nan)
     out = {}
     for name, per_seed in runs.items():
         for metric in METRICS:
@@ -118,6 +122,7 @@ def grounding_baseline_measures(cfg: Config, source: str = "chestxdet10", *, see
                 n_train={**{c: int(v) for c, v in zip(base.classes, base.n_train)},
                          metrics.MACRO: int(base.n_train.sum())},
                 thresholds={name: [th for _, th in per_seed] for name, per_seed in runs.items()},
+                valid_pointing=valid_pointing,
                 centres=base.centres, seeds=list(seeds), n_boot=n_boot, source=source)
     return out, info
 

@@ -30,12 +30,11 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config
-from ..evaluation.grounding_references import split_scores
 from . import replay
 from .grounding_measures import grounding_baseline_measures, strongest_baseline
 from .ledger import FULL, FULL_ENV, HOW_TO_RUN, full_ledger
 from .measures import Study, in_domain_measure
-from .variants import SEEDS, stored, variant_config, variant_history, variant_model
+from .variants import SEEDS, stored, variant_history
 
 #: Output strides compared, per profile (the smoke world trains the cheaper pair only).
 STRIDES = {"smoke": (32, 16), "tutorial": (32, 16, 8), "paper": (32, 16, 8)}
@@ -54,17 +53,9 @@ def _strides_stored(cfg: Config, *, strides: Sequence[int] | None = None, **kw) 
     return all(stored(stride_config(cfg, s), ("UniChest", "Conquer only")) for s in strides)
 
 
-def _val_pointing(c: Config, source: str, seeds, progress: bool) -> float:
-    """Mean over seeds of UniChest's macro pointing game on the validation lesions (classes
-    with at least one validation lesion)."""
-    per_seed = []
-    for seed in seeds:
-        model = variant_model(c, "UniChest", seed, progress=progress)
-        v = split_scores(variant_config(c, "UniChest", seed), source, "valid", model=model)
-        hits = pd.Series(v.scores["model"]["hit"], dtype=float).groupby(
-            v.lesions["class"].to_numpy()).mean()
-        per_seed.append(float(hits.mean()) if len(hits) else np.nan)
-    return float(np.nanmean(per_seed)) if np.isfinite(per_seed).any() else np.nan
+def _nanmean(values) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
 
 
 def _epoch_seconds(c: Config, seeds, progress: bool) -> float:
@@ -107,7 +98,7 @@ def stride_table(cfg: Config, *, strides: Sequence[int] | None = None,
         vs = diffs["macro"].summary()
         a = in_domain_measure(c, "UniChest", progress=progress).summary()
         rows.append(dict(stride=s, grid=f"{c.image_size // s} × {c.image_size // s}",
-                         val_pointing=_val_pointing(c, source, seeds, progress),
+                         val_pointing=_nanmean(info["valid_pointing"]),
                          pointing=pg["mean"], pointing_lo=pg["lo"], pointing_hi=pg["hi"],
                          dice=dice["mean"], dice_lo=dice["lo"], dice_hi=dice["hi"],
                          vs_strongest=vs["mean"], vs_lo=vs["lo"], vs_hi=vs["hi"],

@@ -21,7 +21,6 @@ Introduced in ``notebooks/02_conquer.ipynb``.
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
@@ -34,7 +33,7 @@ from ..training import checkpoints
 from ..training.losses import BCL_VARIANTS, CODE_BCL_SCALE, bcl_chance, learned_scale
 from . import replay
 from .claims import zero_shot_sources
-from .ledger import FULL, FULL_ENV, HOW_TO_RUN, full_ledger
+from .ledger import HOW_TO_RUN, study_on
 from .measures import ALPHA, Study, macro_measure
 from .variants import SEEDS, stored, variant_checkpoint, variant_history
 
@@ -55,9 +54,7 @@ def alignment_on(cfg: Config, full: bool | None = None) -> bool:
     """Whether chapter 02 runs the study: :func:`~.ledger.full_ledger` when ``full`` is given,
     the environment switch is set or the profile runs the full ledger; otherwise only when it
     needs no training: every Conquer run of the study is stored, or the study is recorded."""
-    if full is not None or os.environ.get(FULL_ENV, "").strip() or FULL[cfg.profile]:
-        return full_ledger(cfg, full)
-    return alignment_table.available(cfg)
+    return study_on(cfg, full, lambda: alignment_table.available(cfg))
 
 
 def _alignment_stored(cfg: Config, settings: Sequence[str] = BCL_SETTINGS, **kw) -> bool:

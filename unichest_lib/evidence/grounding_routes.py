@@ -23,7 +23,6 @@ Introduced in ``notebooks/04_evaluate.ipynb``.
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
@@ -32,7 +31,7 @@ import pandas as pd
 from ..config import Config
 from . import replay
 from .grounding_measures import grounding_baseline_measures, strongest_baseline
-from .ledger import FULL, FULL_ENV, HOW_TO_RUN, full_ledger
+from .ledger import HOW_TO_RUN, study_on
 from .measures import Study, in_domain_measure
 from .variants import SEEDS, stored, variant_history
 
@@ -115,9 +114,8 @@ def strides_on(cfg: Config, full: bool | None = None, *, source: str = "chestxde
                strides: Sequence[int] | None = None) -> bool:
     """Whether chapter 04 shows the study: the full ledger when asked or when the profile runs
     it; otherwise only when it needs no training (stored or recorded)."""
-    if full is not None or os.environ.get(FULL_ENV, "").strip() or FULL[cfg.profile]:
-        return full_ledger(cfg, full)
-    return stride_table.available(cfg, strides=_strides(cfg, strides), source=source)
+    return study_on(cfg, full, lambda: stride_table.available(
+        cfg, strides=_strides(cfg, strides), source=source))
 
 
 def _strides(cfg: Config, strides: Sequence[int] | None) -> tuple[int, ...]:

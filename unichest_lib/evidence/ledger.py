@@ -79,6 +79,16 @@ def full_ledger(cfg: Config, full: bool | None = None) -> bool:
                or replay.study_recorded(cfg, f"claim-{key}") for key in EXPENSIVE)
 
 
+def study_on(cfg: Config, full: bool | None, available) -> bool:
+    """Whether a chapter shows an optional study that needs runs of its own:
+    :func:`full_ledger` when ``full`` is given, the environment switch is set or the profile
+    runs the full ledger; otherwise only when ``available()`` says it needs no training (its
+    runs are stored, or it is recorded)."""
+    if full is not None or os.environ.get(FULL_ENV, "").strip() or FULL[cfg.profile]:
+        return full_ledger(cfg, full)
+    return bool(available())
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """What a build at one profile runs: the training ``seeds``, the bootstrap resamples by
@@ -204,4 +214,4 @@ def grid_table(cfg: Config, *, progress: bool = True) -> pd.DataFrame:
 
 __all__ = ["EXPENSIVE", "FULL", "FULL_ENV", "HOW_TO_RUN", "NOT_RUN", "VERSION", "WORLD_ONLY",
            "Plan", "chapter_claims", "full_ledger", "grid_table", "ledger_rows", "not_run_note",
-           "plan"]
+           "plan", "study_on"]

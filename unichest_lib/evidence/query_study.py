@@ -14,7 +14,6 @@ Introduced in ``notebooks/04_evaluate.ipynb``.
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
@@ -24,7 +23,7 @@ from ..config import QUERY_TEXTS, Config
 from ..evaluation.classification import QUERY_MODES
 from . import replay
 from .claims import zero_shot_sources
-from .ledger import FULL, FULL_ENV, HOW_TO_RUN, full_ledger
+from .ledger import HOW_TO_RUN, study_on
 from .measures import Measure, Study, macro_measure
 from .variants import SEEDS, stored
 
@@ -37,9 +36,7 @@ def query_text_on(cfg: Config, full: bool | None = None) -> bool:
     the environment switch is set or the profile runs the full ledger; otherwise only when
     every run of the study is already stored or the study is recorded (a build never trains
     them unasked)."""
-    if full is not None or os.environ.get(FULL_ENV, "").strip() or FULL[cfg.profile]:
-        return full_ledger(cfg, full)
-    return query_text_table.available(cfg)
+    return study_on(cfg, full, lambda: query_text_table.available(cfg))
 
 
 def _query_text_stored(cfg: Config, values: Sequence[str] = QUERY_TEXTS, *args, **kw) -> bool:

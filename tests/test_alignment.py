@@ -14,7 +14,7 @@ import torch
 
 from unichest_lib import evidence
 from unichest_lib.config import resolve
-from unichest_lib.evidence import alignment, claims, measures, record
+from unichest_lib.evidence import alignment, claims, measures
 from unichest_lib.model import BCL_LOGIT_SCALE_INIT, UniChest
 from unichest_lib.training import checkpoints, store
 
@@ -51,7 +51,6 @@ def test_the_chapter_runs_the_study_when_asked_or_when_its_runs_are_stored(tmp_p
     from unichest_lib.evidence import ledger
 
     monkeypatch.delenv(ledger.FULL_ENV, raising=False)
-    monkeypatch.setattr(record, "ROOT", tmp_path / "results")  # nothing recorded either
     cfg = resolve("tutorial", cache_dir=str(tmp_path))
     assert not alignment.alignment_on(cfg)  # off at tutorial, nothing stored: never trains
     assert alignment.alignment_on(cfg, True) and alignment.alignment_on(resolve("smoke"))
@@ -71,7 +70,6 @@ def test_the_chapters_study_is_a_note_when_not_run_and_the_table_with_its_rule_w
     from unichest_lib.evidence import ledger
 
     monkeypatch.delenv(ledger.FULL_ENV, raising=False)
-    monkeypatch.setattr(record, "ROOT", tmp_path / "results")  # nothing recorded either
     cfg = resolve("tutorial", cache_dir=str(tmp_path))
     off = evidence.alignment_study(cfg)
     unmeasured = alignment.alignment_rule(None)

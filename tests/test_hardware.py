@@ -37,7 +37,19 @@ def test_cuda_counts_as_native_and_other_devices_do_not(cpu_bf16):
 
 def test_the_probe_is_a_cached_bool():
     assert isinstance(hardware.cpu_has_native_bf16(), bool)
-    assert hardware.cpu_has_native_bf16.cache_info().currsize == 1
+    assert hardware._cpu_probes_bf16.cache_info().currsize == 1
+
+
+def test_float32_can_be_forced_on_a_bf16_cpu_and_a_bad_value_says_what_to_use(monkeypatch):
+    monkeypatch.setattr(hardware, "_cpu_probes_bf16", lambda: True)
+    monkeypatch.delenv(hardware.FLOAT32_ENV, raising=False)
+    assert hardware.effective_precision(True, "cpu") == "bfloat16"
+    monkeypatch.setenv(hardware.FLOAT32_ENV, "1")
+    assert hardware.effective_precision(True, "cpu") == "float32"
+    assert not hardware.amp_enabled(True, torch.device("cpu"))
+    monkeypatch.setenv(hardware.FLOAT32_ENV, "yes please")
+    with pytest.raises(ValueError, match="use 1"):
+        hardware.cpu_has_native_bf16()
 
 
 def test_provenance_names_the_commit_the_cpu_and_the_precision_a_run_trains_in():

@@ -20,9 +20,26 @@ import subprocess
 import torch
 
 
-@functools.lru_cache(maxsize=None)
+#: Set to 1 to train in float32 on a CPU with native bf16 (as an AVX2-only CPU does), e.g. to
+#: time or reproduce a float32 record on a bf16 machine.
+FLOAT32_ENV = "UNICHEST_FLOAT32"
+
+
+def _float32_forced() -> bool:
+    value = os.environ.get(FLOAT32_ENV, "").strip().lower()
+    if value not in ("", "0", "1", "false", "true"):
+        raise ValueError(f"{FLOAT32_ENV}={value!r}: use 1 (float32 everywhere on the CPU) or 0")
+    return value in ("1", "true")
+
+
 def cpu_has_native_bf16() -> bool:
-    """True when this CPU has AMX tiles or AVX512-BF16 (PyTorch's own probes)."""
+    """True when this CPU has AMX tiles or AVX512-BF16 (PyTorch's own probes), unless
+    ``UNICHEST_FLOAT32=1`` asks for float32."""
+    return False if _float32_forced() else _cpu_probes_bf16()
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_probes_bf16() -> bool:
     try:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:  # an older torch without the probes: assume emulated

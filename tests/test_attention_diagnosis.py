@@ -128,3 +128,71 @@ def test_the_stride_is_chosen_on_validation_with_the_papers_32_on_ties():
     assert choose_stride(t([0.10, 0.30, 0.30])) == 16  # ... else the cheaper of the tied
     assert choose_stride(t([np.nan, np.nan, np.nan])) == 32
     assert choose_stride(t([np.nan, 0.1, np.nan])) == 16
+
+
+def test_every_head_is_scored_on_the_lesions_split_scores_sees(smoke_model):
+    from unichest_lib.evaluation.grounding_references import MODEL, split_scores
+
+    model, cfg = smoke_model
+    lesions, heads = AD.head_split_scores(model, cfg, "chestxdet10", "valid")
+    ref = split_scores(cfg, "chestxdet10", "valid", model=model)
+    assert lesions[["class", "row", "patient"]].equals(ref.lesions[["class", "row", "patient"]])
+    n_layers, n_heads = len(model.qn1.layers), model.qn1.layers[0].n_heads
+    assert sorted(heads) == [(e, l, h) for e in range(1, model.cfg.K + 1) for l in range(n_layers)
+                             for h in range(n_heads)]
+    for s in heads.values():
+        assert s["hit"].shape == (len(lesions),) and s["dice"].shape == (len(lesions), 101)
+    # heads differ from one another (the maps are really per head, not the mean repeated)
+    assert len({s["dice"].tobytes() for s in heads.values()}) > 1
+
+
+def test_with_one_network_layer_and_head_the_head_is_the_mixed_map():
+    from unichest_lib.data.label_spaces import union_classes
+    from unichest_lib.evaluation.grounding_references import MODEL, split_scores
+    from unichest_lib.training.checkpoints import build_model
+
+    cfg = resolve("smoke", cache_dir=str(ROOT / ".cache" / "unichest"), n_heads=1,
+                  n_decoder_layers=1, amp=False)  # float32: the kept maps are float32
+    torch.manual_seed(0)
+    model = build_model(cfg, union_classes(cfg.sources, cfg.data), "conquer").eval()
+    lesions, heads = AD.head_split_scores(model, cfg, "chestxdet10", "test")
+    ref = split_scores(cfg, "chestxdet10", "test", model=model).scores[MODEL]
+    assert list(heads) == [(1, 0, 0)]
+    assert np.array_equal(heads[1, 0, 0]["hit"], ref["hit"])
+    assert np.allclose(heads[1, 0, 0]["dice"], ref["dice"], atol=1e-6)
+
+
+def test_the_head_is_chosen_by_macro_validation_pointing_first_on_ties():
+    import pandas as pd
+
+    from unichest_lib.evidence.grounding_routes import choose_head, head_label
+
+    lesions = pd.DataFrame({"class": ["a", "a", "a", "b"]})
+    hit = lambda *v: {"hit": np.asarray(v, float)}  # noqa: E731
+    # per class, then macro: (1,0,0) a 2/3, b 0 -> 1/3; (1,0,1) a 0, b 1 -> 1/2 (fewer hits)
+    heads = {(1, 0, 0): hit(1, 1, 0, 0), (1, 0, 1): hit(0, 0, 0, 1), (2, 1, 0): hit(0, 0, 1, 1)}
+    assert choose_head(lesions, heads) == ((2, 1, 0), pytest.approx(2 / 3))
+    heads[1, 0, 1] = hit(0, 1, 1, 1)  # ties (2, 1, 0): the first in order wins
+    assert choose_head(lesions, heads)[0] == (1, 0, 1)
+    assert head_label((1, 0, 1)) == "QN1 layer 1 head 2"
+    assert head_label((3, 1, 0)) == "expert 2 layer 2 head 1"
+
+
+@pytest.mark.slow
+def test_the_head_route_at_smoke_is_paired_with_chapter_04s_grounding_table():
+    from unichest_lib.evidence import grounding_routes as GR
+    from unichest_lib.evidence.grounding_measures import grounding_baseline_table
+
+    cfg = resolve("smoke", cache_dir=str(ROOT / ".cache" / "unichest"))
+    study = GR.head_study(cfg, progress=False)
+    t = study.tables["head"].set_index(["class", "metric", "method"])
+    ref = grounding_baseline_table(cfg, progress=False).set_index(["class", "metric", "method"])
+    for cls, metric in {(c, m) for c, m, _ in t.index}:
+        mixed, head = t.loc[(cls, metric, GR.MIXED)], t.loc[(cls, metric, GR.HEAD)]
+        assert mixed["mean"] == pytest.approx(ref.loc[(cls, metric, "UniChest"), "mean"])
+        diff = t.loc[(cls, metric, f"{GR.HEAD} − {GR.MIXED}")]
+        assert diff["mean"] == pytest.approx(head["mean"] - mixed["mean"], abs=1e-9)
+        assert 0 <= head["mean"] <= 1
+    assert t["heads"].iloc[0].count("seed ") == 2
+    assert set(t["verdict"][t["kind"] == "difference"]) <= {
+        "holds", "inconclusive", "contradicted", ""}

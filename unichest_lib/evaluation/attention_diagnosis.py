@@ -38,7 +38,7 @@ from ..config import Config
 from ..data import make_dataset, make_loader
 from ..model.inference import evaluating, predict_batches
 from .classification import plan_queries, query_plan
-from .grounding import combine_attention
+from .grounding import combine_attention, normalise, pointing_game, upsample
 
 #: Bins of the grey-level histogram of :func:`histogram_features` (images are in [0, 1]).
 HIST_BINS = 16
@@ -79,6 +79,28 @@ def _networks(calls: list[torch.Tensor], n_layers: int) -> torch.Tensor:
     return torch.cat(per_group, dim=0).permute(1, 0, 2, 3, 4, 5)
 
 
+def _lesion_batches(model, cfg: Config, ds, by: str):
+    """The batches of ``ds`` (with masks) that hold a positive (image, class) with a non-empty
+    lesion mask, each as a namespace: ``batch``, ``region`` (B, c, S, S) bool, ``keep``
+    (B, c) the lesions, ``start`` (row of its first image), and the ``queries`` / ``cols`` /
+    ``n_layers`` of the model, which is in evaluation mode meanwhile."""
+    from types import SimpleNamespace
+
+    own = model.query_entries() if hasattr(model, "query_entries") else None
+    texts, cols = query_plan(model.classes, ds.classes, by, own)
+    n_layers, start = _decoder_layers(model), 0
+    with evaluating(model):
+        with torch.no_grad():
+            queries = plan_queries(model, texts)
+        for batch in make_loader(ds, cfg, train=False):
+            region = batch["seg"].bool()
+            keep = (batch["labels"] > 0.5) & batch["mask"] & region.flatten(2).any(-1)
+            if keep.any():
+                yield SimpleNamespace(batch=batch, region=region, keep=keep, start=start,
+                                      queries=queries, cols=cols, n_layers=n_layers)
+            start += len(batch["image"])
+
+
 def _decoder_layers(model) -> int:
     """Decoder layers of the model's query networks (UniChest's QN1 and experts, or a
     baseline's single decoder: all of one depth)."""
@@ -112,38 +134,34 @@ def lesion_attention(model, cfg: Config, source: str = "chestxdet10", split: str
     pointing game reads (layers and heads averaged, networks mixed by Eq. 5); with the lesion's
     ``row``, ``class`` and the scores of :func:`map_scores`."""
     ds = make_dataset(cfg, [source], split, with_masks=True)
-    own = model.query_entries() if hasattr(model, "query_entries") else None
-    texts, cols = query_plan(model.classes, ds.classes, by, own)
-    n_layers = _decoder_layers(model)
-    frames, start = [], 0
-    with evaluating(model):
-        with torch.no_grad():
-            queries = plan_queries(model, texts)
-        for batch in make_loader(ds, cfg, train=False):
-            region = batch["seg"].bool()
-            keep = (batch["labels"] > 0.5) & batch["mask"] & region.flatten(2).any(-1)
-            if keep.any():
-                frames.append(_batch_rows(model, cfg, batch, queries, cols, keep, n_layers,
-                                          start, ds.classes))
-            start += len(batch["image"])
+    frames = [_batch_rows(model, cfg, b.batch, b.queries, b.cols, b.keep, b.n_layers, b.start,
+                          ds.classes)
+              for b in _lesion_batches(model, cfg, ds, by)]
     if not frames:
         return pd.DataFrame(columns=["row", "class", "network", "layer", "head", "entropy",
                                      "lesion_mass", "lesion_share", "lift", "peak_in_lesion"])
     return pd.concat(frames, ignore_index=True)
 
 
-def _batch_rows(model, cfg, batch, queries, cols, keep, n_layers, start, classes):
+def _kept_heads(model, cfg, batch, queries, cols, keep, n_layers):
+    """One forward pass of ``batch``: the model output and the per-head maps (n, E, L, H, N)
+    of the kept (image, class) pairs ``keep.nonzero()``."""
     with per_head_attention() as calls:
         [(_, out)] = predict_batches(model, [{"image": batch["image"]}], amp=cfg.amp,
                                      forward=lambda x: model(x, queries=queries,
                                                              return_attention=True))
-    h, w = out["attention"].shape[-2:]
     heads = _networks(calls, n_layers)[:, :, :, :, cols]  # (B, E, L, H, c, N)
+    b_idx, c_idx = keep.nonzero(as_tuple=True)
+    return out, heads[b_idx, :, :, :, c_idx]
+
+
+def _batch_rows(model, cfg, batch, queries, cols, keep, n_layers, start, classes):
+    out, per = _kept_heads(model, cfg, batch, queries, cols, keep, n_layers)
+    h, w = out["attention"].shape[-2:]
     mixed = combine_attention(out["attention"].float()[:, :, cols], out.get("gate"), cfg.lam)
     b_idx, c_idx = keep.nonzero(as_tuple=True)
     region = batch["seg"][b_idx, c_idx].float()[:, None]  # (n, 1, S, S)
     frac = F.adaptive_avg_pool2d(region, (h, w)).flatten(1)  # (n, N)
-    per = heads[b_idx, :, :, :, c_idx]  # (n, E, L, H, N)
     s_heads = map_scores(per, frac[:, None, None, None])
     mix = mixed[b_idx, c_idx].flatten(1)
     s_mix = map_scores(mix / mix.sum(-1, keepdim=True), frac)
@@ -159,6 +177,51 @@ def _batch_rows(model, cfg, batch, queries, cols, keep, n_layers, start, classes
                                "layer": -1, "head": -1,
                                **{k: v.numpy() for k, v in s_mix.items()}})
     return pd.concat([rows, mixed_rows], ignore_index=True)
+
+
+def _head_maps(model, cfg, batch, queries, cols, keep, n_layers) -> torch.Tensor:
+    """(n, E, L, H, S, S) heatmaps of every single head for the kept (image, class) pairs,
+    upsampled and min-max normalised as the mixed map is (:mod:`.grounding`)."""
+    out, per = _kept_heads(model, cfg, batch, queries, cols, keep, n_layers)
+    per = per.reshape(*per.shape[:4], *out["attention"].shape[-2:])
+    return normalise(upsample(per, batch["image"].shape[-2:]))
+
+
+def head_split_scores(model, cfg: Config, source: str = "chestxdet10", split: str = "test",
+                      *, by: str = "name", only=None, dice: bool = True
+                      ) -> tuple[pd.DataFrame, dict]:
+    """Every single head's grounding on every positive (image, class) of ``source``'s
+    ``split`` with a non-empty lesion mask, scored as the mixed map is: the lesions
+    (``class``, ``patient``, ``row``, in the order of
+    :func:`~.grounding_references.split_scores`) and {(network, layer, head): its
+    :func:`~.grounding_references.lesion_scores` (``hit``, ``iou``, ``dice``)}; ``network`` 1
+    is QN1, then the experts, as in :func:`lesion_attention`. ``only``: score these heads
+    alone; ``dice=False``: the pointing game only (``iou`` and ``dice`` left out: the
+    threshold curves are most of the cost)."""
+    from .grounding_references import lesion_scores
+
+    ds = make_dataset(cfg, [source], split, with_masks=True)
+    patients = np.asarray(ds.table.patients)
+    rows, parts = [], {}
+    for lb in _lesion_batches(model, cfg, ds, by):
+        maps = _head_maps(model, cfg, lb.batch, lb.queries, lb.cols, lb.keep, lb.n_layers)
+        b, c = lb.keep.nonzero(as_tuple=True)
+        gt = lb.region[b, c]
+        e, l, hh = maps.shape[1:4]
+        for key in np.ndindex(e, l, hh):
+            name = (key[0] + 1, key[1], key[2])
+            if only is not None and name not in only:
+                continue
+            heat = maps[:, key[0], key[1], key[2]]
+            parts.setdefault(name, []).append(
+                lesion_scores(heat, gt) if dice
+                else {"hit": pointing_game(heat, gt).double().numpy()})
+        for i, j in zip(b.tolist(), c.tolist()):
+            row = int(lb.batch["index"][i])
+            rows.append({"class": ds.classes[j], "patient": patients[row], "row": row})
+    scores = {k: {m: np.concatenate([p[m] for p in ps]) for m in ps[0]}
+              for k, ps in parts.items()}
+    return pd.DataFrame(rows, columns=["class", "patient", "row"]), scores
 
 
 def summarise_maps(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -217,5 +280,6 @@ def global_statistics_scores(cfg: Config, source: str = "chestxdet10", *,
     return probs, te
 
 
-__all__ = ["HIST_BINS", "global_statistics_scores", "histogram_features", "lesion_attention",
+__all__ = ["HIST_BINS", "global_statistics_scores", "head_split_scores", "histogram_features",
+           "lesion_attention",
            "map_scores", "per_head_attention", "summarise_maps"]

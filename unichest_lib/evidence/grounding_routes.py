@@ -18,6 +18,13 @@ For each output stride, the whole method is trained again (Conquer, then Divide)
 A finer stride costs a Conquer and a Divide run per seed beyond the book's own, so chapter 04
 runs the study with the full ledger or shows it from the record (:func:`stride_study`).
 
+The route that needs no training (:func:`head_table`): read the grounding map from **one**
+attention head, the one with the best pointing game on the validation lesions, instead of the
+mean over every head, layer and network that Eq. 5 mixes; scored on the test lesions against
+the mixed map and the strongest baseline, paired by patient. Chapter 04's diagnosis found
+single heads that lean on the lesion while the mean washes them out; this asks whether
+choosing one on validation carries over to test.
+
 Introduced in ``notebooks/04_evaluate.ipynb``.
 """
 
@@ -30,10 +37,14 @@ import pandas as pd
 
 from ..config import Config
 from . import replay
-from .grounding_measures import grounding_baseline_measures, strongest_baseline
+from ..evaluation import metrics
+from ..evaluation.attention_diagnosis import head_split_scores
+from ..evaluation.grounding_references import at_threshold, choose_threshold
+from .grounding_measures import (METRICS, MODEL_NAME, class_replicates,
+                                 grounding_baseline_measures, strongest_baseline)
 from .ledger import HOW_TO_RUN, study_on
-from .measures import Study, in_domain_measure
-from .variants import SEEDS, stored, variant_history
+from .measures import Measure, Study, in_domain_measure, patient_weights
+from .variants import SEEDS, stored, variant_config, variant_history, variant_model
 
 #: Output strides compared, per profile (the smoke world trains the cheaper pair only).
 STRIDES = {"smoke": (32, 16), "tutorial": (32, 16, 8), "paper": (32, 16, 8)}
@@ -141,5 +152,118 @@ def stride_study(cfg: Config, *, full: bool | None = None, source: str = "chestx
                  status=getattr(ev, "status", "live"), caption=getattr(ev, "caption", ""))
 
 
-__all__ = ["COLUMNS", "STRIDES", "choose_stride", "stride_config", "stride_study",
+# ---- one head instead of the mix: the route that needs no training --------------------------
+#: The methods of :func:`head_table`: UniChest's mixed map (the paper's) and the single head
+#: of UniChest chosen on the validation lesions (per seed).
+MIXED, HEAD = "mixed map", "chosen head"
+HEAD_COLUMNS = ("class", "metric", "method", "kind", "n", "mean", "lo", "hi", "n_seeds",
+                "per_seed", "against", "verdict", "heads")
+
+
+def choose_head(lesions: pd.DataFrame, heads: dict) -> tuple[tuple[int, int, int], float]:
+    """The (network, layer, head) whose map has the best macro pointing game (mean over the
+    classes present) on ``lesions`` (the validation split's), and that score; on a tie the
+    first in (network, layer, head) order."""
+    cls = lesions["class"].to_numpy()
+    score = {k: float(pd.Series(v["hit"]).groupby(cls).mean().mean()) for k, v in heads.items()}
+    best = max(sorted(score), key=lambda k: (score[k], [-x for x in k]))
+    return best, score[best]
+
+
+def head_label(key: tuple[int, int, int]) -> str:
+    """"QN1 layer 1 head 2" (network 1 is QN1, network e > 1 is expert e - 1; 1-based)."""
+    net = "QN1" if key[0] == 1 else f"expert {key[0] - 1}"
+    return f"{net} layer {key[1] + 1} head {key[2] + 1}"
+
+
+def _head_stored(cfg: Config, **kw) -> bool:
+    return stored(cfg, ["UniChest"])
+
+
+@replay.recorded_table("grounding-head", _head_stored)
+def head_table(cfg: Config, *, source: str = "chestxdet10", progress: bool = True
+               ) -> pd.DataFrame:
+    """Grounding read from one attention head instead of the mix of every head, layer and
+    network (columns :data:`HEAD_COLUMNS`). Per seed, the head with the best validation
+    pointing game (:func:`choose_head`) and its Dice threshold (validation) are chosen; on the
+    test lesions, per class and macro: pointing game and Dice of the mixed map and of that
+    head (``kind`` "score"), and differences with their verdicts (``kind`` "difference"): the
+    head − the mixed map, and the head − the strongest baseline of each class (as chapter
+    04's table picks it). All on the patient resamples of chapter 04's grounding table, so
+    every difference is paired. ``heads`` names each seed's head and its validation score."""
+    ms, info = grounding_baseline_measures(cfg, source, progress=progress)
+    order, kept = info["classes"], [c not in info["flagged"] for c in info["classes"]]
+    parts, chosen, w = {m: [] for m in METRICS}, [], None
+    for seed in info["seeds"]:
+        c = variant_config(cfg, MODEL_NAME, seed)
+        model = variant_model(cfg, MODEL_NAME, seed, progress=progress)
+        v_les, v_heads = head_split_scores(model, c, source, "valid", dice=False)
+        key, v_score = choose_head(v_les, v_heads)
+        chosen.append(f"seed {seed}: {head_label(key)} (validation {v_score:.2f})")
+        _, v_head = head_split_scores(model, c, source, "valid", only=[key])
+        th = choose_threshold(v_head[key]["dice"])
+        t_les, t_heads = head_split_scores(model, c, source, "test", only=[key])
+        if w is None:  # the resamples of grounding_baseline_measures (same lesions, same tag)
+            w = patient_weights(t_les["patient"].to_numpy(), info["n_boot"], f"ground/{source}")
+        cls = t_les["class"].to_numpy()
+        vals = {"pointing game": t_heads[key]["hit"],
+                "Dice": at_threshold(t_heads[key]["dice"], th)}
+        for m in METRICS:
+            parts[m].append(class_replicates(vals[m], cls, order, w, kept))
+    head = {}
+    for m in METRICS:
+        points = np.stack([p for p, _ in parts[m]])
+        reps = np.stack([r for _, r in parts[m]])
+        for k, c in enumerate(order + [metrics.MACRO]):
+            head[MODEL_NAME, m, c] = Measure(points[:, k], reps[:, k], dict(class_=c))
+    swapped = {**ms, **head}  # the head in UniChest's place, for the strongest-baseline rule
+    rows = []
+    for m in METRICS:
+        diffs, best = strongest_baseline(swapped, info, m)
+        for c in order + [metrics.MACRO]:
+            n = info["n"][c]
+            against = best.get(c, "per class")
+            for method, meas, kind, vs in (
+                    (MIXED, ms[MODEL_NAME, m, c], "score", ""),
+                    (HEAD, head[MODEL_NAME, m, c], "score", ""),
+                    (f"{HEAD} − {MIXED}", head[MODEL_NAME, m, c] - ms[MODEL_NAME, m, c],
+                     "difference", MIXED),
+                    (f"{HEAD} − strongest baseline", diffs[c], "difference", against)):
+                rows.append(_head_row(meas, c, m, method, kind, n, vs,
+                                      c in info["flagged"], "; ".join(chosen)))
+    return pd.DataFrame(rows, columns=list(HEAD_COLUMNS))
+
+
+def _head_row(m: Measure, cls, metric, method, kind, n, against, flagged, heads) -> dict:
+    s = m.summary()
+    if flagged:  # too few lesions: a mean, no interval, no verdict (as chapter 04's table)
+        s.update(lo=np.nan, hi=np.nan, verdict="")
+    low = 0.0 if kind == "score" else -1.0
+    return {"class": cls, "metric": metric, "method": method, "kind": kind, "n": n,
+            "mean": s["mean"], "lo": max(s["lo"], low), "hi": min(s["hi"], 1.0),
+            "n_seeds": s["n_seeds"], "per_seed": ", ".join(f"{v:.3f}" for v in m.points),
+            "against": against, "verdict": s["verdict"] if kind == "difference" else "",
+            "heads": heads}
+
+
+def head_study(cfg: Config, *, full: bool | None = None, source: str = "chestxdet10",
+               progress: bool = True) -> Study:
+    """:func:`head_table` as chapter 04 shows it (``tables["head"]``, with where its numbers
+    come from) when UniChest of every seed is stored or the table recorded (or with the full
+    ledger: it needs every seed's model, and a default build trains one); ``values`` holds the
+    macro rows (mean, lo, hi) of every method, keyed "metric|method"."""
+    if not study_on(cfg, full, lambda: head_table.available(cfg, source=source)):
+        return Study(False, note="Not in this build: it reads UniChest of every seed, and this "
+                                 f"build trained one. {HOW_TO_RUN}.")
+    t = head_table(cfg, source=source, progress=progress)
+    ev = t.attrs.get("evidence")
+    macro = t[t["class"] == metrics.MACRO].set_index(["metric", "method"])
+    values = {f"{m}|{meth}": tuple(float(macro.loc[(m, meth), k]) for k in ("mean", "lo", "hi"))
+              for m, meth in macro.index}
+    return Study(True, {"head": t}, values, status=getattr(ev, "status", "live"),
+                 caption=getattr(ev, "caption", ""))
+
+
+__all__ = ["COLUMNS", "HEAD", "HEAD_COLUMNS", "MIXED", "STRIDES", "choose_head", "choose_stride",
+           "head_label", "head_study", "head_table", "stride_config", "stride_study",
            "stride_table", "strides_on"]

@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_book.py                    # tutorial profile (the target)
     .venv/bin/python bench/bench_book.py --profile smoke    # quick check of the script
     .venv/bin/python bench/bench_book.py --skip-build       # notebooks only
+    .venv/bin/python bench/bench_book.py --skip-notebooks --keep /tmp/book   # keep the pages
 
 Step 1 executes each ``notebooks/NN_*.ipynb`` with papermill (a child process per chapter,
 ``-p profile <profile>``, outputs written to a temporary folder, the checkout untouched).
@@ -69,6 +70,8 @@ def main(argv=None) -> int:
     ap.add_argument("--poll", type=float, default=0.5, help="seconds between memory polls")
     ap.add_argument("--skip-build", action="store_true", help="only execute the notebooks")
     ap.add_argument("--skip-notebooks", action="store_true", help="only build the book")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="build the book into this folder and keep it (default: a temporary one)")
     args = ap.parse_args(argv)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "UNICHEST_PROFILE": args.profile, "UNICHEST_PROGRESS": "0"}
@@ -85,7 +88,7 @@ def main(argv=None) -> int:
                 print(f"  {rows[-1][0]}: {rows[-1][1]:.1f} s, {rows[-1][2]:.2f} GiB, rc {rows[-1][3]}",
                       flush=True)
         if not args.skip_build:
-            build = Path(tmp) / "build"
+            build = args.keep.resolve() if args.keep else Path(tmp) / "build"
             cmd = [str(BIN / "jupyter-book"), "build", "book", "--path-output", str(build)]
             rows.append(("jupyter-book build book", *run_measured(cmd, env, args.poll)))
             print(f"  {rows[-1][0]}: {rows[-1][1]:.1f} s, {rows[-1][2]:.2f} GiB, rc {rows[-1][3]}",

@@ -196,3 +196,21 @@ def test_the_head_route_at_smoke_is_paired_with_chapter_04s_grounding_table():
     assert t["heads"].iloc[0].count("seed ") == 2
     assert set(t["verdict"][t["kind"] == "difference"]) <= {
         "holds", "inconclusive", "contradicted", ""}
+
+
+@pytest.mark.parametrize("chosen", [32, 16])
+def test_the_stride_study_adds_the_per_class_table_only_for_another_stride(monkeypatch, chosen):
+    import pandas as pd
+
+    from unichest_lib.evidence import grounding_routes as GR
+
+    cfg = resolve("smoke")
+    table = pd.DataFrame({"stride": [32, 16], "chosen": [chosen == 32, chosen == 16]})
+    monkeypatch.setattr(GR, "strides_on", lambda *a, **k: True)
+    monkeypatch.setattr(GR, "stride_table", lambda *a, **k: table)
+    asked = []
+    monkeypatch.setattr(GR, "grounding_baseline_table",
+                        lambda c, **k: asked.append(c.output_stride) or pd.DataFrame())
+    study = GR.stride_study(cfg, progress=False)
+    assert study.values["chosen"] == chosen
+    assert ("chosen" in study.tables) == (chosen != 32) and asked == ([16] if chosen == 16 else [])

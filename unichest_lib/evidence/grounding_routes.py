@@ -41,7 +41,8 @@ from ..evaluation import metrics
 from ..evaluation.attention_diagnosis import head_split_scores
 from ..evaluation.grounding_references import at_threshold, choose_threshold
 from .grounding_measures import (METRICS, MODEL_NAME, class_replicates,
-                                 grounding_baseline_measures, strongest_baseline)
+                                 grounding_baseline_measures, grounding_baseline_table,
+                                 strongest_baseline)
 from .ledger import HOW_TO_RUN, study_on
 from .measures import Measure, Study, in_domain_measure, patient_weights
 from .variants import SEEDS, stored, variant_config, variant_history, variant_model
@@ -138,7 +139,9 @@ def stride_study(cfg: Config, *, full: bool | None = None, source: str = "chestx
     """The study as chapter 04 shows it: :func:`stride_table` of ``strides`` (default: the
     profile's :data:`STRIDES`; an empty list skips the study) under ``tables["strides"]``
     (with where its numbers come from) when :func:`strides_on`, else ``note`` says how to run
-    it; ``values["chosen"]`` is the chosen stride."""
+    it; ``values["chosen"]`` is the chosen stride and, when it is not ``cfg``'s,
+    ``tables["chosen"]`` chapter 04's per-class grounding table at that stride
+    (:func:`.grounding_measures.grounding_baseline_table`)."""
     strides = _strides(cfg, strides)
     if not strides:
         return Study(False, note="Not run: no output stride was asked for (grounding_strides).")
@@ -148,8 +151,13 @@ def stride_study(cfg: Config, *, full: bool | None = None, source: str = "chestx
                                  f"run per stride and seed). {HOW_TO_RUN}.")
     t = stride_table(cfg, strides=strides, source=source, progress=progress)
     ev = t.attrs.get("evidence")
-    return Study(True, {"strides": t}, {"chosen": int(t.loc[t["chosen"], "stride"].iloc[0])},
-                 status=getattr(ev, "status", "live"), caption=getattr(ev, "caption", ""))
+    chosen = int(t.loc[t["chosen"], "stride"].iloc[0])
+    tabs = {"strides": t}
+    if chosen != cfg.output_stride:  # chapter 04's per-class table, at the chosen stride
+        tabs["chosen"] = grounding_baseline_table(stride_config(cfg, chosen), source=source,
+                                                  progress=progress)
+    return Study(True, tabs, {"chosen": chosen}, status=getattr(ev, "status", "live"),
+                 caption=getattr(ev, "caption", ""))
 
 
 # ---- one head instead of the mix: the route that needs no training --------------------------

@@ -209,8 +209,10 @@ def test_the_stride_study_adds_the_per_class_table_only_for_another_stride(monke
     monkeypatch.setattr(GR, "strides_on", lambda *a, **k: True)
     monkeypatch.setattr(GR, "stride_table", lambda *a, **k: table)
     asked = []
-    monkeypatch.setattr(GR, "grounding_baseline_table",
-                        lambda c, **k: asked.append(c.output_stride) or pd.DataFrame())
+    baseline_table = lambda c, **k: asked.append(c.output_stride) or pd.DataFrame()  # noqa: E731
+    baseline_table.available = lambda c, **k: False  # neither stored nor recorded
+    monkeypatch.setattr(GR, "grounding_baseline_table", baseline_table)
     study = GR.stride_study(cfg, progress=False)
-    assert study.values["chosen"] == chosen
+    assert study.values["chosen"] == chosen and "chosen" not in study.tables and not asked
+    study = GR.stride_study(cfg, full=True, progress=False)  # the ledger measures it
     assert ("chosen" in study.tables) == (chosen != 32) and asked == ([16] if chosen == 16 else [])

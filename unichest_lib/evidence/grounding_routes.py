@@ -153,9 +153,10 @@ def stride_study(cfg: Config, *, full: bool | None = None, source: str = "chestx
     ev = t.attrs.get("evidence")
     chosen = int(t.loc[t["chosen"], "stride"].iloc[0])
     tabs = {"strides": t}
-    if chosen != cfg.output_stride:  # chapter 04's per-class table, at the chosen stride
-        tabs["chosen"] = grounding_baseline_table(stride_config(cfg, chosen), source=source,
-                                                  progress=progress)
+    at = stride_config(cfg, chosen)  # chapter 04's per-class table at the chosen stride,
+    if chosen != cfg.output_stride and (full or grounding_baseline_table.available(
+            at, source=source)):  # when asked for, or readable without training
+        tabs["chosen"] = grounding_baseline_table(at, source=source, progress=progress)
     return Study(True, tabs, {"chosen": chosen}, status=getattr(ev, "status", "live"),
                  caption=getattr(ev, "caption", ""))
 

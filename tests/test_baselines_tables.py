@@ -124,3 +124,19 @@ def test_a_default_tutorial_build_leaves_unstored_baselines_to_the_full_ledger(t
     assert keep == list(paper_tables.ROWS) and left == []
     keep, left = paper_tables.rows_to_run(C.resolve("smoke", cache_dir=str(tmp_path)))
     assert left == []  # smoke measures everything
+
+
+def test_a_default_build_never_trains_a_row_for_the_cost_table(monkeypatch, tmp_path):
+    from unichest_lib.evidence import ledger, variants
+
+    monkeypatch.delenv(ledger.FULL_ENV, raising=False)
+    cfg = C.resolve("tutorial", cache_dir=str(tmp_path))  # nothing stored, nothing recorded
+
+    def no_training(*a, **k):
+        raise AssertionError("the cost table trained a run")
+    monkeypatch.setattr(paper_tables, "variant_model", no_training)
+    monkeypatch.setattr(paper_tables, "variant_history", no_training)
+    monkeypatch.setattr(variants, "variant_model", no_training)
+    study = paper_tables.cost_study(cfg, ["Conquer only", "UniChest"])
+    assert not study.ran and "make ledger" in study.note
+    assert not paper_tables.cost_rows.available(cfg, ["Conquer only", "UniChest"])

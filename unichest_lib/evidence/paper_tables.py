@@ -24,9 +24,10 @@ import pandas as pd
 from ..config import Config
 from ..evaluation import cost
 from ..model import count_parameters
-from .ledger import full_ledger
-from .measures import (has_classes, macro_measure, metric_table, seen_unseen_table,
-                       variant_table)
+from . import replay
+from .ledger import HOW_TO_RUN, full_ledger, study_on
+from .measures import (Study, has_classes, macro_measure, metric_table,
+                       seen_unseen_table, variant_table)
 from .variants import SEEDS, VARIANTS, stored, variant_history, variant_model
 
 #: The rows of chapter 06, in the order the paper lists them (baselines first, UniChest last).
@@ -191,6 +192,29 @@ def cost_rows(cfg: Config, rows: Sequence[str] = ROWS, *, progress: bool = True)
     return pd.DataFrame(out)
 
 
+def _costs_stored(cfg: Config, rows: Sequence[str] = ROWS, **kw) -> bool:
+    return stored(cfg, list(_check_rows(rows)))
+
+
+#: The measured training seconds come from every seed's run: recorded with the study, and
+#: read from the record when this build has not trained every row (a default build).
+cost_rows = replay.recorded_table("costs", _costs_stored)(cost_rows)
+
+
+def cost_study(cfg: Config, rows: Sequence[str] = ROWS, *, full: bool | None = None,
+               progress: bool = True) -> Study:
+    """:func:`cost_rows` as chapter 06 shows it (``tables["costs"]``, with where its numbers
+    come from): with the full ledger, or when every row of every seed is stored or the table
+    recorded; otherwise ``note`` says how to get it (it reads a trained run of every row)."""
+    if not study_on(cfg, full, lambda: cost_rows.available(cfg, rows)):
+        return Study(False, note="Not in this build: the costs read every row's trained runs. "
+                                 f"{HOW_TO_RUN}.")
+    t = cost_rows(cfg, rows, progress=progress)
+    ev = t.attrs.get("evidence")
+    return Study(True, {"costs": t}, status=getattr(ev, "status", "live"),
+                 caption=getattr(ev, "caption", ""))
+
+
 def versus(cfg: Config, rows: Sequence[str] = ROWS, reference: str = "UniChest", *,
            by: str | None = None, progress: bool = True) -> pd.DataFrame:
     """``reference`` minus each other row, paired on the same seeds and test patients: the
@@ -305,5 +329,5 @@ def wide(df: pd.DataFrame, index: str | Sequence[str] = "variant",
 
 
 __all__ = ["EXPENSIVE_ROWS", "METRICS", "PAPER", "PAPER_NOTES", "PAPER_ROWS", "ROWS", "VIEWS",
-           "cost_rows", "paper_value", "ranking_table", "rows_to_run", "standing",
+           "cost_rows", "cost_study", "paper_value", "ranking_table", "rows_to_run", "standing",
            "table_iv", "table_v", "versus", "wide"]

@@ -140,3 +140,18 @@ def test_a_default_build_never_trains_a_row_for_the_cost_table(monkeypatch, tmp_
     study = paper_tables.cost_study(cfg, ["Conquer only", "UniChest"])
     assert not study.ran and "make ledger" in study.note
     assert not paper_tables.cost_rows.available(cfg, ["Conquer only", "UniChest"])
+
+
+def test_a_recorded_baseline_row_is_shown_without_training(monkeypatch, tmp_path):
+    from unichest_lib.evidence import ledger, reproduce
+
+    monkeypatch.delenv(ledger.FULL_ENV, raising=False)
+    cfg = C.resolve("tutorial", cache_dir=str(tmp_path))  # nothing stored
+    rows = ["MedKLIP-style", "UniChest"]
+    monkeypatch.setattr(reproduce, "recorded_runs", lambda c, name, seeds, sources: False)
+    assert paper_tables.rows_to_run(cfg, rows) == (["UniChest"], ["MedKLIP-style"])
+    seen = []
+    monkeypatch.setattr(reproduce, "recorded_runs",
+                        lambda c, name, seeds, sources: seen.append((name, tuple(sources))) or True)
+    assert paper_tables.rows_to_run(cfg, rows) == (rows, [])
+    assert seen == [("MedKLIP-style", tuple(cfg.sources))]

@@ -299,13 +299,18 @@ def rows_to_run(cfg: Config, rows: Sequence[str] = ROWS, full: bool | None = Non
                 ) -> tuple[list[str], list[str]]:
     """(the rows this build measures, the rows it leaves out): every row with the full ledger
     (:func:`.ledger.full_ledger`); otherwise an :data:`EXPENSIVE_ROWS` row only when every
-    seed of it is already in the store."""
+    seed of it is already in the store or recorded (its in-domain test scores: chapter 06's
+    record, read as a whole)."""
+    from .reproduce import recorded_runs
+
     rows = _check_rows(rows)
     if full_ledger(cfg, full):
         return rows, []
     keep, left = [], []
     for name in rows:
-        (keep if name not in EXPENSIVE_ROWS or stored(cfg, (name,)) else left).append(name)
+        ok = (name not in EXPENSIVE_ROWS or stored(cfg, (name,))
+              or recorded_runs(cfg, name, SEEDS[cfg.profile], cfg.sources))
+        (keep if ok else left).append(name)
     return keep, left
 
 

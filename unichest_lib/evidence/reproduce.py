@@ -24,7 +24,9 @@ from .variants import SEEDS, VARIANTS, variant_config
 TEACHING_RUNS = ("Conquer only", "UniChest")
 
 
-def _recorded(cfg: Config, name: str, seeds, sources) -> bool:
+def recorded_runs(cfg: Config, name: str, seeds, sources) -> bool:
+    """Whether the record holds the test scores of variant ``name`` for every seed of ``seeds``
+    on every source of ``sources``."""
     return all(replay.has_probs(variant_config(cfg, name, sd), name, s, "test",
                                 variant_config(cfg, name, sd).query_text)
                for sd in seeds for s in sources)
@@ -43,7 +45,7 @@ def reproduction_study(cfg: Config, names=TEACHING_RUNS, sources=None, *,
     rows = []
     for name in names:
         c = variant_config(cfg, name, seed)
-        if not store.is_valid(c, VARIANTS[name].stage) or not _recorded(cfg, name, seeds,
+        if not store.is_valid(c, VARIANTS[name].stage) or not recorded_runs(cfg, name, seeds,
                                                                          sources):
             continue
         for src in sources:

@@ -90,7 +90,7 @@ def scored(cfg: Config, name: str, seed: int, source: str, *, split: str = "test
         raise replay.RecordMissing(f"{name} (seed {seed}) is not stored")
     if m == "recorded" and not recorded:
         raise replay.RecordMissing(f"{name} (seed {seed}) on {source} {split} is not recorded")
-    ds = make_dataset(cfg, [source], split)
+    ds = _dataset(cfg, source, split)
     t = ds.table
     if m == "recorded" or (recorded and not stored):
         probs, rec = replay.read_probs(c, name, source, split, by, ds.classes, len(ds))
@@ -108,6 +108,21 @@ def scored(cfg: Config, name: str, seed: int, source: str, *, split: str = "test
     seen = tuple(k in classes for k in ds.classes)
     return Scored(probs=probs, labels=np.nan_to_num(t.labels, nan=0.0), mask=t.mask,
                   patients=np.asarray(t.patients), classes=tuple(ds.classes), seen=seen)
+
+
+_DATASETS: dict[str, object] = {}
+
+
+def _dataset(cfg: Config, source: str, split: str):
+    """``make_dataset(cfg, [source], split)``, kept for the next calls with the same
+    configuration: the tables score every variant and seed on the same few splits, and
+    building a split's labels and reports again each time cost a chapter tens of seconds."""
+    key = digest({"cfg": cfg.to_dict(), "source": source, "split": split})
+    if key not in _DATASETS:
+        if len(_DATASETS) >= 32:
+            _DATASETS.pop(next(iter(_DATASETS)))
+        _DATASETS[key] = make_dataset(cfg, [source], split)
+    return _DATASETS[key]
 
 
 def _train_seconds(c: Config, stage: str) -> float | None:

@@ -82,6 +82,27 @@ def test_iou_dice_against_slow_reference():
         assert dice[ti] == pytest.approx(np.mean(ref_d), abs=1e-6)
 
 
+def test_iou_dice_per_instance_equals_a_threshold_loop_on_ties_nan_and_empty_masks():
+    # the histogram route must give the loop's values bit for bit: heat exactly on the grid,
+    # all-zero and all-one maps, a NaN pixel (never on), an empty mask
+    rng = np.random.default_rng(1)
+    heat = torch.from_numpy(rng.random((7, 16, 16))).float()
+    heat[:, :4, :4] = torch.from_numpy(G.THRESHOLDS[::6][:16].reshape(4, 4)).float()
+    heat[1], heat[2] = 0.0, 1.0
+    heat[3, 5, 5] = float("nan")
+    gt = torch.from_numpy(rng.random((7, 16, 16)) > 0.5)
+    gt[4] = False
+    iou, dice = G.iou_dice_instances(heat, gt)
+    assert iou.shape == dice.shape == (7, len(G.THRESHOLDS)) and iou.dtype == np.float64
+    for j, t in enumerate(G.THRESHOLDS):
+        for i in range(7):
+            p = (heat[i] >= float(t)).numpy()  # torch compares in float32
+            g = gt[i].numpy()
+            inter, pa, ga = np.float32((p & g).sum()), np.float32(p.sum()), np.float32(g.sum())
+            assert iou[i, j] == np.float32(inter / max(pa + ga - inter, np.float32(1)))
+            assert dice[i, j] == np.float32(2 * inter / max(pa + ga, np.float32(1)))
+
+
 def test_exact_heatmap_gives_dice_one():
     gt = G.boxes_to_masks(np.array([[4, 4, 20, 12], [30, 30, 50, 60]]), 64, 64)
     s = G.grounding_scores(gt.float(), gt)

@@ -34,7 +34,7 @@ from ..evaluation.grounding_references import (BASELINES, MODEL, at_threshold, c
                                               fit_baselines, split_scores)
 from . import replay
 from .measures import MIN_POS, N_BOOT, Measure, patient_weights
-from .variants import SEEDS, stored, variant_config, variant_model
+from .variants import SEEDS, refuse_untrained, stored, variant_config, variant_model
 
 #: The two scores of the table, and the name of the model in it.
 METRICS = ("pointing game", "Dice")
@@ -78,6 +78,7 @@ def grounding_baseline_measures(cfg: Config, source: str = "chestxdet10", *, see
     (as the AUC measures leave out classes with too few positives)."""
     seeds = tuple(SEEDS[cfg.profile] if seeds is None else seeds)
     n_boot = N_BOOT[cfg.profile] if n_boot is None else n_boot
+    refuse_untrained(cfg, MODEL_NAME, seeds)  # before the baselines' minute of scoring
     base = fit_baselines(cfg, source)
     valid, test = (split_scores(cfg, source, s, baselines=base) for s in ("valid", "test"))
     lesions = test.lesions

@@ -85,6 +85,14 @@ def _refuse_training(c: Config, name: str) -> None:
         replay.no_training(store.is_valid(c, VARIANTS[name].stage), f"{name} (seed {c.seed})")
 
 
+def refuse_untrained(cfg: Config, name: str, seeds) -> None:
+    """Raise :class:`.replay.RecordMissing` now when a run of ``name`` for one of ``seeds``
+    would have to train in a mode that forbids it: a study that does costly work before it
+    reaches its models calls this first, so that trying it without training fails at once."""
+    for seed in seeds:
+        _refuse_training(variant_config(cfg, name, seed), name)
+
+
 def variant_checkpoint(cfg: Config, name: str, seed: int | None = None, *, progress: bool = True,
                        **extra) -> pathlib.Path:
     """The stored checkpoint of variant ``name`` (trained first when missing)."""
@@ -119,5 +127,5 @@ def variant_history(cfg: Config, name: str, seed: int | None = None, *, progress
     return store.history(c, VARIANTS[name].stage, progress=progress)
 
 
-__all__ = ["BACKBONES", "GRID", "LEVELS", "SEEDS", "VARIANTS", "Variant", "stored",
+__all__ = ["BACKBONES", "GRID", "LEVELS", "SEEDS", "VARIANTS", "Variant", "refuse_untrained", "stored",
            "variant_checkpoint", "variant_config", "variant_history", "variant_model"]

@@ -272,3 +272,23 @@ def test_gated_studies_are_shown_from_the_record(tmp_path, monkeypatch):
     monkeypatch.setattr(dials, "dial_table", lambda *a, **k: pytest.fail("measured live"))
     study = dials.dial_study(cfg, full=False, progress=False)
     assert study.ran and study.tables["dials"].attrs["evidence"].status == "fresh"
+
+
+def test_a_study_tried_without_training_fails_before_its_costly_part(tmp_path, monkeypatch):
+    # tried on the stored runs alone (a default build with a record), the grounding and gate
+    # claims must refuse at once when a UniChest run is not stored, not after scoring the
+    # baselines or a seed's gates
+    from unichest_lib.evidence import claims, grounding_measures
+
+    cfg = tiny_cfg(cache_dir=str(tmp_path / "cache"))
+
+    def costly(*a, **k):
+        raise AssertionError("the costly part ran before the untrained run was refused")
+
+    monkeypatch.setattr(grounding_measures, "fit_baselines", costly)
+    monkeypatch.setattr(claims, "source_gates", costly)
+    monkeypatch.setattr(claims, "variant_model", lambda *a, **k: object())
+    monkeypatch.setattr(store, "is_valid", lambda c, stage: c.seed == 0)  # seed 1 not stored
+    for fn in (grounding_measures.grounding_baseline_measures, claims.gate_routing):
+        with pytest.raises(replay.RecordMissing, match="UniChest"):
+            replay.in_mode(replay.STORED, fn, cfg, progress=False)

@@ -27,7 +27,7 @@ from .measures import (N_BOOT, Measure, has_classes, in_domain_measure, macro_me
 from . import replay
 from .grounding_measures import grounding_baseline_measures, strongest_baseline
 from .transfer import PROTOCOLS, RANDOM, transfer_measures
-from .variants import GRID, LEVELS, SEEDS, variant_config, variant_model
+from .variants import GRID, LEVELS, SEEDS, refuse_untrained, variant_config, variant_model
 
 
 # ---- the claims -------------------------------------------------------------------------------
@@ -234,6 +234,7 @@ def gate_routing(cfg: Config, *, seeds=None, n_boot=None, progress: bool = True)
     n_boot = N_BOOT[cfg.profile] if n_boot is None else n_boot
     if cfg.K < 2:
         raise ConfigError("gate_routing needs K >= 2 (K = 1 has no gate)")
+    refuse_untrained(cfg, "UniChest", seeds)  # before a seed's minute of gate weights
     points, reps = np.zeros(len(seeds)), np.zeros((len(seeds), n_boot))
     for i, seed in enumerate(seeds):
         model = variant_model(cfg, "UniChest", seed, progress=progress)

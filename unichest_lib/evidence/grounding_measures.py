@@ -176,19 +176,21 @@ def grounding_baseline_table(cfg: Config, source: str = "chestxdet10", *, seeds=
             model = ms[MODEL_NAME, metric, cls]
             for name in (MODEL_NAME,) + BASELINES:
                 m = ms[name, metric, cls]
-                rows.append(_row(m, cls, metric, name, "score", info,
+                rows.append(summary_row(m, cls, metric, name, "score", info,
                                  fmt(info["thresholds"][name]) if metric == "Dice" else ""))
             for name in BASELINES:
-                rows.append(_row(model - ms[name, metric, cls], cls, metric,
+                rows.append(summary_row(model - ms[name, metric, cls], cls, metric,
                                  f"{MODEL_NAME} − {name}", "difference", info, "", name))
             diffs, best = strongest[metric]
-            rows.append(_row(diffs[cls], cls, metric, f"{MODEL_NAME} − {STRONGEST}",
+            rows.append(summary_row(diffs[cls], cls, metric, f"{MODEL_NAME} − {STRONGEST}",
                              "difference", info, "", best.get(cls, "per class")))
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def _row(m: Measure, cls: str, metric: str, method: str, kind: str, info: dict,
-         threshold: str, against: str = "") -> dict:
+def summary_row(m: Measure, cls: str, metric: str, method: str, kind: str, info: dict,
+                threshold: str, against: str = "") -> dict:
+    """One row of a grounding table (:data:`COLUMNS`): ``m`` summarised, its interval
+    clipped to the metric's range, none (and no verdict) for a flagged class."""
     s = m.summary()
     flagged = cls in info["flagged"]
     if flagged:  # too few lesions for a bootstrap to mean anything: no interval, no verdict
@@ -211,4 +213,4 @@ grounding_baseline_table = replay.recorded_table("grounding-baselines", _groundi
 
 
 __all__ = ["COLUMNS", "METRICS", "MODEL_NAME", "STRONGEST", "class_replicates",
-           "grounding_baseline_measures", "grounding_baseline_table", "strongest_baseline"]
+           "grounding_baseline_measures", "grounding_baseline_table", "strongest_baseline", "summary_row"]

@@ -42,7 +42,7 @@ from ..evaluation.attention_diagnosis import head_split_scores
 from ..evaluation.grounding_references import at_threshold, choose_threshold
 from .grounding_measures import (METRICS, MODEL_NAME, class_replicates,
                                  grounding_baseline_measures, grounding_baseline_table,
-                                 strongest_baseline)
+                                 strongest_baseline, summary_row)
 from .ledger import HOW_TO_RUN, study_on
 from .measures import Measure, Study, in_domain_measure, patient_weights
 from .variants import SEEDS, stored, variant_config, variant_history, variant_model
@@ -230,7 +230,6 @@ def head_table(cfg: Config, *, source: str = "chestxdet10", progress: bool = Tru
     for m in METRICS:
         diffs, best = strongest_baseline(swapped, info, m)
         for c in order + [metrics.MACRO]:
-            n = info["n"][c]
             against = best.get(c, "per class")
             for method, meas, kind, vs in (
                     (MIXED, ms[MODEL_NAME, m, c], "score", ""),
@@ -238,21 +237,9 @@ def head_table(cfg: Config, *, source: str = "chestxdet10", progress: bool = Tru
                     (f"{HEAD} − {MIXED}", head[MODEL_NAME, m, c] - ms[MODEL_NAME, m, c],
                      "difference", MIXED),
                     (f"{HEAD} − strongest baseline", diffs[c], "difference", against)):
-                rows.append(_head_row(meas, c, m, method, kind, n, vs,
-                                      c in info["flagged"], "; ".join(chosen)))
+                rows.append(dict(summary_row(meas, c, m, method, kind, info, "", vs),
+                                 heads="; ".join(chosen)))
     return pd.DataFrame(rows, columns=list(HEAD_COLUMNS))
-
-
-def _head_row(m: Measure, cls, metric, method, kind, n, against, flagged, heads) -> dict:
-    s = m.summary()
-    if flagged:  # too few lesions: a mean, no interval, no verdict (as chapter 04's table)
-        s.update(lo=np.nan, hi=np.nan, verdict="")
-    low = 0.0 if kind == "score" else -1.0
-    return {"class": cls, "metric": metric, "method": method, "kind": kind, "n": n,
-            "mean": s["mean"], "lo": max(s["lo"], low), "hi": min(s["hi"], 1.0),
-            "n_seeds": s["n_seeds"], "per_seed": ", ".join(f"{v:.3f}" for v in m.points),
-            "against": against, "verdict": s["verdict"] if kind == "difference" else "",
-            "heads": heads}
 
 
 def head_study(cfg: Config, *, full: bool | None = None, source: str = "chestxdet10",

@@ -28,8 +28,9 @@ from ..fileio import atomic_write, digest
 from ..training import checkpoints, keys
 from ..training.source_oracle import headroom_predictions
 from . import replay
-from .measures import (_WORLD_FIELDS, MIN_POS, N_BOOT, Measure, Scored, class_auc_replicates,
-                       kept_columns, macro_measure, patient_weights)
+from .measures import (MIN_POS, N_BOOT, Measure, class_auc_replicates, kept_columns,
+                       macro_measure, patient_weights)
+from .predictions import _WORLD_FIELDS, Scored
 from .variants import SEEDS, stored, variant_checkpoint, variant_config
 
 #: Bump when the heads' training changes (old cached predictions are then recomputed).

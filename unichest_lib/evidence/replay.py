@@ -2,7 +2,7 @@
 one study at a time, never mixed.
 
 Every table and claim of the book is computed from one kind of number: a variant's
-probabilities per image on one split of one source (:func:`~.measures.scored`). Those are
+probabilities per image on one split of one source (:func:`~.predictions.scored`). Those are
 what the record keeps, in ``results/<profile>/runs/<run>/<source>-<split>-<by>/`` (a
 :mod:`~.record` study: ``probs.csv.gz``, one row per image in the split's order and one
 column per class, and its provenance: store key, checkpoint sha256, commit, CPU, precision,

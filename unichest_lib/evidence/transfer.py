@@ -52,8 +52,8 @@ from ..model.encoders import ImageEncoder
 from ..model.inference import pooled_features
 from ..training import checkpoints, keys
 from . import replay
-from .measures import (_WORLD_FIELDS, MIN_POS, N_BOOT, Measure, Scored, class_auc_replicates,
-                       kept_columns, patient_weights)
+from .measures import MIN_POS, N_BOOT, Measure, class_auc_replicates, kept_columns, patient_weights
+from .predictions import _WORLD_FIELDS, Scored
 from .variants import SEEDS, VARIANTS, stored, variant_checkpoint, variant_config, variant_model
 
 RANDOM = "random init"

@@ -248,6 +248,19 @@ def test_the_plan_of_a_profile_reads_its_constants_and_resolves_the_full_ledger(
         assert p.full == ledger.full_ledger(cfg)
     tut = resolve("tutorial", cache_dir=str(tmp_path))
     assert evidence.plan(tut, True).full and not evidence.plan(tut, False).full
+    assert evidence.plan(tut, True).train and not evidence.plan(tut, False).train
+
+
+def test_a_recorded_ledger_shows_the_expensive_claims_but_trains_no_study(tmp_path, monkeypatch):
+    # every expensive claim in the record turns the full ledger on for showing them; the
+    # optional studies (chapter 05's dial worlds) must still train nothing unless asked
+    monkeypatch.delenv(ledger.FULL_ENV, raising=False)
+    monkeypatch.setattr(ledger.replay, "study_recorded", lambda cfg, name: True)
+    tut = resolve("tutorial", cache_dir=str(tmp_path))
+    p = evidence.plan(tut)
+    assert p.full and not p.train
+    monkeypatch.setenv(ledger.FULL_ENV, "1")
+    assert evidence.plan(tut).train
 
 
 def test_seen_unseen_table_groups_the_sources_that_have_such_classes(monkeypatch):

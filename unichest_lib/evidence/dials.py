@@ -131,8 +131,9 @@ def full_meaning_by_class(cfg: Config, *, progress: bool = True) -> pd.DataFrame
 def dial_study(cfg: Config, *, full: bool, progress: bool = True) -> Study:
     """The study as chapter 05 shows it, in the embedded world: :func:`dial_table` under
     ``tables["dials"]`` and :func:`meaning_by_class` under ``tables["by_class"]``. With ``full``
-    (the full ledger, :func:`.ledger.full_ledger`) every world is measured, and so it is when
-    the record holds the full study (shown from the record); otherwise only the worlds whose
+    (the full ledger asked for, :attr:`.ledger.Plan.train`: never merely because the record
+    holds the expensive claims) every world is measured, training what is missing; when the
+    record holds the full study it is shown from the record; otherwise only the worlds whose
     runs are stored. Real data has no dial: then nothing runs and ``note`` says so."""
     if cfg.data != "embedded":
         return Study(False, note="the dial studies need the embedded world")

@@ -84,9 +84,16 @@ def study_on(cfg: Config, full: bool | None, available) -> bool:
     :func:`full_ledger` when ``full`` is given, the environment switch is set or the profile
     runs the full ledger; otherwise only when ``available()`` says it needs no training (its
     runs are stored, or it is recorded)."""
-    if full is not None or os.environ.get(FULL_ENV, "").strip() or FULL[cfg.profile]:
+    if full_asked(cfg, full):
         return full_ledger(cfg, full)
     return bool(available())
+
+
+def full_asked(cfg: Config, full: bool | None = None) -> bool:
+    """Whether the full ledger was asked for (``full`` given, the environment switch set, or a
+    profile that runs it), so that a study may train the runs it misses: :func:`full_ledger`
+    is also True when the record merely holds every expensive claim, to show them."""
+    return full is not None or bool(os.environ.get(FULL_ENV, "").strip()) or FULL[cfg.profile]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +102,9 @@ class Plan:
     patient (``n_boot``), the positives and negatives a class needs in a test split to enter
     a macro mean (``min_pos``), the (K values, λ values) grid of the robustness claim
     (``grid``), the image backbones chapter 05 compares (``backbones``) and whether the
-    claims that need extra runs per seed are measured (``full``, :func:`full_ledger`)."""
+    claims that need extra runs per seed are measured (``full``, :func:`full_ledger`), and
+    whether the optional studies may train what they miss (``train``: the full ledger asked
+    for, not merely found in the record)."""
 
     seeds: tuple
     n_boot: int
@@ -103,13 +112,15 @@ class Plan:
     grid: tuple
     backbones: tuple
     full: bool
+    train: bool
 
 
 def plan(cfg: Config, full: bool | None = None) -> Plan:
     """The :class:`Plan` of ``cfg``'s profile, with ``full`` resolved by :func:`full_ledger`."""
     p = cfg.profile
     return Plan(seeds=tuple(SEEDS[p]), n_boot=N_BOOT[p], min_pos=MIN_POS[p], grid=GRID[p],
-                backbones=tuple(BACKBONES[p]), full=full_ledger(cfg, full))
+                backbones=tuple(BACKBONES[p]), full=full_ledger(cfg, full),
+                train=full_asked(cfg, full) and full_ledger(cfg, full))
 
 
 # ---- the ledger -----------------------------------------------------------------------------
@@ -214,4 +225,4 @@ def grid_table(cfg: Config, *, progress: bool = True) -> pd.DataFrame:
 
 __all__ = ["EXPENSIVE", "FULL", "FULL_ENV", "HOW_TO_RUN", "NOT_RUN", "VERSION", "WORLD_ONLY",
            "Plan", "chapter_claims", "full_ledger", "grid_table", "ledger_rows", "not_run_note",
-           "plan", "study_on"]
+           "full_asked", "plan", "study_on"]

@@ -190,10 +190,11 @@ def grounding_baseline_table(cfg: Config, source: str = "chestxdet10", *, seeds=
 def summary_row(m: Measure, cls: str, metric: str, method: str, kind: str, info: dict,
                 threshold: str, against: str = "") -> dict:
     """One row of a grounding table (:data:`COLUMNS`): ``m`` summarised, its interval
-    clipped to the metric's range, none (and no verdict) for a flagged class."""
+    clipped to the metric's range; a flagged class gets no interval, so its difference reads
+    inconclusive."""
     s = m.summary()
     flagged = cls in info["flagged"]
-    if flagged:  # too few lesions for a bootstrap to mean anything: no interval, no verdict
+    if flagged:  # too few lesions for a bootstrap to mean anything: no interval, inconclusive
         s.update(lo=np.nan, hi=np.nan, verdict=stats.verdict(np.nan, np.nan))
     low = 0.0 if kind == "score" else -1.0  # a normal interval may spill over the range
     return {"class": cls, "metric": metric, "method": method, "kind": kind,

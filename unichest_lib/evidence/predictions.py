@@ -42,16 +42,21 @@ class Scored:
 
 
 _MODELS: dict[str, object] = {}
+_DATASETS: dict[str, object] = {}
+
+
+def _kept(cache: dict, key: str, size: int, make):
+    """``cache[key]``, made by ``make()`` when absent; the oldest leaves past ``size`` entries."""
+    if key not in cache:
+        if len(cache) >= size:
+            cache.pop(next(iter(cache)))
+        cache[key] = make()
+    return cache[key]
 
 
 def _model(path: pathlib.Path, cfg: Config, stage: str, progress: bool):
     """The stored model at ``path`` (of ``cfg``'s ``stage``), kept for the next few calls."""
-    key = str(path)
-    if key not in _MODELS:
-        if len(_MODELS) >= 4:
-            _MODELS.pop(next(iter(_MODELS)))
-        _MODELS[key] = store.load_model(cfg, stage, progress=progress)
-    return _MODELS[key]
+    return _kept(_MODELS, str(path), 4, lambda: store.load_model(cfg, stage, progress=progress))
 
 
 def scored(cfg: Config, name: str, seed: int, source: str, *, split: str = "test",
@@ -88,19 +93,12 @@ def scored(cfg: Config, name: str, seed: int, source: str, *, split: str = "test
                   patients=np.asarray(t.patients), classes=tuple(ds.classes), seen=seen)
 
 
-_DATASETS: dict[str, object] = {}
-
-
 def _dataset(cfg: Config, source: str, split: str):
     """``make_dataset(cfg, [source], split)``, kept for the next calls with the same
     configuration: the tables score every variant and seed on the same few splits, and
     building a split's labels and reports again each time cost a chapter tens of seconds."""
     key = digest({"cfg": cfg.to_dict(), "source": source, "split": split})
-    if key not in _DATASETS:
-        if len(_DATASETS) >= 32:
-            _DATASETS.pop(next(iter(_DATASETS)))
-        _DATASETS[key] = make_dataset(cfg, [source], split)
-    return _DATASETS[key]
+    return _kept(_DATASETS, key, 32, lambda: make_dataset(cfg, [source], split))
 
 
 def _train_seconds(c: Config, stage: str) -> float | None:

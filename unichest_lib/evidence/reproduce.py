@@ -27,9 +27,8 @@ TEACHING_RUNS = ("Conquer only", "UniChest")
 def recorded_runs(cfg: Config, name: str, seeds, sources) -> bool:
     """Whether the record holds the test scores of variant ``name`` for every seed of ``seeds``
     on every source of ``sources``."""
-    return all(replay.has_probs(variant_config(cfg, name, sd), name, s, "test",
-                                variant_config(cfg, name, sd).query_text)
-               for sd in seeds for s in sources)
+    runs = [variant_config(cfg, name, sd) for sd in seeds]
+    return all(replay.has_probs(c, name, s, "test", c.query_text) for c in runs for s in sources)
 
 
 def reproduction_study(cfg: Config, names=TEACHING_RUNS, sources=None, *,

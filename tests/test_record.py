@@ -51,6 +51,25 @@ def test_the_same_tables_give_the_same_bytes(tmp_path):
     assert one.read_bytes() == two.read_bytes()
 
 
+def test_re_recording_the_same_run_keeps_its_first_provenance_unless_something_changed(
+        tmp_path, monkeypatch):
+    first = dict(PROV, checkpoint_sha256="aa")
+    later = dict(first, date="2026-12-09T10:00:00Z", cpu="Another CPU")
+    same = ("checkpoint_sha256",)
+
+    def date_after(prov, runs=_runs()):
+        record.write("tutorial", "r", dict(runs=runs), prov, root=tmp_path, same=same)
+        return record.read("tutorial", "r", root=tmp_path).provenance["date"]
+
+    assert date_after(first) == first["date"]
+    assert date_after(later) == first["date"]  # same scores, same checkpoint: kept
+    assert date_after(dict(later, checkpoint_sha256="bb")) == later["date"]  # other checkpoint
+    changed = _runs().assign(seconds=2.0)
+    assert date_after(dict(first, checkpoint_sha256="bb"), changed) == first["date"]  # other scores
+    monkeypatch.setattr(record, "code_version", lambda *a, **k: "another-version")
+    assert date_after(later, changed) == later["date"]  # a stale record is rewritten
+
+
 def test_a_study_recorded_by_other_code_is_stale_and_says_so(tmp_path, monkeypatch):
     record.write("tutorial", "demo", dict(runs=_runs()), PROV, root=tmp_path)
     monkeypatch.setattr(record, "code_version", lambda *a, **k: "another-version")

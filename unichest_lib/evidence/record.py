@@ -146,16 +146,23 @@ def _csv_gz(df: pd.DataFrame) -> bytes:
 
 
 def write(profile: str, study: str, tables: dict[str, pd.DataFrame], provenance: dict, *,
-          cfg=None, free=(), root: pathlib.Path | None = None) -> pathlib.Path:
+          cfg=None, free=(), root: pathlib.Path | None = None, same=()) -> pathlib.Path:
     """Record ``tables`` of ``study`` at ``profile`` (each written atomically, then the
     provenance with their checksums, the current :func:`code_version` and, given the study's
-    base ``cfg``, its :func:`config_version` without the ``free`` fields)."""
+    base ``cfg``, its :func:`config_version` without the ``free`` fields). With ``same``
+    (provenance keys), a fresh record with the same tables and the same values of those keys
+    is left as it is: re-measuring an unchanged run keeps the date and machine it was first
+    recorded with."""
     out = folder(profile, study, root)
-    sums = {}
-    for name, df in tables.items():
-        data = _csv_gz(df)
+    blobs = {name: _csv_gz(df) for name, df in tables.items()}
+    sums = {name: sha256_bytes(data) for name, data in blobs.items()}
+    if same:
+        old = read(profile, study, cfg=cfg, root=root)
+        if old.usable and old.provenance.get("tables") == sums and all(
+                old.provenance.get(k) == provenance.get(k) for k in same):
+            return out
+    for name, data in blobs.items():
         atomic_write(out / f"{name}.csv.gz", data)
-        sums[name] = sha256_bytes(data)
     conf = ({} if cfg is None else
             dict(config_version=config_version(cfg, free), config_free=list(free)))
     atomic_write_json(out / "provenance.json", dict(

@@ -107,13 +107,14 @@ def has_probs(c: Config, name: str, source: str, split: str, by: str) -> bool:
 
 def write_probs(c: Config, name: str, source: str, split: str, by: str, probs: np.ndarray,
                 classes, provenance: dict) -> None:
-    """Record one run's probabilities (7 significant digits: AUCs recompute exactly)."""
+    """Record one run's probabilities (7 significant digits: AUCs recompute exactly); the same
+    scores of the same checkpoint already recorded keep their first provenance."""
     df = pd.DataFrame(np.asarray(probs, dtype=np.float64), columns=list(classes))
     df = df.map(lambda v: float(f"{v:.7g}"))
     cmd = os.environ.get(ENV_COMMAND, "make ledger")
     record.write(c.profile, part_name(c, name, source, split, by), dict(probs=df),
                  dict(provenance, variant=name, seed=c.seed, source=source, split=split,
-                      by=by, command=cmd), cfg=c)
+                      by=by, command=cmd), cfg=c, same=("checkpoint_sha256", "model_classes"))
 
 
 @dataclasses.dataclass

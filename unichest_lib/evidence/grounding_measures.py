@@ -177,13 +177,13 @@ def grounding_baseline_table(cfg: Config, source: str = "chestxdet10", *, seeds=
             for name in (MODEL_NAME,) + BASELINES:
                 m = ms[name, metric, cls]
                 rows.append(summary_row(m, cls, metric, name, "score", info,
-                                 fmt(info["thresholds"][name]) if metric == "Dice" else ""))
+                                        fmt(info["thresholds"][name]) if metric == "Dice" else ""))
             for name in BASELINES:
                 rows.append(summary_row(model - ms[name, metric, cls], cls, metric,
-                                 f"{MODEL_NAME} − {name}", "difference", info, "", name))
+                                        f"{MODEL_NAME} − {name}", "difference", info, "", name))
             diffs, best = strongest[metric]
             rows.append(summary_row(diffs[cls], cls, metric, f"{MODEL_NAME} − {STRONGEST}",
-                             "difference", info, "", best.get(cls, "per class")))
+                                    "difference", info, "", best.get(cls, "per class")))
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
